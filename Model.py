@@ -1,0 +1,136 @@
+"""The networks: the custom "Sample" CNN (SPEC 5.1) and ResNet50 (SPEC 5.2),
+each optionally with Squeeze-and-Excitation blocks (SPEC 5.3), with their loss,
+accuracy and Adam training op."""
+import numpy as np
+import tensorflow as tf
+
+import layers
+
+v1 = tf.compat.v1
+
+RESNET50_STAGES = ((64, 3), (128, 4), (256, 6), (512, 3))  # (bottleneck width m, blocks)
+CUSTOM_FILTERS = (16, 32, 64)
+
+
+def _input(default, dtype, shape, name):
+    """A placeholder; with `default`, one that reads the input pipeline unless fed."""
+    if default is None:
+        return v1.placeholder(dtype, shape, name)
+    return v1.placeholder_with_default(default, shape, name)
+
+
+def count_parameters(variables):
+    return int(sum(np.prod(v.shape.as_list()) for v in variables))
+
+
+class Model:
+    """Builds the network named by config['model'] into the current graph.
+
+    `images` and `labels` (optional) are the input pipeline's tensors: X and
+    Yoh read them unless a feed_dict overrides them. is_training defaults to
+    False, so evaluation needs no feed and batch norm uses moving averages.
+    """
+
+    def __init__(self, config, image_shape, images=None, labels=None):
+        self.config = config
+        self.activation = config['activation_functions'][config['activation_fn']]
+        self.initializer = layers.initializer_for(config['activation_fn'])
+        num_classes = config['output_shape']
+        self.X = _input(images, tf.float32, [None, *image_shape], 'X')
+        self.Yoh = _input(labels, tf.float32, [None, num_classes], 'Yoh')
+        self.is_training = v1.placeholder_with_default(False, [], 'is_training')
+        self.scope = config['model']
+        network = {'custom_model': self.model_net, 'resnet50': self.resnet50}[self.scope]
+        with v1.variable_scope(self.scope):
+            self.logits = network(self.X)
+
+        cross_entropy = tf.nn.softmax_cross_entropy_with_logits(labels=self.Yoh, logits=self.logits)
+        self.loss = tf.reduce_mean(cross_entropy, name='loss')
+        correct = tf.equal(tf.argmax(self.logits, 1), tf.argmax(self.Yoh, 1))
+        self.accuracy = tf.reduce_mean(tf.cast(correct, tf.float32), name='accuracy')
+        self.batch_size = tf.shape(self.X)[0]
+
+        self.global_step = v1.train.get_or_create_global_step()
+        self.learning_rate = v1.train.exponential_decay(
+            config['learning_rate'], self.global_step, config['decay_steps'],
+            config['decay_base'], name='learning_rate')
+        # Batch norm's moving averages advance with every training step.
+        with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS, self.scope)):
+            self.train_op = v1.train.AdamOptimizer(self.learning_rate).minimize(
+                self.loss, global_step=self.global_step)
+
+    # --- building blocks ------------------------------------------------------
+
+    def classifier(self, x, hidden_units):
+        """FC + activation for each of `hidden_units`, then FC to the classes."""
+        with v1.variable_scope('head'):
+            for i, units in enumerate(hidden_units, start=1):
+                x = layers.fc(x, units, self.activation, initializer=self.initializer, name=f'fc{i}')
+            return layers.fc(x, self.config['output_shape'], initializer=self.initializer,
+                             name='logits')
+
+    def squeeze_excite(self, x, name='se'):
+        """SE(U) = sigmoid(W2 relu(W1 avgpool(U))) * U, with W1: C -> C/r, W2: C/r -> C."""
+        channels = int(x.shape[-1])
+        with v1.variable_scope(name):
+            z = layers.global_pool(x, 'avg')
+            s = layers.fc(z, channels // self.config['se_r'], layers.relu, name='fc1')
+            s = layers.fc(s, channels, layers.sigmoid, name='fc2')
+            return x * tf.reshape(s, [-1, 1, 1, channels])
+
+    def conv_bn(self, x, filters, kernel_size, strides, activate, name):
+        """conv (no bias: batch norm's beta replaces it) + BN (+ activation)."""
+        with v1.variable_scope(name):
+            x = layers.conv2d(x, filters, kernel_size, strides, use_bias=False,
+                              initializer=self.initializer)
+            x = layers.batch_normalization(x, self.is_training)
+            return self.activation(x) if activate else x
+
+    def bottleneck(self, x, width, strides, projection, name):
+        """[1x1, m; 3x3, m; 1x1, 4m] with the stride on the first 1x1, SE on the
+        residual before the addition, projection shortcut on first blocks."""
+        with v1.variable_scope(name):
+            residual = self.conv_bn(x, width, 1, strides, True, 'conv1')
+            residual = self.conv_bn(residual, width, 3, 1, True, 'conv2')
+            residual = self.conv_bn(residual, 4 * width, 1, 1, False, 'conv3')
+            if self.config['use_se']:
+                residual = self.squeeze_excite(residual)
+            shortcut = self.conv_bn(x, 4 * width, 1, strides, False, 'shortcut') if projection else x
+            return self.activation(residual + shortcut)
+
+    # --- the two networks -----------------------------------------------------
+
+    def model_net(self, x):
+        """The custom "Sample" CNN: 3 x (conv 5x5 + AF, max pool), [SE], FC 256, 128, c."""
+        for i, filters in enumerate(CUSTOM_FILTERS, start=1):
+            x = layers.conv2d(x, filters, 5, activation=self.activation,
+                              initializer=self.initializer, name=f'conv{i}')
+            x = layers.max_pool2d(x, self.config['pool_size'], self.config['strides'],
+                                  name=f'pool{i}')
+        if self.config['use_se']:
+            x = self.squeeze_excite(x)
+        return self.classifier(layers.flatten(x), (256, 128))
+
+    def resnet50(self, x):
+        """ResNet50 (He et al. 2015), [SE-]bottlenecks 3, 4, 6, 3, then the SPEC head."""
+        x = self.conv_bn(x, 64, 7, 2, True, 'conv1')
+        x = layers.max_pool2d(x, 3, 2, name='pool1')
+        for stage, (width, blocks) in enumerate(RESNET50_STAGES, start=2):
+            for block in range(blocks):
+                first = block == 0
+                strides = 2 if first and stage > 2 else 1
+                x = self.bottleneck(x, width, strides, first, f'stage{stage}/block{block + 1}')
+        x = layers.global_pool(x, 'avg')
+        hidden = (512,) if self.config['dataset_name'] == 'imagenet' else (512, 256)
+        return self.classifier(x, hidden)
+
+    # --- introspection --------------------------------------------------------
+
+    def trainable_variables(self, part=''):
+        """Trainable variables of the network, or of a part of it ('head', 'stage3')."""
+        scope = f'{self.scope}/{part}' if part else self.scope
+        return v1.get_collection(v1.GraphKeys.TRAINABLE_VARIABLES, scope)
+
+    @property
+    def first_conv_kernel(self):
+        return v1.get_collection(v1.GraphKeys.GLOBAL_VARIABLES, f'{self.scope}/conv1/')[0]

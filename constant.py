@@ -1,0 +1,68 @@
+"""The one configuration of a run, and the directories derived from it.
+
+Edit `config` here, or override any key on the command line:
+    python main.py model=resnet50 use_se=True activation_fn=selu
+settings.py checks every key and value before a graph is built.
+"""
+import os
+
+import layers
+
+PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
+
+config = {
+    # --- what to train -----------------------------------------------------
+    'datasets': ['digits', 'mnist', 'cifar_32'],  # dataset names main.py can train on
+    'dataset_name': 'digits',  # which one: digits ships with scikit-learn, no download
+    'models': ['custom_model', 'resnet50'],  # model names
+    'model': 'custom_model',  # which one: the "Sample" CNN (SPEC 5.1) or ResNet50 (5.2)
+    'activation_functions': {'selu': layers.selu, 'relu': layers.relu},  # name -> function
+    'activation_fn': 'relu',  # which activation the whole network uses
+    'use_se': False,  # put Squeeze-and-Excitation blocks into the model
+    'se_r': 16,  # SE reduction ratio r: hidden units = channels / r
+    'output_shape': 10,  # units of the last FC layer = number of classes of the dataset
+    'pool_size': [2, 2],  # max-pool window of the custom model
+    'strides': 2,  # max-pool stride of the custom model
+
+    # --- optimisation ------------------------------------------------------
+    'learning_rate': 1e-3,  # Adam's initial step size
+    'decay_steps': 100000,  # exponential LR decay: lr * decay_base ** (step / decay_steps)
+    'decay_base': 0.96,  # exponential LR decay: base
+    'batch_size': 50,  # images per training step
+    'max_epochs': 10,  # passes over the training set
+    'seed': 42,  # seeds weights, data splits and shuffling: equal seeds, equal runs
+
+    # --- reporting and outputs ---------------------------------------------
+    'log_every': 2500,  # print a progress line every this many training images
+    'eval_batch_size': 1000,  # images per step when evaluating (no gradients: larger is faster)
+    'keep_checkpoints': 2,  # newest checkpoints kept in the run's directory
+    'resume': False,  # continue the run of this model/SE/activation from its last checkpoint
+    'datasets_root': os.path.join(PROJECT_DIR, 'datasets'),  # holds <dataset>/data_dir and save_dir
+    'data_dir': None,  # input files; None means datasets_root/<dataset_name>/data_dir
+    'download': True,  # fetch missing MNIST / CIFAR-10 files from their official addresses
+
+    # --- device ------------------------------------------------------------
+    'device': '/device:GPU:0',  # where the model is built; falls back to the CPU when absent
+    'gpu_memory_growth': True,  # take GPU memory as needed instead of all of it at start
+    'gpu_memory_fraction': None,  # or cap the GPU memory taken, 0 < f <= 1 (None: no cap)
+    'log_device_placement': False,  # print the device of every op (TensorFlow's log)
+}
+
+
+def derived_dirs(cfg):
+    """DATA_DIR, SAVE_DIR and its sub-directories for the final config."""
+    dataset_dir = os.path.join(cfg['datasets_root'], cfg['dataset_name'])
+    save_dir = os.path.join(dataset_dir, 'save_dir')
+    return {
+        'DATA_DIR': cfg['data_dir'] or os.path.join(dataset_dir, 'data_dir'),
+        'SAVE_DIR': save_dir,
+        'FILTERS_SAVE_DIR': os.path.join(save_dir, 'filters'),
+        'PLOT_TRAINING_SAVE_DIR': os.path.join(save_dir, 'plot_training'),
+        'RUNS_SAVE_DIR': os.path.join(save_dir, 'runs'),  # checkpoints, history, TensorBoard
+    }
+
+
+def run_name(cfg):
+    """Names a run's outputs by model, SE and activation, e.g. resnet50_se_selu."""
+    se = '_se' if cfg['use_se'] else ''
+    return f"{cfg['model']}{se}_{cfg['activation_fn']}"

@@ -1,0 +1,54 @@
+"""Feeds a dataset into the graph through tf.data, one reinitialisable iterator
+for every split, so the model's inputs come straight from the pipeline.
+
+An input source offers: `next_batch` (the iterator's (images, one-hot labels)
+tensors, built once), `num_examples(split)` and `start(session, split,
+training, seed)`, which points the iterator at the start of a pass over
+`split`. ArrayInput is the source for datasets held in memory.
+"""
+import numpy as np
+import tensorflow as tf
+
+v1 = tf.compat.v1
+PREFETCH_BATCHES = 2
+
+
+def normalise(images, mean, std):
+    """uint8 images -> float32 with zero mean and unit variance per channel."""
+    return (tf.cast(images, tf.float32) - mean) / std
+
+
+class ArrayInput:
+    """Numpy arrays, fed to the pipeline once per pass (at iterator start),
+    never batch by batch."""
+
+    def __init__(self, data, batch_size, eval_batch_size):
+        self.data = data
+        self.images = v1.placeholder(tf.uint8, [None, *data.image_shape], 'array_images')
+        self.labels = v1.placeholder(tf.int64, [None], 'array_labels')
+
+        def prepare(images, labels):  # whole batches at a time: one op per batch, not per image
+            return normalise(images, data.mean, data.std), tf.one_hot(labels, data.num_classes)
+
+        def pipeline(size):
+            dataset = tf.data.Dataset.from_tensor_slices((self.images, self.labels))
+            return dataset.batch(size).map(prepare).prefetch(PREFETCH_BATCHES)
+
+        train, evaluation = pipeline(batch_size), pipeline(eval_batch_size)
+        iterator = v1.data.Iterator.from_structure(v1.data.get_output_types(train),
+                                                   v1.data.get_output_shapes(train))
+        self._initializers = {True: iterator.make_initializer(train),
+                              False: iterator.make_initializer(evaluation)}
+        self.next_batch = iterator.get_next()
+
+    def num_examples(self, split):
+        return len(getattr(self.data, split))
+
+    def start(self, session, split, training, seed=None):
+        """Begins a pass over `split`; training passes are shuffled by `seed`."""
+        part = getattr(self.data, split)
+        images, labels = part.images, part.labels
+        if training:
+            order = np.random.default_rng(seed).permutation(len(labels))
+            images, labels = images[order], labels[order]
+        session.run(self._initializers[training], {self.images: images, self.labels: labels})

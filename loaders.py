@@ -1,0 +1,256 @@
+"""In-memory datasets: digits, MNIST and 32 px CIFAR-10 as uint8 numpy arrays.
+
+Each loader returns an ArrayDataset with deterministic train / valid / test
+splits (SPEC 4) and the per-channel mean and std of the training split, which
+the input pipeline uses to normalise images.
+"""
+import codecs
+import dataclasses
+import gzip
+import io
+import os
+import pickle
+import tarfile
+import zlib
+
+import numpy as np
+
+from download import DataError, RemoteFile, ensure_files
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    images: np.ndarray  # uint8, [N, H, W, C]
+    labels: np.ndarray  # int64, [N], 0 .. classes-1
+
+    def __len__(self):
+        return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayDataset:
+    train: Split
+    valid: Split
+    test: Split
+    num_classes: int
+    mean: np.ndarray  # float32 [C], of the training split
+    std: np.ndarray   # float32 [C]
+
+    @property
+    def image_shape(self):
+        return self.train.images.shape[1:]
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    num_classes: int
+    image_shape: tuple
+    load: callable  # (data_dir, seed, download) -> ArrayDataset
+
+
+def channel_stats(images):
+    """Per-channel mean and std of uint8 NHWC images, as float32."""
+    pixels = images.reshape(-1, images.shape[-1])
+    mean = pixels.mean(axis=0, dtype=np.float64)
+    std = pixels.std(axis=0, dtype=np.float64)
+    # A constant channel carries no information; keep it at zero, not NaN.
+    return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
+
+
+def make_dataset(train, valid, test, num_classes):
+    for name, split in (('train', train), ('valid', valid), ('test', test)):
+        if len(split) == 0:
+            raise DataError(f'the {name} split is empty')
+        if split.labels.min() < 0 or split.labels.max() >= num_classes:
+            raise DataError(f'{name} labels must lie in 0..{num_classes - 1}, found '
+                            f'{split.labels.min()}..{split.labels.max()}')
+    mean, std = channel_stats(train.images)
+    return ArrayDataset(train, valid, test, num_classes, mean, std)
+
+
+def hold_out(images, labels, fraction):
+    """Splits off the first `fraction` of the official training set as validation."""
+    n_valid = int(round(len(labels) * fraction))
+    return Split(images[n_valid:], labels[n_valid:]), Split(images[:n_valid], labels[:n_valid])
+
+
+def checked_split(images, labels, source):
+    if len(images) != len(labels):
+        raise DataError(f'{source}: {len(images)} images but {len(labels)} labels')
+    return images, labels.astype(np.int64)
+
+
+# --- digits -------------------------------------------------------------------
+
+def load_digits(data_dir, seed, download):
+    """scikit-learn's bundled 8x8 digits: 1437 / 180 / 180, stratified."""
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+    digits = sklearn_digits()
+    images = digits.images.astype(np.uint8)[..., np.newaxis]  # values 0..16
+    labels = digits.target.astype(np.int64)
+    rest_x, test_x, rest_y, test_y = train_test_split(
+        images, labels, test_size=180, stratify=labels, random_state=seed)
+    train_x, valid_x, train_y, valid_y = train_test_split(
+        rest_x, rest_y, test_size=180, stratify=rest_y, random_state=seed)
+    return make_dataset(Split(train_x, train_y), Split(valid_x, valid_y),
+                        Split(test_x, test_y), 10)
+
+
+# --- MNIST --------------------------------------------------------------------
+
+MNIST_URLS = ('https://yann.lecun.com/exdb/mnist/',
+              'https://storage.googleapis.com/cvdf-datasets/mnist/')
+MNIST_FILES = {
+    'train_images': ('train-images-idx3-ubyte.gz', 'f68b3c2dcbeaaa9fbdd348bbdeb94873'),
+    'train_labels': ('train-labels-idx1-ubyte.gz', 'd53e105ee54ea40749a09fcbcd1e9432'),
+    'test_images': ('t10k-images-idx3-ubyte.gz', '9fb629c4189551a2d022fa330f9573f3'),
+    'test_labels': ('t10k-labels-idx1-ubyte.gz', 'ec29112dd5afa0611ce80d1b7f02629c'),
+}
+MNIST_REMOTES = {key: RemoteFile(name, tuple(u + name for u in MNIST_URLS), md5)
+                 for key, (name, md5) in MNIST_FILES.items()}
+MNIST_VALID_FRACTION = 5000 / 60000
+IDX_UBYTE = 0x08
+
+
+def read_idx(path, ndim):
+    """Reads a gzipped idx file of unsigned bytes with `ndim` dimensions."""
+    try:
+        with gzip.open(path, 'rb') as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(f'{path} is not a complete gzip file ({error}); delete it and '
+                        f'download it again') from None
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f'{path}: idx header is truncated')
+    zero, kind, dims = int.from_bytes(raw[:2], 'big'), raw[2], raw[3]
+    if zero != 0 or kind != IDX_UBYTE or dims != ndim:
+        raise DataError(f'{path}: wrong magic number 0x{raw[:4].hex()}, expected '
+                        f'0x0000{IDX_UBYTE:02x}{ndim:02x} (an idx file of {ndim}-D unsigned bytes)')
+    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim))
+    body = raw[4 + 4 * ndim:]
+    expected = int(np.prod(shape))
+    if len(body) != expected:
+        raise DataError(f'{path}: header declares shape {shape} = {expected} bytes, '
+                        f'file holds {len(body)}')
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
+
+
+def load_mnist(data_dir, seed, download):
+    """The four official idx .gz files, or Keras' mnist.npz: 55000 / 5000 / 10000."""
+    npz = os.path.join(data_dir, 'mnist.npz')
+    have_idx = any(os.path.isfile(os.path.join(data_dir, r.name)) for r in MNIST_REMOTES.values())
+    if os.path.isfile(npz) and not have_idx:
+        try:
+            with np.load(npz, allow_pickle=False) as f:
+                arrays = {key: f[key] for key in ('x_train', 'y_train', 'x_test', 'y_test')}
+        except (OSError, ValueError, KeyError, zlib.error) as error:
+            raise DataError(f'{npz} is not a readable Keras mnist.npz ({error})') from None
+        train_x, train_y, test_x, test_y = (arrays[k] for k in ('x_train', 'y_train', 'x_test', 'y_test'))
+    else:
+        paths = dict(zip(MNIST_REMOTES, ensure_files(list(MNIST_REMOTES.values()), data_dir, download)))
+        train_x, test_x = (read_idx(paths[k], 3) for k in ('train_images', 'test_images'))
+        train_y, test_y = (read_idx(paths[k], 1) for k in ('train_labels', 'test_labels'))
+    train_x, train_y = checked_split(train_x, train_y, 'MNIST training files')
+    test_x, test_y = checked_split(test_x, test_y, 'MNIST test files')
+    train, valid = hold_out(train_x[..., np.newaxis], train_y, MNIST_VALID_FRACTION)
+    return make_dataset(train, valid, Split(test_x[..., np.newaxis], test_y), 10)
+
+
+# --- CIFAR-10 -----------------------------------------------------------------
+
+CIFAR_ARCHIVE = RemoteFile('cifar-10-python.tar.gz',
+                           ('https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz',),
+                           'c58f30108f718f92721af3b95e74349a')
+CIFAR_FOLDER = 'cifar-10-batches-py'
+CIFAR_TRAIN_BATCHES = tuple(f'data_batch_{i}' for i in range(1, 6))
+CIFAR_TEST_BATCH = 'test_batch'
+CIFAR_VALID_FRACTION = 5000 / 50000
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Rebuilds only numpy arrays: a tampered pickle cannot call anything else."""
+    # (module, name) as pickles written by numpy 1 and 2 and Python 2 and 3 name them.
+    ALLOWED = {
+        ('numpy.core.multiarray', '_reconstruct'): np._core.multiarray._reconstruct,
+        ('numpy._core.multiarray', '_reconstruct'): np._core.multiarray._reconstruct,
+        ('numpy.core.multiarray', 'scalar'): np._core.multiarray.scalar,
+        ('numpy._core.multiarray', 'scalar'): np._core.multiarray.scalar,
+        ('numpy', 'ndarray'): np.ndarray,
+        ('numpy', 'dtype'): np.dtype,
+        ('_codecs', 'encode'): codecs.encode,  # Python 3's protocol-2 bytes
+    }
+
+    def find_class(self, module, name):
+        try:
+            return self.ALLOWED[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(f'refusing to load {module}.{name}: a CIFAR batch '
+                                         f'holds only numpy arrays and lists') from None
+
+
+def read_cifar_batch(data, source):
+    """Unpickles one CIFAR-10 python batch -> (images [N, 32, 32, 3] uint8, labels)."""
+    try:
+        batch = SafeUnpickler(io.BytesIO(data), encoding='bytes').load()
+    except Exception as error:  # any failure of a foreign pickle is bad input
+        raise DataError(f'{source} is not a valid CIFAR-10 batch ({error})') from None
+    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()} \
+        if isinstance(batch, dict) else {}
+    if 'data' not in batch or 'labels' not in batch:
+        raise DataError(f'{source} is not a CIFAR-10 batch: it lacks data or labels')
+    pixels = np.asarray(batch['data'])
+    if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != 3 * 32 * 32:
+        raise DataError(f'{source}: data must be uint8 [N, 3072], got {pixels.dtype} {pixels.shape}')
+    images = pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # stored channel-major
+    return checked_split(images, np.asarray(batch['labels']), source)
+
+
+def cifar_batches(data_dir, download):
+    """{batch name: bytes} from the extracted folder, else from the .tar.gz."""
+    names = CIFAR_TRAIN_BATCHES + (CIFAR_TEST_BATCH,)
+    folder = os.path.join(data_dir, CIFAR_FOLDER)
+    if os.path.isdir(folder):
+        found = {}
+        for name in names:
+            path = os.path.join(folder, name)
+            if not os.path.isfile(path):
+                raise DataError(f'{path} is missing: {folder} must hold {", ".join(names)}')
+            with open(path, 'rb') as f:
+                found[name] = f.read()
+        return found
+    archive, = ensure_files([CIFAR_ARCHIVE], data_dir, download)
+    # Members are read in memory, never extracted: no path in the archive can
+    # write anywhere.
+    found = {}
+    try:
+        with tarfile.open(archive, 'r:gz') as tar:
+            for member in tar:
+                name = member.name.rsplit('/', 1)[-1]
+                if member.isfile() and name in names:
+                    found[name] = tar.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
+        raise DataError(f'{archive} is not a complete .tar.gz ({error}); delete it and '
+                        f'download it again') from None
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise DataError(f'{archive} lacks {", ".join(missing)}')
+    return found
+
+
+def load_cifar_32(data_dir, seed, download):
+    """CIFAR-10 python batches: 45000 / 5000 / 10000 at 32x32x3."""
+    batches = cifar_batches(data_dir, download)
+    parts = [read_cifar_batch(batches[n], n) for n in CIFAR_TRAIN_BATCHES]
+    train_x = np.concatenate([p[0] for p in parts])
+    train_y = np.concatenate([p[1] for p in parts])
+    train, valid = hold_out(train_x, train_y, CIFAR_VALID_FRACTION)
+    test = Split(*read_cifar_batch(batches[CIFAR_TEST_BATCH], CIFAR_TEST_BATCH))
+    return make_dataset(train, valid, test, 10)
+
+
+DATASETS = {
+    'digits': DatasetInfo(10, (8, 8, 1), load_digits),
+    'mnist': DatasetInfo(10, (28, 28, 1), load_mnist),
+    'cifar_32': DatasetInfo(10, (32, 32, 3), load_cifar_32),
+}

@@ -1,0 +1,237 @@
+"""Trains the model that constant.py describes and reports every epoch.
+
+    python main.py                       # constant.config as it is
+    python main.py model=resnet50 use_se=True activation_fn=selu max_epochs=3
+"""
+import os
+import sys
+import tempfile
+
+
+def import_tensorflow_quietly():
+    """Imports TensorFlow without its C++ start-up notices (oneDNN, no CUDA
+    driver, ...), which bypass every log level. Setting TF_CPP_MIN_LOG_LEVEL
+    yourself shows them again; an import that fails shows them too."""
+    if 'TF_CPP_MIN_LOG_LEVEL' in os.environ:
+        import tensorflow  # noqa: F401
+        return
+    os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
+    saved_stderr = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved_stderr, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors='replace'))
+            raise
+        finally:
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
+
+
+import_tensorflow_quietly()
+
+import math  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
+
+import tensorflow as tf  # noqa: E402
+
+import constant  # noqa: E402
+import history  # noqa: E402
+import loaders  # noqa: E402
+import settings  # noqa: E402
+import util  # noqa: E402
+from download import DataError  # noqa: E402
+from input_pipeline import ArrayInput  # noqa: E402
+from Model import Model  # noqa: E402
+
+v1 = tf.compat.v1
+CHECKPOINT_NAME = 'model.ckpt'
+
+
+class Divergence(RuntimeError):
+    """The loss stopped being a finite number."""
+
+    def __init__(self, epoch, step, loss):
+        super().__init__(f'loss became {loss} at epoch {epoch}, step {step}')
+        self.epoch, self.step = epoch, step
+
+
+def session_config(cfg):
+    """Soft placement, so that '/device:GPU:0' falls back to the CPU; GPU
+    memory options, which a machine without a GPU ignores."""
+    proto = v1.ConfigProto(allow_soft_placement=True,
+                           log_device_placement=cfg['log_device_placement'])
+    proto.gpu_options.allow_growth = cfg['gpu_memory_growth']
+    if cfg['gpu_memory_fraction'] is not None:
+        proto.gpu_options.per_process_gpu_memory_fraction = cfg['gpu_memory_fraction']
+    return proto
+
+
+def build_graph(cfg, data):
+    """The input source and the model reading from it, in a new graph."""
+    graph = tf.Graph()
+    with graph.as_default():
+        v1.set_random_seed(cfg['seed'])
+        source = ArrayInput(data, cfg['batch_size'], cfg['eval_batch_size'])
+        images, labels = source.next_batch
+        with tf.device(cfg['device']):
+            model = Model(cfg, data.image_shape, images, labels)
+        saver = v1.train.Saver(max_to_keep=cfg['keep_checkpoints'])
+    return graph, source, model, saver
+
+
+def train_epoch(session, model, source, cfg, epoch):
+    """One shuffled pass over the training split; returns the mean training loss.
+
+    Prints a progress line each time another `log_every` images are done, and
+    after the last batch. Raises Divergence at the first non-finite loss.
+    """
+    total = source.num_examples('train')
+    batch_size, log_every = cfg['batch_size'], cfg['log_every']
+    source.start(session, 'train', training=True, seed=cfg['seed'] * 100_003 + epoch)
+    seen, loss_sum, batches_since_log = 0, 0.0, 0
+    next_log, last_log = log_every, time.perf_counter()
+    while True:
+        try:
+            _, loss = session.run([model.train_op, model.loss], {model.is_training: True})
+        except tf.errors.OutOfRangeError:
+            return float(loss_sum / max(seen, 1))
+        batch = min(batch_size, total - seen)
+        seen += batch
+        if not math.isfinite(loss):
+            raise Divergence(epoch, seen, loss)
+        loss_sum += loss * batch
+        batches_since_log += 1
+        if seen >= next_log or seen == total:
+            now = time.perf_counter()
+            print(f'epoch {epoch}, step {seen} / {total}, loss = {loss:.2f} '
+                  f'({(now - last_log) / batches_since_log:.3f} sec/batch)', flush=True)
+            next_log = (seen // log_every + 1) * log_every
+            last_log, batches_since_log = now, 0
+
+
+def evaluate(session, model, source, split):
+    """Mean loss and accuracy over a whole split, batch norm in inference mode."""
+    source.start(session, split, training=False)
+    loss_sum = correct = count = 0.0
+    while True:
+        try:
+            loss, accuracy, n = session.run([model.loss, model.accuracy, model.batch_size])
+        except tf.errors.OutOfRangeError:
+            break
+        loss_sum, correct, count = loss_sum + loss * n, correct + accuracy * n, count + n
+    return float(loss_sum / count), float(correct / count)
+
+
+def write_scalars(writer, step, values):
+    summary = v1.Summary(value=[v1.Summary.Value(tag=tag, simple_value=float(value))
+                                for tag, value in values.items()])
+    writer.add_summary(summary, step)
+    writer.flush()
+
+
+def start_or_resume(session, saver, run_dir, resume):
+    """Restores the run's last checkpoint when resuming; returns (record, epochs done).
+
+    A fresh start keeps the previous run of the same name as <run>.previous.
+    """
+    checkpoint = tf.train.latest_checkpoint(run_dir) if resume and os.path.isdir(run_dir) else None
+    if checkpoint:
+        saver.restore(session, checkpoint)
+        done = int(checkpoint.rsplit('-', 1)[1])
+        record = history.load(run_dir)
+        record['epochs'] = [e for e in record['epochs'] if e['epoch'] <= done]
+        print(f'Resuming from {checkpoint}: {done} epoch(s) done', flush=True)
+        return record, done
+    if resume:
+        print(f'No checkpoint in {run_dir}: starting from epoch 1', flush=True)
+    if os.path.isdir(run_dir):
+        shutil.rmtree(run_dir + '.previous', ignore_errors=True)
+        os.replace(run_dir, run_dir + '.previous')
+    os.makedirs(run_dir)
+    session.run(v1.global_variables_initializer())
+    return {'epochs': []}, 0
+
+
+def plot_path(dirs, name):
+    return os.path.join(dirs['PLOT_TRAINING_SAVE_DIR'], f'{name}.pdf')
+
+
+def plot(record, cfg, dirs, name):
+    """Writes the PDF of all completed epochs (after every epoch, so that a
+    long run can be watched and a stopped one keeps its plot)."""
+    path = plot_path(dirs, name)
+    print(f'Plotting in: {os.path.relpath(path)}', flush=True)
+    util.plot_training_progress(record['epochs'], path, f"{name} on {cfg['dataset_name']}")
+
+
+def train(cfg):
+    """The whole run; returns the process exit status."""
+    dirs = constant.derived_dirs(cfg)
+    name = constant.run_name(cfg)
+    run_dir = os.path.join(dirs['RUNS_SAVE_DIR'], name)
+    data = loaders.DATASETS[cfg['dataset_name']].load(dirs['DATA_DIR'], cfg['seed'], cfg['download'])
+    graph, source, model, saver = build_graph(cfg, data)
+    with graph.as_default(), v1.Session(config=session_config(cfg)) as session:
+        record, done = start_or_resume(session, saver, run_dir, cfg['resume'])
+        record['config'] = {k: v for k, v in cfg.items() if k not in settings.MENU_KEYS}
+        writer = v1.summary.FileWriter(run_dir, graph if done == 0 else None)
+        try:
+            for epoch in range(done + 1, cfg['max_epochs'] + 1):
+                started = time.perf_counter()
+                running_loss = train_epoch(session, model, source, cfg, epoch)
+                train_seconds = time.perf_counter() - started
+                train_loss, train_acc = evaluate(session, model, source, 'train')
+                valid_loss, valid_acc = evaluate(session, model, source, 'valid')
+                row = {'epoch': epoch, 'train_loss': train_loss, 'train_accuracy': train_acc,
+                       'valid_loss': valid_loss, 'valid_accuracy': valid_acc,
+                       'learning_rate': float(session.run(model.learning_rate)),
+                       'train_running_loss': running_loss, 'train_seconds': train_seconds,
+                       'epoch_seconds': time.perf_counter() - started}
+                saver.save(session, os.path.join(run_dir, CHECKPOINT_NAME), global_step=epoch)
+                record['epochs'].append(row)
+                history.save(run_dir, record)
+                write_scalars(writer, epoch, {k: v for k, v in row.items() if k != 'epoch'})
+                print('EPOCH STATISTICS :')
+                print(f'Train error: epoch {epoch} loss={train_loss:.4f} accuracy={train_acc:.4f}')
+                print(f'Validation error: epoch {epoch} loss={valid_loss:.4f} accuracy={valid_acc:.4f}')
+                print(f"Total epoch time training: {row['epoch_seconds']:.1f}", flush=True)
+                plot(record, cfg, dirs, name)
+        except Divergence as divergence:
+            last = tf.train.latest_checkpoint(run_dir)
+            kept = f'the last good checkpoint is {last}' if last else 'no epoch completed, so no checkpoint'
+            print(f'error: {divergence}; training stopped, {kept}. Lower learning_rate '
+                  f'(now {cfg["learning_rate"]}) and run again.', file=sys.stderr, flush=True)
+            if record['epochs']:
+                print(f"The plot of epochs 1-{record['epochs'][-1]['epoch']} is in "
+                      f"{os.path.relpath(plot_path(dirs, name))}", file=sys.stderr)
+            return 1
+        finally:
+            writer.close()
+        test_loss, test_acc = evaluate(session, model, source, 'test')
+        record['test'] = {'epoch': cfg['max_epochs'], 'loss': test_loss, 'accuracy': test_acc}
+        history.save(run_dir, record)
+        print(f'Test error: loss={test_loss:.4f} accuracy={test_acc:.4f}')
+        grid = util.draw_filters(session.run(model.first_conv_kernel),
+                                 os.path.join(dirs['FILTERS_SAVE_DIR'], name))
+        print(f'First-layer filters in: {os.path.relpath(os.path.dirname(grid))}')
+    return 0
+
+
+def main(argv):
+    tf.get_logger().setLevel('ERROR')
+    v1.disable_eager_execution()
+    try:
+        cfg = settings.load_config(argv)
+        return train(cfg)
+    except (settings.ConfigError, DataError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
