@@ -62,11 +62,11 @@ def fetch(remote, directory, timeout=60):
     raise DownloadError(f'could not download {remote.name} ({"; ".join(failures)})')
 
 
-def ensure_files(remotes, directory, download):
+def ensure_files(remotes, directory, download, alternative=''):
     """Paths of `remotes` in `directory`, downloading the missing ones if allowed.
 
     Without a network (or with download=False) the error lists exactly which
-    files to put where.
+    files to put where, and `alternative` what else would do.
     """
     paths = [os.path.join(directory, r.name) for r in remotes]
     missing = [r for r, p in zip(remotes, paths) if not os.path.isfile(p)]
@@ -83,4 +83,5 @@ def ensure_files(remotes, directory, download):
     still = [r for r in missing if not os.path.isfile(os.path.join(directory, r.name))]
     listing = '\n'.join(f'  {r.name}  (from {r.urls[0]}, MD5 {r.md5})' for r in still)
     raise DataError(f'missing data files ({reason}). Put these files into '
-                    f'{os.path.abspath(directory)}:\n{listing}')
+                    f'{os.path.abspath(directory)}:\n{listing}'
+                    + (f'\n{alternative}' if alternative else ''))

@@ -148,7 +148,9 @@ def load_mnist(data_dir, seed, download):
             raise DataError(f'{npz} is not a readable Keras mnist.npz ({error})') from None
         train_x, train_y, test_x, test_y = (arrays[k] for k in ('x_train', 'y_train', 'x_test', 'y_test'))
     else:
-        paths = dict(zip(MNIST_REMOTES, ensure_files(list(MNIST_REMOTES.values()), data_dir, download)))
+        paths = dict(zip(MNIST_REMOTES, ensure_files(
+            list(MNIST_REMOTES.values()), data_dir, download,
+            "Keras' mnist.npz in that directory works too; data_dir=PATH reads another directory.")))
         train_x, test_x = (read_idx(paths[k], 3) for k in ('train_images', 'test_images'))
         train_y, test_y = (read_idx(paths[k], 1) for k in ('train_labels', 'test_labels'))
     train_x, train_y = checked_split(train_x, train_y, 'MNIST training files')
@@ -219,7 +221,9 @@ def cifar_batches(data_dir, download):
             with open(path, 'rb') as f:
                 found[name] = f.read()
         return found
-    archive, = ensure_files([CIFAR_ARCHIVE], data_dir, download)
+    archive, = ensure_files(
+        [CIFAR_ARCHIVE], data_dir, download,
+        f'The extracted {CIFAR_FOLDER}/ folder works too; data_dir=PATH reads another directory.')
     # Members are read in memory, never extracted: no path in the archive can
     # write anywhere.
     found = {}

@@ -1,0 +1,157 @@
+"""End to end: `python main.py` on digits, as a user runs it."""
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROGRESS = re.compile(r'^epoch (\d+), step (\d+) / (\d+), loss = \d+\.\d\d \(\d+\.\d{3} sec/batch\)$')
+TRAIN = re.compile(r'^Train error: epoch (\d+) loss=\d+\.\d{4} accuracy=(\d\.\d{4})$')
+VALID = re.compile(r'^Validation error: epoch (\d+) loss=\d+\.\d{4} accuracy=(\d\.\d{4})$')
+
+
+def run_main(root, *args):
+    """Runs main.py in a clean environment (no TF_CPP_MIN_LOG_LEVEL of ours)."""
+    env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+    return subprocess.run(
+        [sys.executable, os.path.join(PROJECT_DIR, 'main.py'), f'datasets_root={root / "datasets"}', *args],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300)
+
+
+def epochs_reported(stdout):
+    return [int(m.group(1)) for m in map(TRAIN.match, stdout.splitlines()) if m]
+
+
+@pytest.fixture(scope='module')
+def first_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp('run')
+    result = run_main(root, 'max_epochs=2', 'log_every=500')
+    return root, result
+
+
+def test_trains_and_prints_the_seed_console_format(first_run):
+    root, result = first_run
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ''  # no TensorFlow start-up noise on a CPU-only machine
+    lines = result.stdout.splitlines()
+    progress = [PROGRESS.match(line) for line in lines if line.startswith('epoch ')]
+    assert all(progress), lines
+    # every 500 images, and after the last batch: 500, 1000, 1437 per epoch
+    assert [(int(m.group(1)), int(m.group(2))) for m in progress] == \
+        [(e, s) for e in (1, 2) for s in (500, 1000, 1437)]
+    assert all(m.group(3) == '1437' for m in progress)
+    stats = [i for i, line in enumerate(lines) if line == 'EPOCH STATISTICS :']
+    assert len(stats) == 2
+    for epoch, i in zip((1, 2), stats):
+        assert lines[i - 1].startswith(f'epoch {epoch}, step 1437 / 1437,')
+        assert TRAIN.match(lines[i + 1]).group(1) == str(epoch)
+        assert VALID.match(lines[i + 2]).group(1) == str(epoch)
+        assert re.match(r'^Total epoch time training: \d+\.\d$', lines[i + 3])
+        assert lines[i + 4] == 'Plotting in: datasets/digits/save_dir/plot_training/custom_model_relu.pdf'
+    # two epochs of the default model learn digits well beyond chance (10 %)
+    assert float(VALID.match([line for line in lines if line.startswith('Validation')][-1]).group(2)) > 0.8
+    assert re.search(r'^Test error: loss=\d+\.\d{4} accuracy=\d\.\d{4}$', result.stdout, re.M)
+
+
+def test_writes_plot_filters_history_checkpoint_and_events(first_run):
+    root, _ = first_run
+    save = root / 'datasets' / 'digits' / 'save_dir'
+    pdf = save / 'plot_training' / 'custom_model_relu.pdf'
+    assert pdf.read_bytes().startswith(b'%PDF')
+    filters = sorted(os.listdir(save / 'filters' / 'custom_model_relu'))
+    assert filters == ['filter_%02d.png' % i for i in range(16)] + ['filters.png']
+    run = save / 'runs' / 'custom_model_relu'
+    record = json.loads((run / 'history.json').read_text())
+    assert [e['epoch'] for e in record['epochs']] == [1, 2]
+    assert 0.0 <= record['test']['accuracy'] <= 1.0
+    with open(run / 'history.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert [r['epoch'] for r in rows] == ['1', '2']
+    assert float(rows[1]['valid_accuracy']) == pytest.approx(record['epochs'][1]['valid_accuracy'])
+    assert (run / 'model.ckpt-2.index').is_file()
+    assert 'model.ckpt-2' in (run / 'checkpoint').read_text()
+    assert any(name.startswith('events.out.tfevents') for name in os.listdir(run))
+    assert not [p for p in root.rglob('*') if '.partial' in p.name]
+
+
+def test_tensorboard_events_hold_per_epoch_scalars(first_run):
+    from tensorflow.compat.v1 import train
+    root, _ = first_run
+    run = root / 'datasets' / 'digits' / 'save_dir' / 'runs' / 'custom_model_relu'
+    events = [p for p in run.iterdir() if p.name.startswith('events')]
+    steps = {}
+    for event in train.summary_iterator(str(events[0])):
+        for value in event.summary.value:
+            steps.setdefault(value.tag, []).append(event.step)
+    assert steps['valid_accuracy'] == [1, 2]
+    assert steps['train_loss'] == [1, 2]
+    assert steps['learning_rate'] == [1, 2]
+
+
+def test_resume_continues_from_the_last_epoch(first_run):
+    root, _ = first_run
+    result = run_main(root, 'max_epochs=3', 'resume=True')
+    assert result.returncode == 0, result.stderr
+    assert 'Resuming from' in result.stdout and '2 epoch(s) done' in result.stdout
+    assert epochs_reported(result.stdout) == [3]
+    run = root / 'datasets' / 'digits' / 'save_dir' / 'runs' / 'custom_model_relu'
+    record = json.loads((run / 'history.json').read_text())
+    assert [e['epoch'] for e in record['epochs']] == [1, 2, 3]
+    # the learning rate continues to decay from where it was, not from step 0
+    assert record['epochs'][2]['learning_rate'] < record['epochs'][1]['learning_rate']
+    assert (run / 'model.ckpt-3.index').is_file()
+
+
+def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
+    assert run_main(tmp_path, 'max_epochs=1').returncode == 0
+    run = tmp_path / 'datasets' / 'digits' / 'save_dir' / 'runs' / 'custom_model_relu'
+    result = run_main(tmp_path, 'max_epochs=3', 'resume=True', 'learning_rate=1e30')
+    assert result.returncode == 1
+    message = re.search(r'loss became (nan|inf) at epoch (\d+), step (\d+)', result.stderr)
+    assert message and message.group(2) == '2', result.stderr
+    assert 'model.ckpt-1' in result.stderr
+    assert 'model.ckpt-1' in (run / 'checkpoint').read_text()
+    assert not (run / 'model.ckpt-2.index').exists()
+    assert (tmp_path / 'datasets' / 'digits' / 'save_dir' / 'plot_training' / 'custom_model_relu.pdf').is_file()
+    record = json.loads((run / 'history.json').read_text())
+    assert [e['epoch'] for e in record['epochs']] == [1]
+
+
+@pytest.mark.parametrize('arg, expected', [
+    ('modle=resnet50', "unknown key 'modle' (did you mean 'model'?)"),
+    ('output_shape=12', 'output_shape=12 but digits has 10 classes'),
+])
+def test_bad_config_is_one_clear_line_before_any_graph(tmp_path, arg, expected):
+    result = run_main(tmp_path, arg)
+    assert result.returncode == 2
+    assert result.stdout == ''
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: ') and expected in lines[0], result.stderr
+    assert not (tmp_path / 'datasets').exists()
+
+
+@pytest.mark.parametrize('options', [
+    {'gpu_memory_growth': False, 'gpu_memory_fraction': 0.5},
+    {'gpu_memory_growth': True, 'gpu_memory_fraction': None, 'log_device_placement': True},
+    {'device': '/device:CPU:0'},
+])
+def test_gpu_options_fall_back_cleanly_on_a_cpu_only_machine(options):
+    import tensorflow as tf
+    import loaders
+    import main
+    import settings
+    cfg = dict(settings.load_config([]), **options)
+    data = loaders.load_digits(None, 0, False)
+    graph, source, model, _ = main.build_graph(cfg, data)
+    with graph.as_default(), tf.compat.v1.Session(config=main.session_config(cfg)) as session:
+        session.run(tf.compat.v1.global_variables_initializer())
+        source.start(session, 'train', training=True, seed=0)
+        _, loss = session.run([model.train_op, model.loss], {model.is_training: True})
+        assert loss > 0 and session.run(model.global_step) == 1
+        # the graph asks for the configured device; the session ran wherever it could
+        requested = tf.DeviceSpec.from_string(cfg['device'])
+        assert tf.DeviceSpec.from_string(model.logits.device).device_type == requested.device_type
