@@ -5,6 +5,7 @@ the published one: a failed or tampered download leaves nothing behind.
 """
 import dataclasses
 import hashlib
+import http.client
 import os
 import shutil
 import urllib.error
@@ -45,7 +46,7 @@ def md5_of(path):
 def fetch(remote, directory, timeout=60):
     """Downloads `remote` into `directory`; returns its path or raises DataError."""
     path = os.path.join(directory, remote.name)
-    failures = []
+    failures, wrong_checksum = [], False
     for url in remote.urls:
         print(f'Downloading {url} -> {path}', flush=True)
         try:
@@ -54,12 +55,17 @@ def fetch(remote, directory, timeout=60):
                     shutil.copyfileobj(response, out, CHUNK)
                 actual = md5_of(tmp)
                 if actual != remote.md5:
-                    raise ChecksumError(f'{remote.name} from {url} has MD5 {actual}, expected '
-                                    f'{remote.md5}: refused and removed')
+                    raise ChecksumError(f'{url} sent a file with MD5 {actual}, expected {remote.md5}')
             return path
-        except (urllib.error.URLError, OSError) as error:  # try the next address
-            failures.append(f'{url}: {getattr(error, "reason", error)}')
-    raise DownloadError(f'could not download {remote.name} ({"; ".join(failures)})')
+        # Any failure of one address (unreachable, broken reply, wrong bytes)
+        # leaves nothing behind; the next address may still serve the file.
+        except ChecksumError as error:
+            failures.append(str(error))
+            wrong_checksum = True
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+            failures.append(f'{url}: {getattr(error, "reason", None) or error!r}')
+    error_class = ChecksumError if wrong_checksum else DownloadError
+    raise error_class(f'could not download {remote.name} ({"; ".join(failures)})')
 
 
 def ensure_files(remotes, directory, download, alternative=''):

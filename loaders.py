@@ -11,6 +11,7 @@ import io
 import os
 import pickle
 import tarfile
+import zipfile
 import zlib
 
 import numpy as np
@@ -61,9 +62,6 @@ def make_dataset(train, valid, test, num_classes):
     for name, split in (('train', train), ('valid', valid), ('test', test)):
         if len(split) == 0:
             raise DataError(f'the {name} split is empty')
-        if split.labels.min() < 0 or split.labels.max() >= num_classes:
-            raise DataError(f'{name} labels must lie in 0..{num_classes - 1}, found '
-                            f'{split.labels.min()}..{split.labels.max()}')
     mean, std = channel_stats(train.images)
     return ArrayDataset(train, valid, test, num_classes, mean, std)
 
@@ -74,9 +72,21 @@ def hold_out(images, labels, fraction):
     return Split(images[n_valid:], labels[n_valid:]), Split(images[:n_valid], labels[:n_valid])
 
 
-def checked_split(images, labels, source):
+def checked_split(images, labels, source, image_shape, num_classes=10):
+    """(images, int64 labels) once both are what `source` must hold: uint8
+    images of `image_shape`, one label in 0..num_classes-1 per image."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.dtype != np.uint8 or images.shape[1:] != tuple(image_shape):
+        raise DataError(f'{source}: images must be uint8 of shape [N, '
+                        f'{", ".join(map(str, image_shape))}], found {images.dtype} {list(images.shape)}')
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f'{source}: labels must be a list of whole numbers, found '
+                        f'{labels.dtype} {list(labels.shape)}')
     if len(images) != len(labels):
         raise DataError(f'{source}: {len(images)} images but {len(labels)} labels')
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f'{source}: labels must lie in 0..{num_classes - 1}, found '
+                        f'{labels.min()}..{labels.max()}')
     return images, labels.astype(np.int64)
 
 
@@ -143,18 +153,20 @@ def load_mnist(data_dir, seed, download):
     if os.path.isfile(npz) and not have_idx:
         try:
             with np.load(npz, allow_pickle=False) as f:
-                arrays = {key: f[key] for key in ('x_train', 'y_train', 'x_test', 'y_test')}
-        except (OSError, ValueError, KeyError, zlib.error) as error:
+                train_x, train_y, test_x, test_y = (f[k] for k in ('x_train', 'y_train', 'x_test', 'y_test'))
+        except (OSError, ValueError, KeyError, EOFError, zlib.error, zipfile.BadZipFile) as error:
             raise DataError(f'{npz} is not a readable Keras mnist.npz ({error})') from None
-        train_x, train_y, test_x, test_y = (arrays[k] for k in ('x_train', 'y_train', 'x_test', 'y_test'))
+        train_source = test_source = npz
     else:
         paths = dict(zip(MNIST_REMOTES, ensure_files(
             list(MNIST_REMOTES.values()), data_dir, download,
             "Keras' mnist.npz in that directory works too; data_dir=PATH reads another directory.")))
         train_x, test_x = (read_idx(paths[k], 3) for k in ('train_images', 'test_images'))
         train_y, test_y = (read_idx(paths[k], 1) for k in ('train_labels', 'test_labels'))
-    train_x, train_y = checked_split(train_x, train_y, 'MNIST training files')
-    test_x, test_y = checked_split(test_x, test_y, 'MNIST test files')
+        train_source, test_source = (f"{paths[f'{s}_images']} + {os.path.basename(paths[f'{s}_labels'])}"
+                                     for s in ('train', 'test'))
+    train_x, train_y = checked_split(train_x, train_y, train_source, (28, 28))
+    test_x, test_y = checked_split(test_x, test_y, test_source, (28, 28))
     train, valid = hold_out(train_x[..., np.newaxis], train_y, MNIST_VALID_FRACTION)
     return make_dataset(train, valid, Split(test_x[..., np.newaxis], test_y), 10)
 
@@ -170,6 +182,15 @@ CIFAR_TEST_BATCH = 'test_batch'
 CIFAR_VALID_FRACTION = 5000 / 50000
 
 
+def plain_dtype(*args):
+    """np.dtype, refusing dtypes that hold Python objects: an object array
+    built from raw bytes would hold forged pointers."""
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError(f'refusing an array of Python objects ({dtype})')
+    return dtype
+
+
 class SafeUnpickler(pickle.Unpickler):
     """Rebuilds only numpy arrays: a tampered pickle cannot call anything else."""
     # (module, name) as pickles written by numpy 1 and 2 and Python 2 and 3 name them.
@@ -179,7 +200,7 @@ class SafeUnpickler(pickle.Unpickler):
         ('numpy.core.multiarray', 'scalar'): np._core.multiarray.scalar,
         ('numpy._core.multiarray', 'scalar'): np._core.multiarray.scalar,
         ('numpy', 'ndarray'): np.ndarray,
-        ('numpy', 'dtype'): np.dtype,
+        ('numpy', 'dtype'): plain_dtype,
         ('_codecs', 'encode'): codecs.encode,  # Python 3's protocol-2 bytes
     }
 
@@ -201,15 +222,18 @@ def read_cifar_batch(data, source):
         if isinstance(batch, dict) else {}
     if 'data' not in batch or 'labels' not in batch:
         raise DataError(f'{source} is not a CIFAR-10 batch: it lacks data or labels')
+    if any(isinstance(v, np.ndarray) and v.dtype.hasobject for v in batch.values()):
+        raise DataError(f'{source} holds an array of Python objects: refused')
     pixels = np.asarray(batch['data'])
     if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != 3 * 32 * 32:
         raise DataError(f'{source}: data must be uint8 [N, 3072], got {pixels.dtype} {pixels.shape}')
     images = pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # stored channel-major
-    return checked_split(images, np.asarray(batch['labels']), source)
+    return checked_split(images, batch['labels'], source, (32, 32, 3))
 
 
 def cifar_batches(data_dir, download):
-    """{batch name: bytes} from the extracted folder, else from the .tar.gz."""
+    """{batch name: (where it came from, bytes)} from the extracted folder,
+    else from the .tar.gz."""
     names = CIFAR_TRAIN_BATCHES + (CIFAR_TEST_BATCH,)
     folder = os.path.join(data_dir, CIFAR_FOLDER)
     if os.path.isdir(folder):
@@ -219,7 +243,7 @@ def cifar_batches(data_dir, download):
             if not os.path.isfile(path):
                 raise DataError(f'{path} is missing: {folder} must hold {", ".join(names)}')
             with open(path, 'rb') as f:
-                found[name] = f.read()
+                found[name] = (path, f.read())
         return found
     archive, = ensure_files(
         [CIFAR_ARCHIVE], data_dir, download,
@@ -232,7 +256,7 @@ def cifar_batches(data_dir, download):
             for member in tar:
                 name = member.name.rsplit('/', 1)[-1]
                 if member.isfile() and name in names:
-                    found[name] = tar.extractfile(member).read()
+                    found[name] = (f'{archive}:{member.name}', tar.extractfile(member).read())
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise DataError(f'{archive} is not a complete .tar.gz ({error}); delete it and '
                         f'download it again') from None
@@ -245,11 +269,11 @@ def cifar_batches(data_dir, download):
 def load_cifar_32(data_dir, seed, download):
     """CIFAR-10 python batches: 45000 / 5000 / 10000 at 32x32x3."""
     batches = cifar_batches(data_dir, download)
-    parts = [read_cifar_batch(batches[n], n) for n in CIFAR_TRAIN_BATCHES]
+    parts = [read_cifar_batch(batches[n][1], batches[n][0]) for n in CIFAR_TRAIN_BATCHES]
     train_x = np.concatenate([p[0] for p in parts])
     train_y = np.concatenate([p[1] for p in parts])
     train, valid = hold_out(train_x, train_y, CIFAR_VALID_FRACTION)
-    test = Split(*read_cifar_batch(batches[CIFAR_TEST_BATCH], CIFAR_TEST_BATCH))
+    test = Split(*read_cifar_batch(batches[CIFAR_TEST_BATCH][1], batches[CIFAR_TEST_BATCH][0]))
     return make_dataset(train, valid, test, 10)
 
 
