@@ -79,8 +79,8 @@ def test_digits_mean_std_are_training_channel_stats(digits):
 
 # --- MNIST --------------------------------------------------------------------
 
-def check_mnist(data, a):
-    n_valid = round(len(a['y_train']) / 12)
+def check_split_dataset(data, a, n_valid, image_shape):
+    """Validation = the first n_valid official training images; stats of train."""
     np.testing.assert_array_equal(data.valid.images, a['x_train'][:n_valid])
     np.testing.assert_array_equal(data.valid.labels, a['y_train'][:n_valid])
     np.testing.assert_array_equal(data.train.images, a['x_train'][n_valid:])
@@ -88,11 +88,15 @@ def check_mnist(data, a):
     np.testing.assert_array_equal(data.test.images, a['x_test'])
     np.testing.assert_array_equal(data.test.labels, a['y_test'])
     for split in (data.train, data.valid, data.test):
-        assert split.images.dtype == np.uint8 and split.images.shape[1:] == (28, 28, 1)
+        assert split.images.dtype == np.uint8 and split.images.shape[1:] == image_shape
         assert split.labels.dtype == np.int64
-    pixels = data.train.images.reshape(-1, 1).astype(np.float64)
+    pixels = data.train.images.reshape(-1, image_shape[-1]).astype(np.float64)
     np.testing.assert_allclose(data.mean, pixels.mean(0), rtol=1e-6)
     np.testing.assert_allclose(data.std, pixels.std(0), rtol=1e-6)
+
+
+def check_mnist(data, a):
+    check_split_dataset(data, a, round(len(a['y_train']) / 12), (28, 28, 1))
 
 
 def test_mnist_from_gz(tmp_path):
@@ -243,19 +247,7 @@ def test_mnist_rejects_images_that_are_not_28x28_uint8(tmp_path, case):
 # --- CIFAR-10 -----------------------------------------------------------------
 
 def check_cifar(data, a):
-    n_valid = len(a['y_train']) // 10
-    np.testing.assert_array_equal(data.valid.images, a['x_train'][:n_valid])
-    np.testing.assert_array_equal(data.valid.labels, a['y_train'][:n_valid])
-    np.testing.assert_array_equal(data.train.images, a['x_train'][n_valid:])
-    np.testing.assert_array_equal(data.train.labels, a['y_train'][n_valid:])
-    np.testing.assert_array_equal(data.test.images, a['x_test'])
-    np.testing.assert_array_equal(data.test.labels, a['y_test'])
-    for split in (data.train, data.valid, data.test):
-        assert split.images.dtype == np.uint8 and split.images.shape[1:] == (32, 32, 3)
-        assert split.labels.dtype == np.int64
-    pixels = data.train.images.reshape(-1, 3).astype(np.float64)
-    np.testing.assert_allclose(data.mean, pixels.mean(0), rtol=1e-6)
-    np.testing.assert_allclose(data.std, pixels.std(0), rtol=1e-6)
+    check_split_dataset(data, a, len(a['y_train']) // 10, (32, 32, 3))
 
 
 @pytest.mark.parametrize('style', ['py2', 'py3'])
