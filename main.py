@@ -57,7 +57,6 @@ class Divergence(RuntimeError):
 
     def __init__(self, epoch, step, loss):
         super().__init__(f'loss became {loss} at epoch {epoch}, step {step}')
-        self.epoch, self.step = epoch, step
 
 
 def session_config(cfg):
@@ -127,6 +126,29 @@ def evaluate(session, model, source, split):
     return float(loss_sum / count), float(correct / count)
 
 
+def run_epoch(session, model, source, cfg, epoch):
+    """Trains one epoch, then evaluates it; returns its row of the history."""
+    started = time.perf_counter()
+    running_loss = train_epoch(session, model, source, cfg, epoch)
+    train_seconds = time.perf_counter() - started
+    train_loss, train_accuracy = evaluate(session, model, source, 'train')
+    valid_loss, valid_accuracy = evaluate(session, model, source, 'valid')
+    return {'epoch': epoch, 'train_loss': train_loss, 'train_accuracy': train_accuracy,
+            'valid_loss': valid_loss, 'valid_accuracy': valid_accuracy,
+            'learning_rate': float(session.run(model.learning_rate)),
+            'train_running_loss': running_loss, 'train_seconds': train_seconds,
+            'epoch_seconds': time.perf_counter() - started}
+
+
+def print_epoch_statistics(row):
+    epoch = row['epoch']
+    print('EPOCH STATISTICS :')
+    print(f"Train error: epoch {epoch} loss={row['train_loss']:.4f} accuracy={row['train_accuracy']:.4f}")
+    print(f"Validation error: epoch {epoch} loss={row['valid_loss']:.4f} "
+          f"accuracy={row['valid_accuracy']:.4f}")
+    print(f"Total epoch time training: {row['epoch_seconds']:.1f}", flush=True)
+
+
 def write_scalars(writer, step, values):
     summary = v1.Summary(value=[v1.Summary.Value(tag=tag, simple_value=float(value))
                                 for tag, value in values.items()])
@@ -179,27 +201,17 @@ def train(cfg):
     with graph.as_default(), v1.Session(config=session_config(cfg)) as session:
         record, done = start_or_resume(session, saver, run_dir, cfg['resume'])
         record['config'] = {k: v for k, v in cfg.items() if k not in settings.MENU_KEYS}
+        if done >= cfg['max_epochs']:
+            print(f'{name} has trained {done} epoch(s) already: raise max_epochs to train more')
         writer = v1.summary.FileWriter(run_dir, graph if done == 0 else None)
         try:
             for epoch in range(done + 1, cfg['max_epochs'] + 1):
-                started = time.perf_counter()
-                running_loss = train_epoch(session, model, source, cfg, epoch)
-                train_seconds = time.perf_counter() - started
-                train_loss, train_acc = evaluate(session, model, source, 'train')
-                valid_loss, valid_acc = evaluate(session, model, source, 'valid')
-                row = {'epoch': epoch, 'train_loss': train_loss, 'train_accuracy': train_acc,
-                       'valid_loss': valid_loss, 'valid_accuracy': valid_acc,
-                       'learning_rate': float(session.run(model.learning_rate)),
-                       'train_running_loss': running_loss, 'train_seconds': train_seconds,
-                       'epoch_seconds': time.perf_counter() - started}
+                row = run_epoch(session, model, source, cfg, epoch)
                 saver.save(session, os.path.join(run_dir, CHECKPOINT_NAME), global_step=epoch)
                 record['epochs'].append(row)
                 history.save(run_dir, record)
                 write_scalars(writer, epoch, {k: v for k, v in row.items() if k != 'epoch'})
-                print('EPOCH STATISTICS :')
-                print(f'Train error: epoch {epoch} loss={train_loss:.4f} accuracy={train_acc:.4f}')
-                print(f'Validation error: epoch {epoch} loss={valid_loss:.4f} accuracy={valid_acc:.4f}')
-                print(f"Total epoch time training: {row['epoch_seconds']:.1f}", flush=True)
+                print_epoch_statistics(row)
                 plot(record, cfg, dirs, name)
         except Divergence as divergence:
             last = tf.train.latest_checkpoint(run_dir)
@@ -213,7 +225,7 @@ def train(cfg):
         finally:
             writer.close()
         test_loss, test_acc = evaluate(session, model, source, 'test')
-        record['test'] = {'epoch': cfg['max_epochs'], 'loss': test_loss, 'accuracy': test_acc}
+        record['test'] = {'epoch': max(done, cfg['max_epochs']), 'loss': test_loss, 'accuracy': test_acc}
         history.save(run_dir, record)
         print(f'Test error: loss={test_loss:.4f} accuracy={test_acc:.4f}')
         grid = util.draw_filters(session.run(model.first_conv_kernel),
