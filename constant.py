@@ -12,7 +12,7 @@ PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
 
 config = {
     # --- what to train -----------------------------------------------------
-    'datasets': ['digits', 'mnist', 'cifar_32'],  # dataset names main.py can train on
+    'datasets': ['digits', 'mnist', 'cifar_32', 'cifar_128', 'imagenet'],  # dataset names
     'dataset_name': 'digits',  # which one: digits ships with scikit-learn, no download
     'models': ['custom_model', 'resnet50'],  # model names
     'model': 'custom_model',  # which one: the "Sample" CNN (SPEC 5.1) or ResNet50 (5.2)
@@ -40,6 +40,16 @@ config = {
     'datasets_root': os.path.join(PROJECT_DIR, 'datasets'),  # holds <dataset>/data_dir and save_dir
     'data_dir': None,  # input files; None means datasets_root/<dataset_name>/data_dir
     'download': True,  # fetch missing MNIST / CIFAR-10 files from their official addresses
+
+    # --- streamed datasets (cifar_128, imagenet): TFRecords -----------------
+    'shuffle_buffer': 2048,  # records in the reader's shuffle buffer (memory: buffer x record size)
+    'augment': False,  # training images get a random crop and horizontal flip
+    'skip_bad_records': False,  # skip records of the wrong size and corrupt files instead of stopping
+    'train_eval_images': 10000,  # train loss/accuracy measured on this many training images (None: all)
+    'resize_batch_size': 1000,  # images per step of ImageResizer and TFRecordsWriter (bounds memory)
+    'tfrecord_shards': None,  # {split: shards} for TFRecordsWriter; None: 8/2/2 CIFAR, 1024/128 ImageNet
+    'one_pass': False,  # TFRecordsWriter resizes CIFAR itself, without ImageResizer's .npy files
+    'imagenet_dir': None,  # for TFRecordsWriter: folder with train/<wnid>/*.JPEG and val/<wnid>/*.JPEG
 
     # --- device ------------------------------------------------------------
     'device': '/device:GPU:0',  # where the model is built; falls back to the CPU when absent

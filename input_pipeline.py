@@ -2,9 +2,11 @@
 for every split, so the model's inputs come straight from the pipeline.
 
 An input source offers: `next_batch` (the iterator's (images, one-hot labels)
-tensors, built once), `num_examples(split)` and `start(session, split,
+tensors, built once), `num_examples(split)`, `start(session, split,
 training, seed)`, which points the iterator at the start of a pass over
-`split`. ArrayInput is the source for datasets held in memory.
+`split`, and `explain(error)`, which turns a reading error into a DataError
+naming the bad file. ArrayInput is the source for datasets held in memory,
+TFRecordsReader.TFRecordInput the one for streamed TFRecords.
 """
 import numpy as np
 import tensorflow as tf
@@ -18,12 +20,21 @@ def normalise(images, mean, std):
     return (tf.cast(images, tf.float32) - mean) / std
 
 
+def make_input(data, cfg):
+    """The input source for a loaded dataset: arrays or TFRecords."""
+    import TFRecordsReader
+    if isinstance(data, TFRecordsReader.RecordDataset):
+        return TFRecordsReader.TFRecordInput(data, cfg)
+    return ArrayInput(data, cfg['batch_size'], cfg['eval_batch_size'], cfg['train_eval_images'])
+
+
 class ArrayInput:
     """Numpy arrays, fed to the pipeline once per pass (at iterator start),
     never batch by batch."""
 
-    def __init__(self, data, batch_size, eval_batch_size):
+    def __init__(self, data, batch_size, eval_batch_size, train_eval_images=None):
         self.data = data
+        self.train_eval_images = train_eval_images
         self.images = v1.placeholder(tf.uint8, [None, *data.image_shape], 'array_images')
         self.labels = v1.placeholder(tf.int64, [None], 'array_labels')
 
@@ -51,4 +62,10 @@ class ArrayInput:
         if training:
             order = np.random.default_rng(seed).permutation(len(labels))
             images, labels = images[order], labels[order]
+        elif split == 'train' and self.train_eval_images:
+            images, labels = images[:self.train_eval_images], labels[:self.train_eval_images]
         session.run(self._initializers[training], {self.images: images, self.labels: labels})
+
+    def explain(self, error):
+        """Arrays were checked when loaded: no reading error to explain."""
+        return None

@@ -1,4 +1,5 @@
-"""In-memory datasets: digits, MNIST and 32 px CIFAR-10 as uint8 numpy arrays.
+"""The datasets. In memory: digits, MNIST and 32 px CIFAR-10 as uint8 numpy
+arrays; streamed: cifar_128 and imagenet, opened by TFRecordsReader.
 
 Each loader returns an ArrayDataset with deterministic train / valid / test
 splits (SPEC 4) and the per-channel mean and std of the training split, which
@@ -231,54 +232,84 @@ def read_cifar_batch(data, source):
     return checked_split(images, batch['labels'], source, (32, 32, 3))
 
 
-def cifar_batches(data_dir, download):
-    """{batch name: (where it came from, bytes)} from the extracted folder,
-    else from the .tar.gz."""
+def cifar_batch_bytes(data_dir, download):
+    """Yields (name, where it came from, bytes) for data_batch_1..5 and
+    test_batch in that order, from the extracted folder, else from the .tar.gz;
+    one batch in memory at a time."""
     names = CIFAR_TRAIN_BATCHES + (CIFAR_TEST_BATCH,)
     folder = os.path.join(data_dir, CIFAR_FOLDER)
     if os.path.isdir(folder):
-        found = {}
         for name in names:
             path = os.path.join(folder, name)
             if not os.path.isfile(path):
                 raise DataError(f'{path} is missing: {folder} must hold {", ".join(names)}')
             with open(path, 'rb') as f:
-                found[name] = (path, f.read())
-        return found
+                yield name, path, f.read()
+        return
     archive, = ensure_files(
         [CIFAR_ARCHIVE], data_dir, download,
         f'The extracted {CIFAR_FOLDER}/ folder works too; data_dir=PATH reads another directory.')
     # Members are read in memory, never extracted: no path in the archive can
     # write anywhere.
-    found = {}
     try:
         with tarfile.open(archive, 'r:gz') as tar:
-            for member in tar:
-                name = member.name.rsplit('/', 1)[-1]
-                if member.isfile() and name in names:
-                    found[name] = (f'{archive}:{member.name}', tar.extractfile(member).read())
+            members = {m.name.rsplit('/', 1)[-1]: m for m in tar.getmembers() if m.isfile()}
+            missing = [n for n in names if n not in members]
+            if missing:
+                raise DataError(f'{archive} lacks {", ".join(missing)}')
+            for name in names:
+                yield name, f'{archive}:{members[name].name}', tar.extractfile(members[name]).read()
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise DataError(f'{archive} is not a complete .tar.gz ({error}); delete it and '
                         f'download it again') from None
-    missing = [n for n in names if n not in found]
-    if missing:
-        raise DataError(f'{archive} lacks {", ".join(missing)}')
-    return found
+
+
+def cifar_split_stream(data_dir, download):
+    """Yields (split, images, labels) batch by batch: the first tenth of the
+    training images is the validation split, test_batch the test split. The
+    streamed 128 px CIFAR uses exactly the split of cifar_32."""
+    batches = [(name, read_cifar_batch(data, source)[1])
+               for name, source, data in cifar_batch_bytes(data_dir, download)]
+    n_train = sum(len(labels) for name, labels in batches if name != CIFAR_TEST_BATCH)
+    n_valid, seen = int(round(n_train * CIFAR_VALID_FRACTION)), 0
+    for name, source, data in cifar_batch_bytes(data_dir, download):
+        images, labels = read_cifar_batch(data, source)
+        if name == CIFAR_TEST_BATCH:
+            yield 'test', images, labels
+            continue
+        cut = min(max(n_valid - seen, 0), len(labels))
+        if cut:
+            yield 'valid', images[:cut], labels[:cut]
+        if cut < len(labels):
+            yield 'train', images[cut:], labels[cut:]
+        seen += len(labels)
 
 
 def load_cifar_32(data_dir, seed, download):
     """CIFAR-10 python batches: 45000 / 5000 / 10000 at 32x32x3."""
-    batches = cifar_batches(data_dir, download)
-    parts = [read_cifar_batch(batches[n][1], batches[n][0]) for n in CIFAR_TRAIN_BATCHES]
-    train_x = np.concatenate([p[0] for p in parts])
-    train_y = np.concatenate([p[1] for p in parts])
-    train, valid = hold_out(train_x, train_y, CIFAR_VALID_FRACTION)
-    test = Split(*read_cifar_batch(batches[CIFAR_TEST_BATCH][1], batches[CIFAR_TEST_BATCH][0]))
+    parts = {'train': [], 'valid': [], 'test': []}
+    for split, images, labels in cifar_split_stream(data_dir, download):
+        parts[split].append((images, labels))
+    train, valid, test = (Split(np.concatenate([p[0] for p in parts[s]]),
+                                np.concatenate([p[1] for p in parts[s]]))
+                          for s in ('train', 'valid', 'test'))
     return make_dataset(train, valid, test, 10)
+
+
+def load_cifar_128(data_dir, seed, download):
+    import TFRecordsReader  # TensorFlow is needed only for the streamed datasets
+    return TFRecordsReader.open_cifar_128(data_dir)
+
+
+def load_imagenet(data_dir, seed, download):
+    import TFRecordsReader
+    return TFRecordsReader.open_imagenet(data_dir)
 
 
 DATASETS = {
     'digits': DatasetInfo(10, (8, 8, 1), load_digits),
     'mnist': DatasetInfo(10, (28, 28, 1), load_mnist),
     'cifar_32': DatasetInfo(10, (32, 32, 3), load_cifar_32),
+    'cifar_128': DatasetInfo(10, (128, 128, 3), load_cifar_128),  # TFRecords, streamed
+    'imagenet': DatasetInfo(1000, (224, 224, 3), load_imagenet),  # TFRecords, streamed
 }

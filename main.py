@@ -5,33 +5,10 @@
 """
 import os
 import sys
-import tempfile
 
+import tf_quiet
 
-def import_tensorflow_quietly():
-    """Imports TensorFlow without its C++ start-up notices (oneDNN, no CUDA
-    driver, ...), which bypass every log level. Setting TF_CPP_MIN_LOG_LEVEL
-    yourself shows them again; an import that fails shows them too."""
-    if 'TF_CPP_MIN_LOG_LEVEL' in os.environ:
-        import tensorflow  # noqa: F401
-        return
-    os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
-    saved_stderr = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            import tensorflow  # noqa: F401
-        except BaseException:
-            os.dup2(saved_stderr, 2)
-            sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors='replace'))
-            raise
-        finally:
-            os.dup2(saved_stderr, 2)
-            os.close(saved_stderr)
-
-
-import_tensorflow_quietly()
+tf_quiet.import_tensorflow_quietly()
 
 import math  # noqa: E402
 import shutil  # noqa: E402
@@ -45,7 +22,7 @@ import loaders  # noqa: E402
 import settings  # noqa: E402
 import util  # noqa: E402
 from download import DataError  # noqa: E402
-from input_pipeline import ArrayInput  # noqa: E402
+from input_pipeline import make_input  # noqa: E402
 from Model import Model  # noqa: E402
 
 v1 = tf.compat.v1
@@ -75,7 +52,7 @@ def build_graph(cfg, data):
     graph = tf.Graph()
     with graph.as_default():
         v1.set_random_seed(cfg['seed'])
-        source = ArrayInput(data, cfg['batch_size'], cfg['eval_batch_size'])
+        source = make_input(data, cfg)
         images, labels = source.next_batch
         with tf.device(cfg['device']):
             model = Model(cfg, data.image_shape, images, labels)
@@ -90,16 +67,16 @@ def train_epoch(session, model, source, cfg, epoch):
     after the last batch. Raises Divergence at the first non-finite loss.
     """
     total = source.num_examples('train')
-    batch_size, log_every = cfg['batch_size'], cfg['log_every']
+    log_every = cfg['log_every']
     source.start(session, 'train', training=True, seed=cfg['seed'] * 100_003 + epoch)
     seen, loss_sum, batches_since_log = 0, 0.0, 0
     next_log, last_log = log_every, time.perf_counter()
+    fetches = [model.train_op, model.loss, model.batch_size]
     while True:
         try:
-            _, loss = session.run([model.train_op, model.loss], {model.is_training: True})
+            _, loss, batch = session.run(fetches, {model.is_training: True})
         except tf.errors.OutOfRangeError:
-            return float(loss_sum / max(seen, 1))
-        batch = min(batch_size, total - seen)
+            break
         seen += batch
         if not math.isfinite(loss):
             raise Divergence(epoch, seen, loss)
@@ -111,6 +88,10 @@ def train_epoch(session, model, source, cfg, epoch):
                   f'({(now - last_log) / batches_since_log:.3f} sec/batch)', flush=True)
             next_log = (seen // log_every + 1) * log_every
             last_log, batches_since_log = now, 0
+    if seen < total:
+        print(f'epoch {epoch}: skipped {total - seen} of {total} training records that could '
+              f'not be read', flush=True)
+    return float(loss_sum / max(seen, 1))
 
 
 def evaluate(session, model, source, split):
@@ -213,6 +194,12 @@ def train(cfg):
                 write_scalars(writer, epoch, {k: v for k, v in row.items() if k != 'epoch'})
                 print_epoch_statistics(row)
                 plot(record, cfg, dirs, name)
+            test_loss, test_acc = evaluate(session, model, source, 'test')
+        except tf.errors.OpError as error:
+            explained = source.explain(error)
+            if explained is None:
+                raise
+            raise explained from None
         except Divergence as divergence:
             last = tf.train.latest_checkpoint(run_dir)
             kept = f'the last good checkpoint is {last}' if last else 'no epoch completed, so no checkpoint'
@@ -224,7 +211,6 @@ def train(cfg):
             return 1
         finally:
             writer.close()
-        test_loss, test_acc = evaluate(session, model, source, 'test')
         record['test'] = {'epoch': max(done, cfg['max_epochs']), 'loss': test_loss, 'accuracy': test_acc}
         history.save(run_dir, record)
         print(f'Test error: loss={test_loss:.4f} accuracy={test_acc:.4f}')
@@ -235,7 +221,6 @@ def train(cfg):
 
 
 def main(argv):
-    tf.get_logger().setLevel('ERROR')
     v1.disable_eager_execution()
     try:
         cfg = settings.load_config(argv)

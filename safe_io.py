@@ -9,25 +9,48 @@ import os
 import tempfile
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class PendingFile:
+    """A temporary file beside `path` that becomes `path` only on commit().
+
+    The temporary name starts with a dot and keeps the extension, since some
+    writers (matplotlib, scikit-image) choose the format from it.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        stem, ext = os.path.splitext(os.path.basename(path))
+        fd, self.tmp = tempfile.mkstemp(prefix=f'.{stem}.', suffix=f'.partial{ext}', dir=directory)
+        os.close(fd)
+
+    def commit(self):
+        os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp's 0600 is for the temporary file only
+        os.replace(self.tmp, self.path)
+
+    def discard(self):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temporary path beside `path`; renames it to `path` on success.
 
     On any exception the temporary file is removed and `path` is untouched.
-    The temporary name keeps the extension, since some writers (matplotlib,
-    scikit-image) choose the format from it.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    stem, ext = os.path.splitext(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix=f'.{stem}.', suffix=f'.partial{ext}', dir=directory)
-    os.close(fd)
+    pending = PendingFile(path)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        yield pending.tmp
+        pending.commit()
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+        pending.discard()
         raise
 
 

@@ -79,6 +79,14 @@ def _pool_size(key, value, cfg):
         raise ConfigError(f"{key} must be two whole numbers >= 1 like [2, 2], got {value!r}")
 
 
+def _shard_counts(key, value, cfg):
+    if (not isinstance(value, dict) or not value or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
+            for k, v in value.items())):
+        raise ConfigError(f"{key} must map split names to shard counts >= 1, like "
+                          f"{{'train': 8, 'valid': 2, 'test': 2}}, got {value!r}")
+
+
 def _dataset_name(key, value, cfg):
     _choice('datasets')(key, value, cfg)
     if value not in loaders.DATASETS:
@@ -110,6 +118,14 @@ RULES = {
     'datasets_root': _text,
     'data_dir': _optional(_text),
     'download': _boolean,
+    'shuffle_buffer': _integer(1),
+    'augment': _boolean,
+    'skip_bad_records': _boolean,
+    'train_eval_images': _optional(_integer(1)),
+    'resize_batch_size': _integer(1),
+    'tfrecord_shards': _optional(_shard_counts),
+    'one_pass': _boolean,
+    'imagenet_dir': _optional(_text),
     'device': _text,
     'gpu_memory_growth': _boolean,
     'gpu_memory_fraction': _optional(_number(0.0, 1.0)),

@@ -79,3 +79,16 @@ def draw_filters(kernel, directory, scale=8):
     grid_path = os.path.join(directory, 'filters.png')
     save(grid_path, filter_grid(images, scale))
     return grid_path
+
+
+def int64_feature(values):
+    """A tf.train.Feature of int64s (one value or a list)."""
+    import tensorflow as tf
+    values = values if isinstance(values, (list, tuple)) else [values]
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+
+
+def bytes_feature(value):
+    """A tf.train.Feature holding one bytes value."""
+    import tensorflow as tf
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))

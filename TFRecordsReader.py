@@ -1,0 +1,296 @@
+"""Streams batches from sharded TFRecords through tf.data, never holding the
+dataset in memory: shuffled shard order, parallel interleaved reads, a shuffle
+buffer, parse, check, decode, augment, batch, normalise, prefetch.
+
+Two record formats: the 128 px CIFAR records of TFRecordsWriter (raw uint8
+pixels with their declared shape) and the ImageNet records of TensorFlow's own
+ImageNet scripts (JPEG bytes, labels 1..1000), which read unchanged.
+"""
+import dataclasses
+import glob
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from download import DataError
+from input_pipeline import PREFETCH_BATCHES, normalise
+
+v1 = tf.compat.v1
+AUTOTUNE = tf.data.AUTOTUNE
+METADATA = 'dataset.json'
+# Pixel statistics of the ImageNet training set (the values used across frameworks).
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+IMAGENET_COUNTS = {'train': 1281167, 'validation': 50000}
+IMAGENET_SIZE = 224
+CENTRAL_FRACTION = 0.875  # evaluation crop of the ResNet papers: 224 of 256
+CIFAR_PAD = 16  # random crops of 128 px CIFAR shift by up to 16 px
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordDataset:
+    """What the reader needs to know about a folder of TFRecords."""
+    format: str            # 'cifar_raw' or 'imagenet_jpeg'
+    files: dict            # split -> [paths]; split in train, valid, test
+    counts: dict           # split -> records
+    image_shape: tuple     # what the model sees
+    num_classes: int
+    mean: np.ndarray
+    std: np.ndarray
+    record_split: dict     # split -> the prefix its records' features carry (cifar_raw)
+
+
+def split_files(data_dir, prefix, names=None):
+    files = names and [os.path.join(data_dir, n) for n in names]
+    files = files or sorted(glob.glob(os.path.join(data_dir, f'{prefix}-*-of-*')))
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing or not files:
+        raise DataError(f'no complete {prefix} shards in {data_dir} (missing: '
+                        f'{", ".join(os.path.basename(m) for m in missing) or prefix + "-*-of-*"})')
+    return files
+
+
+def read_metadata(data_dir):
+    path = os.path.join(data_dir, METADATA)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except (OSError, ValueError) as error:
+        raise DataError(f'{path} is not readable ({error}); run TFRecordsWriter.py again') from None
+
+
+def pixel_stats(metadata, split):
+    """Per-channel mean and std of a split from the writer's per-shard sums."""
+    shards = [metadata['shards'][n] for n in metadata['splits'][split]['shards']]
+    pixels = sum(s['pixels'] for s in shards)
+    total = np.sum([s['sum'] for s in shards], axis=0)
+    total_sq = np.sum([s['sum_sq'] for s in shards], axis=0)
+    mean = total / pixels
+    std = np.sqrt(np.maximum(total_sq / pixels - mean ** 2, 0.0))
+    return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
+
+
+def open_cifar_128(data_dir, seed=None, download=None):
+    """The 128 px CIFAR-10 TFRecords that TFRecordsWriter wrote into data_dir."""
+    metadata = read_metadata(data_dir)
+    if metadata is None:
+        raise DataError(f'no 128 px CIFAR-10 TFRecords in {data_dir} ({METADATA} is missing): '
+                        f'run python ImageResizer.py, then python TFRecordsWriter.py '
+                        f'(or python TFRecordsWriter.py one_pass=True)')
+    incomplete = [n for split in metadata['splits'].values() for n in split['shards']
+                  if n not in metadata['shards']]
+    if incomplete:
+        raise DataError(f'{data_dir} holds {len(incomplete)} unfinished shard(s): run '
+                        f'python TFRecordsWriter.py again to complete them')
+    splits = ('train', 'valid', 'test')
+    files = {s: split_files(data_dir, s, metadata['splits'][s]['shards']) for s in splits}
+    mean, std = pixel_stats(metadata, 'train')
+    description = metadata['description']
+    return RecordDataset('cifar_raw', files, {s: metadata['splits'][s]['count'] for s in splits},
+                         tuple(description['image_shape']), description['num_classes'], mean, std,
+                         {s: s for s in splits})
+
+
+def count_records(files):
+    return sum(1 for f in files for _ in v1.io.tf_record_iterator(f))
+
+
+def open_imagenet(data_dir, seed=None, download=None):
+    """ImageNet shards train-*-of-* and validation-*-of-* (TensorFlow's format);
+    the official validation set serves as validation and test split."""
+    metadata = read_metadata(data_dir) or {}
+    files = {p: split_files(data_dir, p) for p in ('train', 'validation')}
+    counts = {}
+    for prefix, paths in files.items():
+        known = metadata.get('splits', {}).get(prefix, {}).get('count')
+        full = len(paths) == {'train': 1024, 'validation': 128}[prefix]
+        counts[prefix] = known or (IMAGENET_COUNTS[prefix] if full else count_records(paths))
+    num_classes = metadata.get('description', {}).get('num_classes', 1000)
+    return RecordDataset(
+        'imagenet_jpeg', {'train': files['train'], 'valid': files['validation'], 'test': files['validation']},
+        {'train': counts['train'], 'valid': counts['validation'], 'test': counts['validation']},
+        (IMAGENET_SIZE, IMAGENET_SIZE, 3), num_classes,
+        np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32),
+        {'train': 'train', 'valid': 'validation', 'test': 'validation'})
+
+
+# --- parsing ---------------------------------------------------------------------
+
+def parse_cifar_raw(data, split, strict):
+    """serialized record, file -> (uint8 image, label, ok); ok is False for a
+    record whose pixels do not match its declared shape or the dataset's."""
+    prefix = data.record_split[split]
+    height, width, channels = data.image_shape
+    keys = {'image': tf.io.FixedLenFeature([], tf.string),
+            'label': tf.io.FixedLenFeature([], tf.int64),
+            'height': tf.io.FixedLenFeature([], tf.int64),
+            'width': tf.io.FixedLenFeature([], tf.int64),
+            'channels': tf.io.FixedLenFeature([], tf.int64)}
+
+    def parse(serialized, filename):
+        f = tf.io.parse_single_example(serialized, {f'{prefix}/{k}': v for k, v in keys.items()})
+        f = {k.split('/', 1)[1]: v for k, v in f.items()}
+        declared = tf.stack([f['height'], f['width'], f['channels']])
+        size = tf.cast(tf.strings.length(f['image']), tf.int64)
+        ok = tf.logical_and(tf.reduce_all(tf.equal(declared, [height, width, channels])),
+                            tf.equal(size, f['height'] * f['width'] * f['channels']))
+        if strict:
+            check = tf.debugging.Assert(ok, [
+                'bad record in', filename, ': declared shape', declared, 'with', size,
+                'bytes; expected', [height, width, channels]], summarize=4)
+            with tf.control_dependencies([check]):
+                ok = tf.identity(ok)
+        pixels = tf.io.decode_raw(f['image'], tf.uint8)
+        # A bad record is dropped by the filter (or stopped by the check) before
+        # its pixels are used; this keeps the reshape valid meanwhile.
+        pixels = tf.cond(ok, lambda: pixels, lambda: tf.zeros([height * width * channels], tf.uint8))
+        return tf.reshape(pixels, [height, width, channels]), f['label'], ok
+    return parse
+
+
+def parse_imagenet_jpeg(data, training):
+    """serialized record -> (float image 224x224, label 0..999, ok): a random
+    crop (8-100 % of the area, aspect 3/4-4/3) with flips for training, the
+    central 87.5 % for evaluation, resized to 224."""
+    keys = {'image/encoded': tf.io.FixedLenFeature([], tf.string),
+            'image/class/label': tf.io.FixedLenFeature([], tf.int64)}
+
+    def parse(serialized, filename):
+        f = tf.io.parse_single_example(serialized, keys)
+        encoded = f['image/encoded']
+        if training:
+            shape = tf.io.extract_jpeg_shape(encoded)
+            begin, size, _ = v1.image.sample_distorted_bounding_box(
+                shape, bounding_boxes=tf.zeros([1, 0, 4]), min_object_covered=0.1,
+                aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0), max_attempts=10,
+                use_image_if_no_bounding_boxes=True)
+            window = tf.stack([begin[0], begin[1], size[0], size[1]])
+            image = tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
+            image = tf.image.random_flip_left_right(image)
+        else:
+            image = tf.image.central_crop(tf.io.decode_jpeg(encoded, channels=3), CENTRAL_FRACTION)
+        image = tf.image.resize(image, [IMAGENET_SIZE, IMAGENET_SIZE], method='bilinear')
+        return image, f['image/class/label'] - 1, tf.constant(True)
+    return parse
+
+
+def augment_cifar(seed):
+    """Random crop of the image padded by CIFAR_PAD on each side, random flip;
+    stateless, seeded by the pass's seed and the element's index, so that each
+    epoch draws new crops and a rerun draws the same ones."""
+    def augment(index, image_label):
+        image, label = image_label
+        height, width, channels = image.shape
+        pair = tf.stack([seed, index])
+        padded = tf.pad(image, [[CIFAR_PAD, CIFAR_PAD], [CIFAR_PAD, CIFAR_PAD], [0, 0]], mode='REFLECT')
+        image = tf.image.stateless_random_crop(padded, [height, width, channels], seed=pair)
+        return tf.image.stateless_random_flip_left_right(image, seed=pair + 1), label
+    return augment
+
+
+# --- the pipeline ------------------------------------------------------------------
+
+def records(files, training, seed, skip_bad):
+    """(serialized record, its file) from `files`: shuffled file order and
+    interleaved parallel reads for training, files in order for evaluation."""
+    names = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        names = names.shuffle(len(files), seed=seed)
+
+    def read(filename):
+        dataset = tf.data.TFRecordDataset(filename)
+        if skip_bad:  # a corrupt or truncated file ends early instead of stopping the run
+            dataset = dataset.apply(tf.data.experimental.ignore_errors())
+        return dataset.map(lambda record: (record, filename))
+    return names.interleave(read, cycle_length=min(len(files), 8), block_length=1,
+                            num_parallel_calls=AUTOTUNE, deterministic=not training)
+
+
+def make_dataset(data, split, training, batch_size, cfg, seed=None, limit=None):
+    """The batched (normalised images, one-hot labels) of one split."""
+    skip_bad = cfg['skip_bad_records']
+    dataset = records(data.files[split], training, seed, skip_bad)
+    if training:
+        dataset = dataset.shuffle(cfg['shuffle_buffer'], seed=seed)
+    if data.format == 'cifar_raw':
+        parse = parse_cifar_raw(data, split, strict=not skip_bad)
+    else:
+        parse = parse_imagenet_jpeg(data, training)
+    dataset = dataset.map(parse, num_parallel_calls=AUTOTUNE)
+    dataset = dataset.filter(lambda image, label, ok: ok).map(lambda image, label, ok: (image, label))
+    if training and cfg['augment'] and data.format == 'cifar_raw':
+        dataset = dataset.enumerate().map(augment_cifar(seed), num_parallel_calls=AUTOTUNE)
+    if limit:
+        dataset = dataset.take(limit)
+
+    def prepare(images, labels):
+        return normalise(images, data.mean, data.std), tf.one_hot(labels, data.num_classes)
+    return dataset.batch(batch_size).map(prepare).prefetch(PREFETCH_BATCHES)
+
+
+class TFRecordInput:
+    """The input source (as input_pipeline.ArrayInput) for TFRecords."""
+
+    def __init__(self, data, cfg):
+        self.data = data
+        self.seed = v1.placeholder_with_default(tf.constant(0, tf.int64), [], 'shuffle_seed')
+        passes = {('train', True): make_dataset(data, 'train', True, cfg['batch_size'], cfg, self.seed),
+                  ('train', False): make_dataset(data, 'train', False, cfg['eval_batch_size'], cfg,
+                                                 limit=cfg['train_eval_images'])}
+        for split in ('valid', 'test'):
+            passes[split, False] = make_dataset(data, split, False, cfg['eval_batch_size'], cfg)
+        first = passes['train', True]
+        iterator = v1.data.Iterator.from_structure(v1.data.get_output_types(first),
+                                                   v1.data.get_output_shapes(first))
+        self._initializers = {key: iterator.make_initializer(d) for key, d in passes.items()}
+        self.next_batch = iterator.get_next()
+        self.image_shape = data.image_shape
+
+    def num_examples(self, split):
+        return self.data.counts[split]
+
+    def start(self, session, split, training, seed=None):
+        feed = {self.seed: seed} if seed is not None else {}
+        session.run(self._initializers[split, training], feed)
+
+    def explain(self, error):
+        """A DataError naming the file behind a reading error, or None."""
+        if isinstance(error, tf.errors.DataLossError):
+            for files in self.data.files.values():
+                unreadable = first_unreadable(files)
+                if unreadable:
+                    return DataError(f'{unreadable[0]} is truncated or corrupt ({unreadable[1]}); '
+                                     f'write it again, or set skip_bad_records=True to skip what '
+                                     f'cannot be read')
+        message = getattr(error, 'message', '')
+        if 'bad record in' in message:
+            detail = message[message.index('bad record in'):].split('\n')[0]
+            return DataError(f'{detail}; write the file again, or set skip_bad_records=True to '
+                             f'skip such records')
+        return None
+
+
+def first_unreadable(files):
+    """(path, reason) of the first file whose records cannot all be read, or None."""
+    for path in files:
+        try:
+            for _ in v1.io.tf_record_iterator(path):
+                pass
+        except tf.errors.DataLossError as error:
+            return path, error.message.strip().split('\n')[-1]
+    return None
+
+
+def create_iterator(data, dataset_type, num_epochs, batch_size, capacity, cfg=None):
+    """The seed's entry point: (images, one-hot labels) tensors of a one-shot
+    iterator over `num_epochs` passes of split `dataset_type`, shuffled with
+    a buffer of `capacity` records for the training split."""
+    import constant
+    cfg = dict(cfg or constant.config, shuffle_buffer=capacity)
+    training = dataset_type == 'train'
+    dataset = make_dataset(data, dataset_type, training, batch_size, cfg).repeat(num_epochs)
+    return v1.data.make_one_shot_iterator(dataset).get_next()

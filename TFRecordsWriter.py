@@ -1,0 +1,314 @@
+"""Writes images and labels as sharded TFRecords that TFRecordsReader streams.
+
+    python ImageResizer.py && python TFRecordsWriter.py   # 128 px CIFAR-10 in two steps
+    python TFRecordsWriter.py one_pass=True              # the same in one pass, no .npy files
+    python TFRecordsWriter.py dataset_name=imagenet output_shape=1000 imagenet_dir=/data/imagenet
+
+Every shard is written under a temporary name and renamed once complete, then
+recorded in dataset.json (counts, shape, classes, pixel statistics). A rerun
+skips the shards recorded there and redoes the others.
+"""
+import glob
+import io
+import json
+import os
+import random
+import sys
+
+import tf_quiet
+
+tf_quiet.import_tensorflow_quietly()
+
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import safe_io  # noqa: E402
+from download import DataError  # noqa: E402
+from util import bytes_feature, int64_feature  # noqa: E402
+
+METADATA = 'dataset.json'
+CIFAR_SHARDS = {'train': 8, 'valid': 2, 'test': 2}
+IMAGENET_SHARDS = {'train': 1024, 'validation': 128}  # TensorFlow's ImageNet scripts
+IMAGENET_SPLIT_DIRS = {'train': 'train', 'validation': 'val'}
+
+
+def cifar_example(split, image, label):
+    """The seed's record, <split>/image (raw uint8) and <split>/label, plus
+    the image's height, width and channels so that a reader can check them."""
+    height, width, channels = image.shape
+    return tf.train.Example(features=tf.train.Features(feature={
+        f'{split}/image': bytes_feature(np.ascontiguousarray(image, np.uint8).tobytes()),
+        f'{split}/label': int64_feature(label),
+        f'{split}/height': int64_feature(height),
+        f'{split}/width': int64_feature(width),
+        f'{split}/channels': int64_feature(channels),
+    })).SerializeToString()
+
+
+def imagenet_example(jpeg, label, synset, height, width, filename):
+    """The record of TensorFlow's ImageNet scripts (label 1..1000)."""
+    return tf.train.Example(features=tf.train.Features(feature={
+        'image/encoded': bytes_feature(jpeg),
+        'image/format': bytes_feature(b'JPEG'),
+        'image/colorspace': bytes_feature(b'RGB'),
+        'image/channels': int64_feature(3),
+        'image/class/label': int64_feature(label),
+        'image/class/synset': bytes_feature(synset.encode()),
+        'image/height': int64_feature(height),
+        'image/width': int64_feature(width),
+        'image/filename': bytes_feature(filename.encode()),
+    })).SerializeToString()
+
+
+def shard_name(split, index, count, suffix):
+    return f'{split}-{index:05d}-of-{count:05d}{suffix}'
+
+
+def load_metadata(out_dir):
+    path = os.path.join(out_dir, METADATA)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding='utf-8') as f:
+        return json.load(f)
+
+
+class ShardedWriter:
+    """Writes one split's records, in order, into `num_shards` files of
+    (nearly) equal size; shards already recorded as complete are skipped."""
+
+    def __init__(self, out_dir, split, total, num_shards, suffix, metadata):
+        self.out_dir, self.split, self.metadata = out_dir, split, metadata
+        num_shards = max(1, min(num_shards, total))
+        self.names = [shard_name(split, i, num_shards, suffix) for i in range(num_shards)]
+        self.bounds = [total * i // num_shards for i in range(num_shards + 1)]
+        metadata['splits'][split] = {'count': total, 'shards': self.names}
+        self.position, self.open_shard = 0, None
+
+    def complete(self, shard):
+        name = self.names[shard]
+        return name in self.metadata['shards'] and os.path.isfile(os.path.join(self.out_dir, name))
+
+    def shard_at(self, position):
+        return int(np.searchsorted(self.bounds, position, side='right')) - 1
+
+    def needs(self, count):
+        """Whether any of the next `count` records belongs to an incomplete shard."""
+        first, last = self.shard_at(self.position), self.shard_at(self.position + count - 1)
+        return not all(self.complete(s) for s in range(first, last + 1))
+
+    def skip(self, count):
+        self.position += count
+
+    def add(self, records, images=None):
+        """Appends serialized records (and their uint8 images, for statistics)."""
+        for i, record in enumerate(records):
+            shard = self.shard_at(self.position)
+            if not self.complete(shard):
+                if self.open_shard is None:
+                    self._open(shard)
+                self.open_shard['writer'].write(record)
+                self.open_shard['count'] += 1
+                if images is not None:
+                    pixels = images[i].reshape(-1, images.shape[-1]).astype(np.float64)
+                    self.open_shard['sum'] += pixels.sum(axis=0)
+                    self.open_shard['sum_sq'] += (pixels ** 2).sum(axis=0)
+                    self.open_shard['pixels'] += len(pixels)
+            self.position += 1
+            if self.open_shard is not None and self.position == self.bounds[shard + 1]:
+                self._close(shard)
+
+    def _open(self, shard):
+        pending = safe_io.PendingFile(os.path.join(self.out_dir, self.names[shard]))
+        self.open_shard = {'file': pending, 'writer': tf.io.TFRecordWriter(pending.tmp),
+                           'count': 0, 'sum': 0.0, 'sum_sq': 0.0, 'pixels': 0}
+
+    def _close(self, shard):
+        shard_state, self.open_shard = self.open_shard, None
+        shard_state['writer'].close()
+        expected = self.bounds[shard + 1] - self.bounds[shard]
+        if shard_state['count'] != expected:  # started mid-shard: not complete
+            shard_state['file'].discard()
+            return
+        shard_state['file'].commit()
+        self.metadata['shards'][self.names[shard]] = {
+            'count': expected, 'pixels': shard_state['pixels'],
+            'sum': np.atleast_1d(shard_state['sum']).tolist(),
+            'sum_sq': np.atleast_1d(shard_state['sum_sq']).tolist()}
+        save_metadata(self.out_dir, self.metadata)
+        print(f'  wrote {self.names[shard]} ({expected} records)', flush=True)
+
+    def abandon(self):
+        """Drops a shard left open by an error: its temporary file goes."""
+        if self.open_shard is not None:
+            self.open_shard['writer'].close()
+            self.open_shard['file'].discard()
+            self.open_shard = None
+
+
+def save_metadata(out_dir, metadata):
+    safe_io.write_text(os.path.join(out_dir, METADATA), json.dumps(metadata, indent=1))
+
+
+def remove_stale_partials(out_dir):
+    """Temporary shards left by a killed run (kill -9 runs no clean-up)."""
+    for path in glob.glob(os.path.join(out_dir, '.*.partial*')):
+        os.remove(path)
+
+
+def write_splits(out_dir, stream, counts, shards, suffix, make_records, description):
+    """Writes a (split, items, labels) stream into sharded TFRecords.
+
+    make_records(split, items, labels) -> (serialized records, uint8 images or
+    None) is only called for chunks that fall into incomplete shards.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    remove_stale_partials(out_dir)
+    metadata = load_metadata(out_dir)
+    if metadata is None or metadata.get('description') != description:
+        metadata = {'description': description, 'splits': {}, 'shards': {}}
+    writers = {split: ShardedWriter(out_dir, split, counts[split], shards[split], suffix, metadata)
+               for split in counts}
+    try:
+        for split, items, labels in stream:
+            writer = writers[split]
+            if writer.needs(len(labels)):
+                writer.add(*make_records(split, items, labels))
+            else:
+                writer.skip(len(labels))
+    finally:
+        for writer in writers.values():
+            writer.abandon()
+    missing = [n for w in writers.values() for n in w.names if n not in metadata['shards']]
+    if missing:
+        raise DataError(f'{len(missing)} shard(s) were not completed: {", ".join(missing[:4])}')
+    save_metadata(out_dir, metadata)
+    return metadata
+
+
+# --- CIFAR-10 at 128 px ----------------------------------------------------------
+
+def cifar_records(split, images, labels):
+    return [cifar_example(split, image, label) for image, label in zip(images, labels)], images
+
+
+def write_cifar_128(cfg, one_pass):
+    """CIFAR-10 -> 128 px TFRecords in DATA_DIR of cifar_128, from ImageResizer's
+    .npy files or (one_pass) straight from the CIFAR batches."""
+    import constant
+    import ImageResizer
+    import loaders
+    out_dir = constant.derived_dirs(cfg)['DATA_DIR']
+    size = loaders.DATASETS['cifar_128'].image_shape[0]
+    shards = cfg['tfrecord_shards'] or CIFAR_SHARDS
+    description = {'format': 'cifar_raw', 'image_shape': [size, size, 3], 'num_classes': 10}
+    if one_pass:
+        source_dir = constant.derived_dirs(dict(cfg, dataset_name='cifar_32'))['DATA_DIR']
+        counts = ImageResizer.count_split_stream(loaders.cifar_split_stream(source_dir, cfg['download']))
+        resizer = ImageResizer.BicubicResizer(size, cfg['resize_batch_size'])
+        stream = ImageResizer.rechunk(loaders.cifar_split_stream(source_dir, cfg['download']),
+                                      cfg['resize_batch_size'])
+
+        def make_records(split, images, labels):
+            return cifar_records(split, resizer(images), labels)
+    else:
+        resized_dir = os.path.join(out_dir, 'resized')
+        if not os.path.isfile(ImageResizer.resized_paths(resized_dir, 'test')[1]):
+            raise DataError(f'no resized images in {resized_dir}: run python ImageResizer.py first, '
+                            f'or python TFRecordsWriter.py one_pass=True')
+        counts = ImageResizer.count_split_stream(ImageResizer.resized_stream(resized_dir, 10000))
+        stream = ImageResizer.resized_stream(resized_dir, cfg['resize_batch_size'])
+        make_records = cifar_records
+    print(f"Writing {sum(counts.values())} images as TFRecords into {out_dir}", flush=True)
+    return write_splits(out_dir, stream, counts, shards, '.tfrecords', make_records, description)
+
+
+# --- ImageNet ----------------------------------------------------------------------
+
+def imagenet_files(root, seed):
+    """{split: [(path, label 1..1000, wnid)]} from train/<wnid>/*.JPEG and
+    val/<wnid>/*.JPEG; classes are the sorted wnids; training order shuffled
+    so that every shard holds every class."""
+    train_dir = os.path.join(root, 'train')
+    if not os.path.isdir(train_dir):
+        raise DataError(f'{train_dir} is missing: imagenet_dir must hold train/<wnid>/*.JPEG '
+                        f'and val/<wnid>/*.JPEG')
+    wnids = sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
+    labels = {wnid: i + 1 for i, wnid in enumerate(wnids)}
+    files = {}
+    for split, folder in IMAGENET_SPLIT_DIRS.items():
+        entries = []
+        for path in sorted(glob.glob(os.path.join(root, folder, '*', '*'))):
+            wnid = os.path.basename(os.path.dirname(path))
+            if wnid not in labels:
+                raise DataError(f'{path}: class {wnid} is not among the training classes')
+            if path.lower().endswith(('.jpeg', '.jpg', '.png')):
+                entries.append((path, labels[wnid], wnid))
+        if not entries:
+            raise DataError(f'no images in {os.path.join(root, folder)}/<wnid>/')
+        files[split] = entries
+    random.Random(seed).shuffle(files['train'])
+    return files, wnids
+
+
+def jpeg_record(path, label, wnid):
+    """RGB JPEG bytes of an image file (re-encoded only when it is not an RGB JPEG,
+    as TensorFlow's scripts do for the PNG and CMYK files of ImageNet)."""
+    from PIL import Image
+    with open(path, 'rb') as f:
+        data = f.read()
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if image.format != 'JPEG' or image.mode != 'RGB':
+                out = io.BytesIO()
+                image.convert('RGB').save(out, format='JPEG', quality=95)
+                data = out.getvalue()
+    except OSError as error:
+        raise DataError(f'{path} is not a readable image ({error})') from None
+    return imagenet_example(data, label, wnid, height, width, os.path.basename(path))
+
+
+def write_imagenet(cfg):
+    import constant
+    if not cfg['imagenet_dir']:
+        raise DataError('set imagenet_dir=PATH to the folder that holds train/<wnid>/*.JPEG '
+                        'and val/<wnid>/*.JPEG')
+    out_dir = constant.derived_dirs(cfg)['DATA_DIR']
+    files, wnids = imagenet_files(cfg['imagenet_dir'], cfg['seed'])
+    shards = cfg['tfrecord_shards'] or IMAGENET_SHARDS
+    description = {'format': 'imagenet_jpeg', 'num_classes': len(wnids), 'synsets': wnids}
+    chunk = 256
+    stream = ((split, entries[i:i + chunk], [e[1] for e in entries[i:i + chunk]])
+              for split, entries in files.items() for i in range(0, len(entries), chunk))
+
+    def make_records(split, entries, labels):
+        return [jpeg_record(*entry) for entry in entries], None
+
+    counts = {split: len(entries) for split, entries in files.items()}
+    print(f"Writing {sum(counts.values())} ImageNet images of {len(wnids)} classes into {out_dir}",
+          flush=True)
+    return write_splits(out_dir, stream, counts, shards, '', make_records, description)
+
+
+def main(argv):
+    import settings
+    try:
+        cfg = settings.load_config(['dataset_name=cifar_128', *argv])
+        if cfg['dataset_name'] == 'imagenet':
+            metadata = write_imagenet(cfg)
+        elif cfg['dataset_name'] == 'cifar_128':
+            metadata = write_cifar_128(cfg, cfg['one_pass'])
+        else:
+            raise settings.ConfigError(f"dataset_name={cfg['dataset_name']!r} is held in memory, "
+                                       f"not in TFRecords; choose cifar_128 or imagenet")
+    except (settings.ConfigError, DataError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    counts = ', '.join(f"{s} {v['count']}" for s, v in metadata['splits'].items())
+    print(f'Done: {counts} records.')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
