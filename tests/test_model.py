@@ -129,7 +129,7 @@ def np_sigmoid(x):
 # --- configuration ---------------------------------------------------------------
 
 def test_config_menus():
-    assert set(constant.config['datasets']) == set(SHAPES)
+    assert set(constant.config['datasets']) == set(SHAPES) | {'cifar_128', 'imagenet'}
     assert set(constant.config['models']) == {'custom_model', 'resnet50'}
     assert set(constant.config['activation_functions']) == {'relu', 'selu'}
     assert constant.config['se_r'] == 16
