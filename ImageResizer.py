@@ -63,13 +63,19 @@ def rechunk(chunks, size):
 
 # --- .npy files written and read in chunks, never whole ----------------------
 
+def read_npy_header(f):
+    """(shape, dtype) of an open .npy file, leaving it at the start of the data."""
+    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}[np.lib.format.read_magic(f)]
+    shape, _, dtype = read_header(f)
+    return shape, dtype
+
+
 def read_npy_chunks(path, chunk):
     """Yields an .npy file's array `chunk` items at a time (no memory map: the
     pages of a map would count towards the process' memory)."""
     with open(path, 'rb') as f:
-        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                       (2, 0): np.lib.format.read_array_header_2_0}[np.lib.format.read_magic(f)]
-        shape, _, dtype = read_header(f)
+        shape, dtype = read_npy_header(f)
         item = int(np.prod(shape[1:]))
         for start in range(0, shape[0], chunk):
             n = min(chunk, shape[0] - start)
@@ -87,6 +93,15 @@ def resized_stream(directory, chunk=1000):
         images_path, labels_path = resized_paths(directory, split)
         yield from ((split, images, labels) for images, labels in
                     zip(read_npy_chunks(images_path, chunk), read_npy_chunks(labels_path, chunk)))
+
+
+def resized_counts(directory):
+    """{split: images} of ImageResizer's output, from the .npy headers alone."""
+    counts = {}
+    for split in SPLITS:
+        with open(resized_paths(directory, split)[1], 'rb') as f:
+            counts[split] = read_npy_header(f)[0][0]
+    return counts
 
 
 def count_split_stream(chunks):

@@ -101,27 +101,39 @@ class ShardedWriter:
         self.position += count
 
     def add(self, records, images=None):
-        """Appends serialized records (and their uint8 images, for statistics)."""
-        for i, record in enumerate(records):
+        """Appends serialized records (and their uint8 images, for statistics),
+        one run of records of the same shard at a time."""
+        i = 0
+        while i < len(records):
             shard = self.shard_at(self.position)
+            j = min(len(records), i + self.bounds[shard + 1] - self.position)
             if not self.complete(shard):
                 if self.open_shard is None:
                     self._open(shard)
-                self.open_shard['writer'].write(record)
-                self.open_shard['count'] += 1
+                for record in records[i:j]:
+                    self.open_shard['writer'].write(record)
+                self.open_shard['count'] += j - i
                 if images is not None:
-                    pixels = images[i].reshape(-1, images.shape[-1]).astype(np.float64)
-                    self.open_shard['sum'] += pixels.sum(axis=0)
-                    self.open_shard['sum_sq'] += (pixels ** 2).sum(axis=0)
-                    self.open_shard['pixels'] += len(pixels)
-            self.position += 1
+                    self._add_statistics(images[i:j])
+            self.position += j - i
             if self.open_shard is not None and self.position == self.bounds[shard + 1]:
                 self._close(shard)
+            i = j
+
+    def _add_statistics(self, images):
+        """Exact per-channel sums of pixel values and their squares, from
+        per-channel histograms (no large temporary arrays)."""
+        values = np.arange(256, dtype=np.int64)
+        counts = np.stack([np.bincount(images[..., c].ravel(), minlength=256)
+                           for c in range(images.shape[-1])])
+        self.open_shard['sum'] += counts @ values
+        self.open_shard['sum_sq'] += counts @ (values * values)
+        self.open_shard['pixels'] += images[..., 0].size
 
     def _open(self, shard):
         pending = safe_io.PendingFile(os.path.join(self.out_dir, self.names[shard]))
         self.open_shard = {'file': pending, 'writer': tf.io.TFRecordWriter(pending.tmp),
-                           'count': 0, 'sum': 0.0, 'sum_sq': 0.0, 'pixels': 0}
+                           'count': 0, 'sum': 0, 'sum_sq': 0, 'pixels': 0}
 
     def _close(self, shard):
         shard_state, self.open_shard = self.open_shard, None
@@ -133,8 +145,8 @@ class ShardedWriter:
         shard_state['file'].commit()
         self.metadata['shards'][self.names[shard]] = {
             'count': expected, 'pixels': shard_state['pixels'],
-            'sum': np.atleast_1d(shard_state['sum']).tolist(),
-            'sum_sq': np.atleast_1d(shard_state['sum_sq']).tolist()}
+            'sum': np.atleast_1d(shard_state['sum']).astype(float).tolist(),
+            'sum_sq': np.atleast_1d(shard_state['sum_sq']).astype(float).tolist()}
         save_metadata(self.out_dir, self.metadata)
         print(f'  wrote {self.names[shard]} ({expected} records)', flush=True)
 
@@ -216,7 +228,7 @@ def write_cifar_128(cfg, one_pass):
         if not os.path.isfile(ImageResizer.resized_paths(resized_dir, 'test')[1]):
             raise DataError(f'no resized images in {resized_dir}: run python ImageResizer.py first, '
                             f'or python TFRecordsWriter.py one_pass=True')
-        counts = ImageResizer.count_split_stream(ImageResizer.resized_stream(resized_dir, 10000))
+        counts = ImageResizer.resized_counts(resized_dir)
         stream = ImageResizer.resized_stream(resized_dir, cfg['resize_batch_size'])
         make_records = cifar_records
     print(f"Writing {sum(counts.values())} images as TFRecords into {out_dir}", flush=True)
