@@ -25,6 +25,7 @@ IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 IMAGENET_COUNTS = {'train': 1281167, 'validation': 50000}
 IMAGENET_SIZE = 224
+IMAGENET_LABELS = range(1, 1001)
 CENTRAL_FRACTION = 0.875  # evaluation crop of the ResNet papers: 224 of 256
 CIFAR_PAD = 16  # random crops of 128 px CIFAR shift by up to 16 px
 
@@ -109,7 +110,8 @@ def open_imagenet(data_dir, seed=None, download=None):
         known = metadata.get('splits', {}).get(prefix, {}).get('count')
         full = len(paths) == {'train': 1024, 'validation': 128}[prefix]
         counts[prefix] = known or (IMAGENET_COUNTS[prefix] if full else count_records(paths))
-    num_classes = metadata.get('description', {}).get('num_classes', 1000)
+    # Labels are 1..1000 even in a subset of the classes: the head stays FC 1000.
+    num_classes = len(IMAGENET_LABELS)
     return RecordDataset(
         'imagenet_jpeg', {'train': files['train'], 'valid': files['validation'], 'test': files['validation']},
         {'train': counts['train'], 'valid': counts['validation'], 'test': counts['validation']},
@@ -131,7 +133,8 @@ def parse_cifar_raw(data, split, strict):
             'width': tf.io.FixedLenFeature([], tf.int64),
             'channels': tf.io.FixedLenFeature([], tf.int64)}
 
-    def parse(serialized, filename):
+    def parse(index, record):
+        serialized, filename = record
         f = tf.io.parse_single_example(serialized, {f'{prefix}/{k}': v for k, v in keys.items()})
         f = {k.split('/', 1)[1]: v for k, v in f.items()}
         declared = tf.stack([f['height'], f['width'], f['channels']])
@@ -152,30 +155,39 @@ def parse_cifar_raw(data, split, strict):
     return parse
 
 
-def parse_imagenet_jpeg(data, training):
+def parse_imagenet_jpeg(data, training, seed):
     """serialized record -> (float image 224x224, label 0..999, ok): a random
     crop (8-100 % of the area, aspect 3/4-4/3) with flips for training, the
-    central 87.5 % for evaluation, resized to 224."""
+    central 87.5 % for evaluation, resized to 224. The randomness is stateless,
+    seeded by the pass's seed and the record's index, like augment_cifar."""
     keys = {'image/encoded': tf.io.FixedLenFeature([], tf.string),
             'image/class/label': tf.io.FixedLenFeature([], tf.int64)}
 
-    def parse(serialized, filename):
-        f = tf.io.parse_single_example(serialized, keys)
+    def parse(index, record):
+        f = tf.io.parse_single_example(record[0], keys)
         encoded = f['image/encoded']
         if training:
-            shape = tf.io.extract_jpeg_shape(encoded)
-            begin, size, _ = v1.image.sample_distorted_bounding_box(
-                shape, bounding_boxes=tf.zeros([1, 0, 4]), min_object_covered=0.1,
-                aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0), max_attempts=10,
-                use_image_if_no_bounding_boxes=True)
+            pair = tf.stack([seed, index])
+            begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+                tf.io.extract_jpeg_shape(encoded), bounding_boxes=tf.zeros([1, 0, 4]), seed=pair,
+                min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0),
+                max_attempts=10, use_image_if_no_bounding_boxes=True)
             window = tf.stack([begin[0], begin[1], size[0], size[1]])
             image = tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
-            image = tf.image.random_flip_left_right(image)
+            image = tf.image.stateless_random_flip_left_right(image, seed=pair + 1)
         else:
             image = tf.image.central_crop(tf.io.decode_jpeg(encoded, channels=3), CENTRAL_FRACTION)
         image = tf.image.resize(image, [IMAGENET_SIZE, IMAGENET_SIZE], method='bilinear')
         return image, f['image/class/label'] - 1, tf.constant(True)
     return parse
+
+
+def is_good(image, label, ok):
+    return ok
+
+
+def without_flag(image, label, ok):
+    return image, label
 
 
 def augment_cifar(seed):
@@ -206,8 +218,9 @@ def records(files, training, seed, skip_bad):
         if skip_bad:  # a corrupt or truncated file ends early instead of stopping the run
             dataset = dataset.apply(tf.data.experimental.ignore_errors())
         return dataset.map(lambda record: (record, filename))
+    # Parallel, yet deterministic: equal seeds give equal orders (and crops).
     return names.interleave(read, cycle_length=min(len(files), 8), block_length=1,
-                            num_parallel_calls=AUTOTUNE, deterministic=not training)
+                            num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
 def make_dataset(data, split, training, batch_size, cfg, seed=None, limit=None):
@@ -219,9 +232,8 @@ def make_dataset(data, split, training, batch_size, cfg, seed=None, limit=None):
     if data.format == 'cifar_raw':
         parse = parse_cifar_raw(data, split, strict=not skip_bad)
     else:
-        parse = parse_imagenet_jpeg(data, training)
-    dataset = dataset.map(parse, num_parallel_calls=AUTOTUNE)
-    dataset = dataset.filter(lambda image, label, ok: ok).map(lambda image, label, ok: (image, label))
+        parse = parse_imagenet_jpeg(data, training, seed)
+    dataset = dataset.enumerate().map(parse, num_parallel_calls=AUTOTUNE).filter(is_good).map(without_flag)
     if training and cfg['augment'] and data.format == 'cifar_raw':
         dataset = dataset.enumerate().map(augment_cifar(seed), num_parallel_calls=AUTOTUNE)
     if limit:

@@ -34,7 +34,7 @@ config = {
 
     # --- reporting and outputs ---------------------------------------------
     'log_every': 2500,  # print a progress line every this many training images
-    'eval_batch_size': 1000,  # images per step when evaluating (no gradients: larger is faster)
+    'eval_batch_size': 250,  # images per step when evaluating (larger: faster, more memory)
     'keep_checkpoints': 2,  # newest checkpoints kept in the run's directory
     'resume': False,  # continue the run of this model/SE/activation from its last checkpoint
     'datasets_root': os.path.join(PROJECT_DIR, 'datasets'),  # holds <dataset>/data_dir and save_dir

@@ -178,6 +178,9 @@ def train(cfg):
     name = constant.run_name(cfg)
     run_dir = os.path.join(dirs['RUNS_SAVE_DIR'], name)
     data = loaders.DATASETS[cfg['dataset_name']].load(dirs['DATA_DIR'], cfg['seed'], cfg['download'])
+    if data.num_classes != cfg['output_shape']:
+        raise DataError(f"{dirs['DATA_DIR']} holds {data.num_classes} classes but output_shape="
+                        f"{cfg['output_shape']}; set output_shape={data.num_classes}")
     graph, source, model, saver = build_graph(cfg, data)
     with graph.as_default(), v1.Session(config=session_config(cfg)) as session:
         record, done = start_or_resume(session, saver, run_dir, cfg['resume'])

@@ -1,0 +1,666 @@
+"""The streamed datasets: ImageResizer, TFRecordsWriter, TFRecordsReader (SPEC 4, 7).
+
+Records are parsed back with tf_record_iterator + tf.train.Example, independently
+of TFRecordsReader; the bicubic reference is plain numpy.
+"""
+import collections
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import ImageResizer
+import loaders
+import settings
+import TFRecordsWriter
+from download import DataError
+from input_pipeline import make_input
+from tests import fixtures
+
+v1 = tf.compat.v1
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE = 128
+N_PER_BATCH = 30  # 150 training rows: 135 train, 15 valid; 30 test
+SHARDS = {'train': 3, 'valid': 2, 'test': 2}
+SPLITS = ('train', 'valid', 'test')
+WNIDS = ('n01440764', 'n01443537', 'n01484850')
+
+
+# --- helpers -----------------------------------------------------------------------
+
+def keys_kernel(x, a=-0.5):
+    x = np.abs(x)
+    return np.where(x <= 1, ((a + 2) * x - (a + 3)) * x * x + 1,
+                    np.where(x < 2, ((a * x - 5 * a) * x + 8 * a) * x - 4 * a, 0.0))
+
+
+def bicubic_matrix(n_in, n_out):
+    """[n_out, n_in] weights of TensorFlow's bicubic resize (half-pixel centers,
+    Keys a=-0.5). As in TF's resize_bicubic_op.cc (checked below against
+    tf.image.resize): taps outside the image get weight 0 and the remaining
+    weights are renormalised to sum 1; the fraction is looked up in a
+    1024-entry table (a no-op at 4x, where fractions are multiples of 1/8)."""
+    m = np.zeros((n_out, n_in))
+    scale = np.float32(n_in) / np.float32(n_out)
+    for d in range(n_out):
+        src = float(np.float32((d + 0.5) * scale - 0.5))
+        base = int(np.floor(src))
+        delta = np.round((src - base) * 1024) / 1024
+        for k in range(-1, 3):
+            if 0 <= base + k < n_in:
+                m[d, base + k] = keys_kernel(delta - k)
+        m[d] /= m[d].sum()
+    return m
+
+
+def bicubic_reference(images, out_h, out_w):
+    """float64 [N, out_h, out_w, C] of uint8/float [N, H, W, C]."""
+    _, h, w, _ = images.shape
+    return np.einsum('ah,bw,nhwc->nabc', bicubic_matrix(h, out_h), bicubic_matrix(w, out_w),
+                     np.asarray(images, np.float64))
+
+
+def tf_resize_float(images, out_h, out_w):
+    g = tf.Graph()
+    with g.as_default():
+        out = tf.image.resize(tf.constant(images, tf.float32), [out_h, out_w], method='bicubic')
+        with v1.Session(graph=g) as s:
+            return s.run(out)
+
+
+def read_examples(path):
+    return [tf.train.Example.FromString(r) for r in v1.io.tf_record_iterator(path)]
+
+
+def feature(example, key):
+    f = example.features.feature[key]
+    kind = f.WhichOneof('kind')
+    values = list(getattr(f, kind).value)
+    assert len(values) == 1, (key, values)
+    return values[0]
+
+
+def digest(image_uint8):
+    return hashlib.sha1(np.ascontiguousarray(image_uint8, np.uint8).tobytes()).hexdigest()
+
+
+def shard_names(split, n, suffix='.tfrecords'):
+    return [f'{split}-{i:05d}-of-{n:05d}{suffix}' for i in range(n)]
+
+
+def all_shard_names():
+    return [name for s in SPLITS for name in shard_names(s, SHARDS[s])]
+
+
+def writer_args(root, *extra):
+    return [f'datasets_root={root}', 'resize_batch_size=16', f'tfrecord_shards={SHARDS!r}', *extra]
+
+
+def data_dir(root, name='cifar_128'):
+    return os.path.join(str(root), name, 'data_dir')
+
+
+def copy_dataset(src_root, dst_root, resized=True):
+    """A copy of a written cifar_128 data_dir (shards, dataset.json, resized/)."""
+    ignore = None if resized else shutil.ignore_patterns('resized')
+    shutil.copytree(data_dir(src_root), data_dir(dst_root), ignore=ignore)
+    return data_dir(dst_root)
+
+
+def load_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def partial_files(directory):
+    return [p for p in os.listdir(directory) if '.partial' in p]
+
+
+def reader_cfg(root, *extra, dataset='cifar_128'):
+    return settings.load_config([f'dataset_name={dataset}', f'datasets_root={root}',
+                                 'batch_size=16', 'eval_batch_size=32', *extra])
+
+
+def read_pass(session, source, split, training, seed=None):
+    """All (images, one-hot labels) batches of one pass, concatenated."""
+    source.start(session, split, training=training, seed=seed)
+    images, labels, sizes = [], [], []
+    while True:
+        try:
+            x, y = session.run(source.next_batch)
+        except tf.errors.OutOfRangeError:
+            break
+        images.append(x)
+        labels.append(y)
+        sizes.append(len(x))
+    return np.concatenate(images), np.concatenate(labels), sizes
+
+
+# --- module fixtures: one two-step run on CIFAR fixtures ------------------------------
+
+@pytest.fixture(scope='module')
+def cifar(tmp_path_factory):
+    """Fixture batches, their cifar_32 split and its 128 px resize (expected)."""
+    root = tmp_path_factory.mktemp('cifar')
+    a = fixtures.write_cifar_batches(data_dir(root, 'cifar_32'), n_per_batch=N_PER_BATCH)
+    n_valid = round(len(a['y_train']) * 0.1)  # first tenth of the concatenated batches
+    split32 = {'train': (a['x_train'][n_valid:], a['y_train'][n_valid:]),
+               'valid': (a['x_train'][:n_valid], a['y_train'][:n_valid]),
+               'test': (a['x_test'], a['y_test'])}
+    resizer = ImageResizer.BicubicResizer(SIZE)
+    expected = {s: (resizer(x), y) for s, (x, y) in split32.items()}
+    resizer.close()
+    return {'root': root, 'split32': split32, 'expected': expected}
+
+
+@pytest.fixture(scope='module')
+def two_step(cifar, tmp_path_factory):
+    """ImageResizer then TFRecordsWriter on the fixture batches."""
+    root = cifar['root']
+    assert ImageResizer.main(writer_args(root)) == 0
+    assert TFRecordsWriter.main(writer_args(root)) == 0
+    out = data_dir(root)
+    shard_bytes = {}
+    for name in all_shard_names():
+        with open(os.path.join(out, name), 'rb') as f:
+            shard_bytes[name] = f.read()
+    with open(os.path.join(out, 'dataset.json')) as f:
+        metadata = json.load(f)
+    return {'root': root, 'dir': out, 'bytes': shard_bytes, 'metadata': metadata}
+
+
+def assert_same_as_reference(directory, two_step):
+    for name, data in two_step['bytes'].items():
+        with open(os.path.join(directory, name), 'rb') as f:
+            assert f.read() == data, name
+    with open(os.path.join(directory, 'dataset.json')) as f:
+        assert json.load(f) == two_step['metadata']
+
+
+# --- 1. BicubicResizer -----------------------------------------------------------------
+
+@pytest.mark.parametrize('shape', [(32, 32, 128, 128), (7, 11, 20, 9), (32, 32, 10, 13)])
+def test_numpy_reference_is_tensorflows_bicubic(shape):
+    h, w, oh, ow = shape
+    images = np.random.default_rng(1).integers(0, 256, (2, h, w, 3)).astype(np.float32)
+    np.testing.assert_allclose(bicubic_reference(images, oh, ow), tf_resize_float(images, oh, ow),
+                               atol=1e-3, rtol=0)
+
+
+def test_bicubic_resizer_rounds_reference():
+    images = np.random.default_rng(2).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    resizer = ImageResizer.BicubicResizer(SIZE, batch_size=4)
+    out = resizer(images)
+    resizer.close()
+    assert out.dtype == np.uint8 and out.shape == (6, SIZE, SIZE, 3)
+    ref = bicubic_reference(images, SIZE, SIZE)
+    diff = np.abs(out.astype(np.int64) - np.clip(np.round(ref), 0, 255).astype(np.int64))
+    # TF's float32 sums may land on the other side of a .5 tie than float64
+    # (a handful of the 295k values): off by one, and only at a tie.
+    assert diff.max() <= 1
+    assert np.count_nonzero(diff) <= 1e-4 * diff.size
+    assert (np.abs(ref - np.floor(ref) - 0.5)[diff != 0] < 1e-3).all()
+
+
+def test_bicubic_resizer_clips_checkerboard_overshoot():
+    board = (np.indices((32, 32)).sum(0) % 2 * 255).astype(np.uint8)
+    board = np.repeat(board[None, :, :, None], 3, axis=-1)
+    ref = bicubic_reference(board, SIZE, SIZE)
+    assert ref.min() == pytest.approx(-63.48, abs=0.1) and ref.max() == pytest.approx(318.48, abs=0.1)
+    resizer = ImageResizer.BicubicResizer(SIZE)
+    out = resizer(board)
+    resizer.close()
+    assert (ref < 0).any() and (ref > 255).any()
+    assert (out[ref < 0] == 0).all()  # a wrapping cast would give 255 / 194
+    assert (out[ref > 255] == 255).all()
+    inside = (ref >= 0) & (ref <= 255)
+    assert np.abs(out[inside].astype(int) - np.round(ref[inside])).max() <= 1
+
+
+# --- 2. two-step flow ------------------------------------------------------------------
+
+def test_two_step_writes_expected_shards(two_step):
+    names = sorted(n for n in os.listdir(two_step['dir']) if n.endswith('.tfrecords'))
+    assert names == sorted(all_shard_names())
+    assert partial_files(two_step['dir']) == []
+
+
+def test_two_step_records_are_the_resized_split_in_order(two_step, cifar):
+    for split in SPLITS:
+        images, labels = cifar['expected'][split]
+        examples = [e for name in shard_names(split, SHARDS[split])
+                    for e in read_examples(os.path.join(two_step['dir'], name))]
+        assert len(examples) == len(labels)
+        for i, example in enumerate(examples):
+            raw = feature(example, f'{split}/image')
+            assert len(raw) == SIZE * SIZE * 3
+            assert raw == images[i].tobytes(), (split, i)
+            assert feature(example, f'{split}/label') == labels[i]
+            assert feature(example, f'{split}/height') == SIZE
+            assert feature(example, f'{split}/width') == SIZE
+            assert feature(example, f'{split}/channels') == 3
+            assert set(example.features.feature) == {f'{split}/{k}' for k in
+                                                      ('image', 'label', 'height', 'width', 'channels')}
+
+
+def test_two_step_shard_sizes_are_balanced(two_step):
+    counts = {name: sum(1 for _ in v1.io.tf_record_iterator(os.path.join(two_step['dir'], name)))
+              for name in all_shard_names()}
+    assert [counts[n] for n in shard_names('train', 3)] == [45, 45, 45]
+    assert sorted(counts[n] for n in shard_names('valid', 2)) == [7, 8]
+    assert [counts[n] for n in shard_names('test', 2)] == [15, 15]
+
+
+def test_dataset_json_counts_and_pixel_stats(two_step, cifar):
+    import TFRecordsReader
+    metadata = two_step['metadata']
+    assert {s: metadata['splits'][s]['count'] for s in SPLITS} == {'train': 135, 'valid': 15, 'test': 30}
+    assert {s: metadata['splits'][s]['shards'] for s in SPLITS} == \
+        {s: shard_names(s, SHARDS[s]) for s in SPLITS}
+    pixels = cifar['expected']['train'][0].reshape(-1, 3).astype(np.float64)
+    mean, std = TFRecordsReader.pixel_stats(metadata, 'train')
+    np.testing.assert_allclose(mean, pixels.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(std, pixels.std(axis=0), rtol=1e-4)
+
+
+# --- 3. one pass -----------------------------------------------------------------------
+
+def test_one_pass_writes_identical_shards(two_step, cifar, tmp_path):
+    shutil.copytree(data_dir(cifar['root'], 'cifar_32'), data_dir(tmp_path, 'cifar_32'))
+    assert TFRecordsWriter.main(writer_args(tmp_path, 'one_pass=True')) == 0
+    assert_same_as_reference(data_dir(tmp_path), two_step)
+    assert not os.path.exists(os.path.join(data_dir(tmp_path), 'resized'))
+
+
+# --- 4. resumability -------------------------------------------------------------------
+
+def test_rerun_rewrites_only_missing_shards(two_step, tmp_path, monkeypatch):
+    out = copy_dataset(two_step['root'], tmp_path)
+    os.remove(os.path.join(out, 'train-00001-of-00003.tfrecords'))
+    with open(os.path.join(out, 'test-00000-of-00002.tfrecords'), 'r+b') as f:
+        f.truncate(1000)  # a damaged shard, no longer recorded as complete
+    metadata = load_json(os.path.join(out, 'dataset.json'))
+    del metadata['shards']['test-00000-of-00002.tfrecords']
+    with open(os.path.join(out, 'dataset.json'), 'w') as f:
+        json.dump(metadata, f)
+    stale = os.path.join(out, '.train-00001-of-00003.xyz.partial.tfrecords')
+    with open(stale, 'wb') as f:
+        f.write(b'half a record')
+    old = 1_000_000_000 * 10**9
+    for name in all_shard_names():
+        if os.path.exists(os.path.join(out, name)):
+            os.utime(os.path.join(out, name), ns=(old, old))
+    made = []
+    real = TFRecordsWriter.cifar_records
+    monkeypatch.setattr(TFRecordsWriter, 'cifar_records',
+                        lambda split, images, labels: made.append((split, len(labels))) or
+                        real(split, images, labels))
+
+    assert TFRecordsWriter.main(writer_args(tmp_path)) == 0
+    rewritten = {n for n in all_shard_names() if os.stat(os.path.join(out, n)).st_mtime_ns != old}
+    assert rewritten == {'train-00001-of-00003.tfrecords', 'test-00000-of-00002.tfrecords'}
+    assert {s for s, _ in made} == {'train', 'test'}
+    assert sum(n for _, n in made) < 135  # only the chunks of the two missing shards
+    assert partial_files(out) == []
+    assert_same_as_reference(out, two_step)
+
+
+@pytest.mark.parametrize('error', [RuntimeError, KeyboardInterrupt])
+def test_interrupted_write_leaves_no_incomplete_shard(two_step, tmp_path, monkeypatch, error):
+    out = copy_dataset(two_step['root'], tmp_path)
+    for name in os.listdir(out):
+        if name != 'resized':
+            os.remove(os.path.join(out, name))
+    calls = []
+    real = TFRecordsWriter.cifar_records
+
+    def failing(split, images, labels):
+        calls.append(split)
+        if len(calls) == 5:  # mid-way through train-00001 (chunks of 16, shards of 45)
+            raise error('stop')
+        return real(split, images, labels)
+    monkeypatch.setattr(TFRecordsWriter, 'cifar_records', failing)
+    with pytest.raises(error):
+        TFRecordsWriter.main(writer_args(tmp_path))
+    assert partial_files(out) == []
+    metadata = load_json(os.path.join(out, 'dataset.json'))
+    finals = sorted(n for n in os.listdir(out) if n.endswith('.tfrecords'))
+    assert finals == ['train-00000-of-00003.tfrecords']
+    for name in finals:
+        assert name in metadata['shards']
+        with open(os.path.join(out, name), 'rb') as f:
+            assert f.read() == two_step['bytes'][name]
+    with pytest.raises(DataError, match='unfinished'):
+        loaders.DATASETS['cifar_128'].load(out, 0, False)
+
+    monkeypatch.setattr(TFRecordsWriter, 'cifar_records', real)
+    assert TFRecordsWriter.main(writer_args(tmp_path)) == 0
+    assert_same_as_reference(out, two_step)
+
+
+# --- 5. TFRecordsReader ----------------------------------------------------------------
+
+@pytest.fixture
+def cifar_source(two_step, graph):
+    def build(*extra, directory=None):
+        data = loaders.DATASETS['cifar_128'].load(directory or two_step['dir'], 0, False)
+        return data, make_input(data, reader_cfg(two_step['root'], *extra))
+    return build
+
+
+def expected_lookup(cifar, split):
+    images, labels = cifar['expected'][split]
+    return {digest(img): (img, int(lab)) for img, lab in zip(images, labels)}
+
+
+def check_normalised(images, labels, lookup, mean, std, num_classes=10):
+    """Every image is (uint8 - mean) / std of an expected one, with its one-hot
+    label; returns the digests in pass order."""
+    keys = []
+    for x, y in zip(images, labels):
+        key = digest(np.clip(np.round(x * std + mean), 0, 255).astype(np.uint8))
+        assert key in lookup
+        img, label = lookup[key]
+        np.testing.assert_allclose(x, (img.astype(np.float32) - mean) / std, atol=1e-4)
+        assert y.shape == (num_classes,) and y[label] == 1 and y.sum() == 1
+        keys.append(key)
+    return keys
+
+
+def test_reader_dataset_description(cifar_source, cifar):
+    data, _ = cifar_source()
+    assert data.counts == {'train': 135, 'valid': 15, 'test': 30}
+    assert data.image_shape == (SIZE, SIZE, 3) and data.num_classes == 10
+    pixels = cifar['expected']['train'][0].reshape(-1, 3).astype(np.float64)
+    np.testing.assert_allclose(data.mean, pixels.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(data.std, pixels.std(axis=0), rtol=1e-4)
+
+
+def test_reader_evaluation_passes(cifar_source, cifar, session):
+    data, source = cifar_source()
+    mean, std = data.mean, data.std
+    for split in ('valid', 'test'):
+        images, labels, sizes = read_pass(session, source, split, training=False)
+        assert images.dtype == np.float32 and images.shape[1:] == (SIZE, SIZE, 3)
+        lookup = expected_lookup(cifar, split)
+        keys = check_normalised(images, labels, lookup, mean, std)
+        assert sorted(keys) == sorted(lookup)  # each record exactly once
+        assert sizes[:-1] == [32] * (len(sizes) - 1)
+        again = read_pass(session, source, split, training=False)[0]
+        np.testing.assert_array_equal(images, again)  # deterministic
+
+
+def training_orders(cifar_source, cifar, session, seeds):
+    data, source = cifar_source()
+    lookup = expected_lookup(cifar, 'train')
+    orders = []
+    for seed in seeds:
+        images, labels, sizes = read_pass(session, source, 'train', training=True, seed=seed)
+        keys = check_normalised(images, labels, lookup, data.mean, data.std)
+        assert sorted(keys) == sorted(lookup)  # every training image once per epoch
+        assert sizes == [16] * 8 + [7]
+        orders.append(keys)
+    return orders, list(lookup)
+
+
+def test_reader_training_pass_yields_every_image_once_shuffled(cifar_source, cifar, session):
+    (one, two), file_order = training_orders(cifar_source, cifar, session, (1, 2))
+    assert one != two
+    assert one != file_order and two != file_order
+
+
+def test_reader_training_order_is_the_same_for_the_same_seed(cifar_source, cifar, session):
+    orders, _ = training_orders(cifar_source, cifar, session, (1, 1, 1))
+    assert orders[0] == orders[1] == orders[2]
+
+
+def test_reader_augment_changes_training_images(cifar_source, cifar, session):
+    data, source = cifar_source('augment=True')
+    images, labels, _ = read_pass(session, source, 'train', training=True, seed=1)
+    assert images.shape == (135, SIZE, SIZE, 3)
+    assert collections.Counter(labels.argmax(1).tolist()) == \
+        collections.Counter(cifar['expected']['train'][1].tolist())
+    lookup = expected_lookup(cifar, 'train')
+    restored = np.clip(np.round(images * data.std + data.mean), 0, 255).astype(np.uint8)
+    changed = sum(digest(img) not in lookup for img in restored)
+    assert changed > 135 // 2
+    ev_images, ev_labels, _ = read_pass(session, source, 'valid', training=False)
+    check_normalised(ev_images, ev_labels, expected_lookup(cifar, 'valid'), data.mean, data.std)
+
+
+def test_reader_train_eval_images_limits_the_evaluation_pass(cifar_source, cifar, session):
+    data, source = cifar_source('train_eval_images=20')
+    images, labels, _ = read_pass(session, source, 'train', training=False)
+    keys = check_normalised(images, labels, expected_lookup(cifar, 'train'), data.mean, data.std)
+    assert len(keys) == 20 and len(set(keys)) == 20
+    assert len(read_pass(session, source, 'train', training=True, seed=1)[0]) == 135
+
+
+# --- 6. bad input ----------------------------------------------------------------------
+
+def rewrite_shard(path, change):
+    examples = read_examples(path)
+    with tf.io.TFRecordWriter(path) as w:
+        for i, example in enumerate(examples):
+            w.write(change(i, example).SerializeToString())
+    return examples
+
+
+def assert_error_names_file(session, source, split, error_type, name):
+    """Reading `split` fails with `error_type`; explain() names the file."""
+    with pytest.raises(tf.errors.OpError) as caught:
+        read_pass(session, source, split, training=False)
+    assert isinstance(caught.value, error_type)
+    explained = source.explain(caught.value)
+    assert isinstance(explained, DataError)
+    assert name in str(explained)
+
+
+def test_short_image_record_is_reported_or_skipped(two_step, cifar, tmp_path, cifar_source, session):
+    out = copy_dataset(two_step['root'], tmp_path, resized=False)
+    bad_name = 'valid-00001-of-00002.tfrecords'
+
+    def shorten(i, example):
+        if i == 3:
+            image = example.features.feature['valid/image'].bytes_list
+            image.value[0] = image.value[0][:-100]
+        return example
+    bad = rewrite_shard(os.path.join(out, bad_name), shorten)[3]
+    bad_label = feature(bad, 'valid/label')
+
+    _, source = cifar_source(directory=out)
+    assert_error_names_file(session, source, 'valid', tf.errors.InvalidArgumentError, bad_name)
+
+    data, source = cifar_source('skip_bad_records=True', directory=out)
+    images, labels, _ = read_pass(session, source, 'valid', training=False)
+    lookup = expected_lookup(cifar, 'valid')
+    keys = check_normalised(images, labels, lookup, data.mean, data.std)
+    missing = set(lookup) - set(keys)
+    assert len(keys) == 14 and len(missing) == 1
+    assert lookup[missing.pop()][1] == bad_label
+
+
+def test_truncated_shard_is_reported_or_skipped(two_step, tmp_path, cifar_source, session):
+    out = copy_dataset(two_step['root'], tmp_path, resized=False)
+    name = 'test-00000-of-00002.tfrecords'
+    path = os.path.join(out, name)
+    size = os.path.getsize(path)
+    with open(path, 'r+b') as f:
+        f.truncate(size // 2 + size // 60)  # inside the 8th of 15 records
+
+    _, source = cifar_source(directory=out)
+    assert_error_names_file(session, source, 'test', tf.errors.DataLossError, name)
+
+    _, source = cifar_source('skip_bad_records=True', directory=out)
+    images, _, _ = read_pass(session, source, 'test', training=False)
+    assert 15 <= len(images) < 30
+
+
+def test_missing_dataset_json_says_how_to_make_it(tmp_path):
+    with pytest.raises(DataError) as caught:
+        loaders.DATASETS['cifar_128'].load(str(tmp_path), 0, False)
+    assert 'ImageResizer' in str(caught.value) and 'TFRecordsWriter' in str(caught.value)
+
+
+def test_writer_without_resized_images_says_what_to_run(tmp_path, capsys):
+    assert TFRecordsWriter.main(writer_args(tmp_path)) == 2
+    assert 'ImageResizer' in capsys.readouterr().err
+
+
+# --- 7. ImageNet -----------------------------------------------------------------------
+
+def smooth_image(rng, width, height):
+    from PIL import Image
+    small = rng.integers(0, 256, (height // 10 + 2, width // 10 + 2, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize((width, height), Image.BILINEAR)
+
+
+@pytest.fixture(scope='module')
+def imagenet(tmp_path_factory):
+    """A tiny train/<wnid>/*.JPEG, val/<wnid>/*.JPEG tree, written as TFRecords."""
+    root = tmp_path_factory.mktemp('imagenet')
+    src = root / 'imagenet_src'
+    rng = np.random.default_rng(3)
+    sources = {}  # (split, filename) -> (wnid, PIL RGB image, kind)
+    for folder, split, per_class in (('train', 'train', 4), ('val', 'validation', 2)):
+        for wnid in WNIDS:
+            os.makedirs(src / folder / wnid)
+            for i in range(per_class):
+                name = f'{wnid}_{folder}_{i}.JPEG'
+                image = smooth_image(rng, *rng.integers(40, 71, 2))
+                image.save(src / folder / wnid / name, format='JPEG', quality=90)
+                sources[split, name] = (wnid, image, 'jpeg')
+    png = smooth_image(rng, 50, 44)
+    png.save(src / 'train' / WNIDS[1] / 'png_in_disguise.JPEG', format='PNG')
+    sources['train', 'png_in_disguise.JPEG'] = (WNIDS[1], png, 'png')
+    cmyk = smooth_image(rng, 45, 61).convert('CMYK')
+    cmyk.save(src / 'train' / WNIDS[2] / 'cmyk.JPEG', format='JPEG', quality=95)
+    sources['train', 'cmyk.JPEG'] = (WNIDS[2], cmyk, 'cmyk')
+    args = ['dataset_name=imagenet', 'output_shape=1000', f'imagenet_dir={src}',
+            f'datasets_root={root}', "tfrecord_shards={'train': 2, 'validation': 1}"]
+    assert TFRecordsWriter.main(args) == 0
+    return {'root': root, 'src': src, 'dir': data_dir(root, 'imagenet'), 'sources': sources}
+
+
+def test_imagenet_writer_shards_and_records(imagenet):
+    from PIL import Image
+    names = sorted(n for n in os.listdir(imagenet['dir']) if not n.startswith('.'))
+    assert names == ['dataset.json', 'train-00000-of-00002', 'train-00001-of-00002',
+                     'validation-00000-of-00001']
+    seen = collections.Counter()
+    for shard in names[1:]:
+        split = shard.split('-')[0]
+        examples = read_examples(os.path.join(imagenet['dir'], shard))
+        assert len(examples) == {'train': 7, 'validation': 6}[split]
+        for example in examples:
+            filename = feature(example, 'image/filename').decode()
+            wnid, source_image, kind = imagenet['sources'][split, filename]
+            seen[split, filename] += 1
+            encoded = feature(example, 'image/encoded')
+            with Image.open(io.BytesIO(encoded)) as image:
+                assert image.format == 'JPEG' and image.mode == 'RGB'
+                decoded = np.asarray(image, np.float64)
+            assert feature(example, 'image/class/label') == 1 + sorted(WNIDS).index(wnid)
+            assert feature(example, 'image/class/synset') == wnid.encode()
+            assert (feature(example, 'image/width'), feature(example, 'image/height')) == source_image.size
+            assert decoded.shape == (source_image.size[1], source_image.size[0], 3)
+            original = np.asarray(source_image.convert('RGB'), np.float64)
+            assert np.abs(decoded - original).mean() < 6, filename  # the same picture
+            if kind == 'jpeg':  # RGB JPEGs are stored as they are
+                path = imagenet['src'] / ('train' if split == 'train' else 'val') / wnid / filename
+                assert encoded == path.read_bytes()
+    assert seen == collections.Counter(imagenet['sources'].keys())
+
+
+def test_imagenet_reader_passes(imagenet, graph, session):
+    import TFRecordsReader
+    data = loaders.DATASETS['imagenet'].load(imagenet['dir'], 0, False)
+    assert data.counts == {'train': 14, 'valid': 6, 'test': 6}
+    cfg = reader_cfg(imagenet['root'], 'output_shape=1000', 'batch_size=4', 'eval_batch_size=4',
+                     dataset='imagenet')
+    source = make_input(data, cfg)
+    records = {split: [e for f in data.files[split] for e in read_examples(f)]
+               for split in ('train', 'valid')}
+    for split, training in (('train', True), ('valid', False)):
+        images, labels, sizes = read_pass(session, source, split, training, seed=1)
+        assert images.dtype == np.float32 and images.shape == (len(records[split]), 224, 224, 3)
+        assert sizes[0] == 4
+        assert np.isfinite(images).all()
+        # one-hot of the dataset's classes (3 from dataset.json), at label - 1
+        assert labels.shape == (len(images), data.num_classes) and (labels.sum(1) == 1).all()
+        wanted = [feature(e, 'image/class/label') - 1 for e in records[split]]
+        assert sorted(labels.argmax(1).tolist()) == sorted(wanted)
+    # evaluation: one file, records in order, central crop normalised by ImageNet stats
+    assert labels.argmax(1).tolist() == wanted
+    from PIL import Image
+    for image, example in zip(images, records['valid']):
+        stored = np.asarray(Image.open(io.BytesIO(feature(example, 'image/encoded'))), np.float64)
+        h, w, _ = stored.shape
+        top, left = int((h - h * 0.875) / 2), int((w - w * 0.875) / 2)
+        centre = stored[top:h - top, left:w - left]
+        restored = image * TFRecordsReader.IMAGENET_STD + TFRecordsReader.IMAGENET_MEAN
+        np.testing.assert_allclose(restored.mean(axis=(0, 1)), centre.mean(axis=(0, 1)), atol=2)
+
+
+def test_main_trains_on_a_written_imagenet_subset(imagenet, capsys):
+    import main
+    code = main.main(['dataset_name=imagenet', 'output_shape=1000', f"datasets_root={imagenet['root']}",
+                      'batch_size=7', 'eval_batch_size=8', 'max_epochs=1'])
+    assert code == 0
+    assert 'Validation error: epoch 1' in capsys.readouterr().out
+
+
+def test_imagenet_records_without_dataset_json_open(imagenet, tmp_path):
+    out = tmp_path / 'records'
+    shutil.copytree(imagenet['dir'], out)
+    os.remove(out / 'dataset.json')
+    data = loaders.DATASETS['imagenet'].load(str(out), 0, False)
+    assert data.num_classes == 1000
+    assert data.counts == {'train': 14, 'valid': 6, 'test': 6}
+    assert [os.path.basename(f) for f in data.files['train']] == ['train-00000-of-00002',
+                                                                  'train-00001-of-00002']
+
+
+# --- 8. end to end through main.py ----------------------------------------------------
+
+TRAIN_LINE = re.compile(r'^Train error: epoch (\d+) loss=\d+\.\d{4} accuracy=\d\.\d{4}$', re.M)
+VALID_LINE = re.compile(r'^Validation error: epoch (\d+) loss=\d+\.\d{4} accuracy=\d\.\d{4}$', re.M)
+
+
+def run_main(root, *args):
+    env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+    return subprocess.run(
+        [sys.executable, os.path.join(PROJECT_DIR, 'main.py'), 'dataset_name=cifar_128',
+         f'datasets_root={root}', 'batch_size=16', 'train_eval_images=20', *args],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_main_trains_and_resumes_on_cifar_128(two_step, tmp_path):
+    copy_dataset(two_step['root'], tmp_path, resized=False)
+    first = run_main(tmp_path, 'max_epochs=1')
+    assert first.returncode == 0, first.stderr
+    assert first.stderr == ''  # no TensorFlow or AutoGraph noise for the user
+    assert 'EPOCH STATISTICS :' in first.stdout
+    assert TRAIN_LINE.findall(first.stdout) == ['1'] and VALID_LINE.findall(first.stdout) == ['1']
+    assert re.search(r'^epoch 1, step 135 / 135, ', first.stdout, re.M)
+    assert 'Plotting in: cifar_128/save_dir/plot_training/custom_model_relu.pdf' in first.stdout
+    save = tmp_path / 'cifar_128' / 'save_dir'
+    assert (save / 'plot_training' / 'custom_model_relu.pdf').read_bytes().startswith(b'%PDF')
+    run = save / 'runs' / 'custom_model_relu'
+    assert [e['epoch'] for e in json.loads((run / 'history.json').read_text())['epochs']] == [1]
+    assert (run / 'model.ckpt-1.index').is_file()
+
+    second = run_main(tmp_path, 'max_epochs=2', 'resume=True')
+    assert second.returncode == 0, second.stderr
+    assert 'Resuming from' in second.stdout
+    assert TRAIN_LINE.findall(second.stdout) == ['2'] and VALID_LINE.findall(second.stdout) == ['2']
+    assert [e['epoch'] for e in json.loads((run / 'history.json').read_text())['epochs']] == [1, 2]
+    assert (run / 'model.ckpt-2.index').is_file()
