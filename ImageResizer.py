@@ -19,6 +19,7 @@ tf_quiet.import_tensorflow_quietly()
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import malloc_tuning  # noqa: E402
 import safe_io  # noqa: E402
 
 v1 = tf.compat.v1
@@ -140,6 +141,7 @@ def main(argv):
     from download import DataError
     try:
         cfg = settings.load_config(['dataset_name=cifar_128', *argv])
+        malloc_tuning.set_mmap_threshold(cfg['malloc_mmap_threshold'])
         source_dir = constant.derived_dirs(dict(cfg, dataset_name='cifar_32'))['DATA_DIR']
         out_dir = os.path.join(constant.derived_dirs(cfg)['DATA_DIR'], 'resized')
         counts = count_split_stream(loaders.cifar_split_stream(source_dir, cfg['download']))

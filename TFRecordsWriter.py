@@ -23,7 +23,9 @@ tf_quiet.import_tensorflow_quietly()
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import malloc_tuning  # noqa: E402
 import safe_io  # noqa: E402
+import settings  # noqa: E402
 from download import DataError  # noqa: E402
 from util import bytes_feature, int64_feature  # noqa: E402
 
@@ -174,6 +176,9 @@ def write_splits(out_dir, stream, counts, shards, suffix, make_records, descript
     make_records(split, items, labels) -> (serialized records, uint8 images or
     None) is only called for chunks that fall into incomplete shards.
     """
+    if set(shards) != set(counts):
+        raise settings.ConfigError(f"tfrecord_shards must give a shard count for each of "
+                                   f"{', '.join(counts)}, got {shards!r}")
     os.makedirs(out_dir, exist_ok=True)
     remove_stale_partials(out_dir)
     metadata = load_metadata(out_dir)
@@ -304,9 +309,9 @@ def write_imagenet(cfg):
 
 
 def main(argv):
-    import settings
     try:
         cfg = settings.load_config(['dataset_name=cifar_128', *argv])
+        malloc_tuning.set_mmap_threshold(cfg['malloc_mmap_threshold'])
         if cfg['dataset_name'] == 'imagenet':
             metadata = write_imagenet(cfg)
         elif cfg['dataset_name'] == 'cifar_128':

@@ -48,6 +48,7 @@ config = {
     'train_eval_images': 10000,  # train loss/accuracy measured on this many training images (None: all)
     'resize_batch_size': 1000,  # images per step of ImageResizer and TFRecordsWriter (bounds memory)
     'tfrecord_shards': None,  # {split: shards} for TFRecordsWriter; None: 8/2/2 CIFAR, 1024/128 ImageNet
+    'malloc_mmap_threshold': 32768,  # bytes; larger blocks go back to the system when freed (None: glibc's)
     'one_pass': False,  # TFRecordsWriter resizes CIFAR itself, without ImageResizer's .npy files
     'imagenet_dir': None,  # for TFRecordsWriter: folder with train/<wnid>/*.JPEG and val/<wnid>/*.JPEG
 

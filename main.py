@@ -19,6 +19,7 @@ import tensorflow as tf  # noqa: E402
 import constant  # noqa: E402
 import history  # noqa: E402
 import loaders  # noqa: E402
+import malloc_tuning  # noqa: E402
 import settings  # noqa: E402
 import util  # noqa: E402
 from download import DataError  # noqa: E402
@@ -174,6 +175,7 @@ def plot(record, cfg, dirs, name):
 
 def train(cfg):
     """The whole run; returns the process exit status."""
+    malloc_tuning.set_mmap_threshold(cfg['malloc_mmap_threshold'])
     dirs = constant.derived_dirs(cfg)
     name = constant.run_name(cfg)
     run_dir = os.path.join(dirs['RUNS_SAVE_DIR'], name)

@@ -124,6 +124,7 @@ RULES = {
     'train_eval_images': _optional(_integer(1)),
     'resize_batch_size': _integer(1),
     'tfrecord_shards': _optional(_shard_counts),
+    'malloc_mmap_threshold': _optional(_integer(4096)),
     'one_pass': _boolean,
     'imagenet_dir': _optional(_text),
     'device': _text,

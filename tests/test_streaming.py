@@ -280,6 +280,14 @@ def test_one_pass_writes_identical_shards(two_step, cifar, tmp_path):
     assert not os.path.exists(os.path.join(data_dir(tmp_path), 'resized'))
 
 
+def test_shard_counts_must_name_every_split(cifar, tmp_path, capsys):
+    shutil.copytree(data_dir(cifar['root'], 'cifar_32'), data_dir(tmp_path, 'cifar_32'))
+    args = [f'datasets_root={tmp_path}', 'one_pass=True', "tfrecord_shards={'train': 2}"]
+    assert TFRecordsWriter.main(args) == 2
+    assert 'tfrecord_shards must give a shard count for each of train, valid, test' in capsys.readouterr().err
+    assert not os.path.exists(data_dir(tmp_path))
+
+
 # --- 4. resumability -------------------------------------------------------------------
 
 def test_rerun_rewrites_only_missing_shards(two_step, tmp_path, monkeypatch):
