@@ -25,6 +25,7 @@ import tensorflow as tf  # noqa: E402
 
 import loaders  # noqa: E402
 import main  # noqa: E402
+import malloc_tuning  # noqa: E402
 import settings  # noqa: E402
 
 v1 = tf.compat.v1
@@ -57,6 +58,7 @@ def measure(cfg, data, with_model, warmup, windows, steps):
 
 def run(argv):
     cfg = settings.load_config(['dataset_name=cifar_128', *argv])
+    malloc_tuning.set_mmap_threshold(cfg['malloc_mmap_threshold'])  # as main.py runs
     data_dir = main.constant.derived_dirs(cfg)['DATA_DIR']
     data = loaders.DATASETS['cifar_128'].load(data_dir, cfg['seed'], False)
     cases = [
