@@ -49,6 +49,9 @@ class Model:
         correct = tf.equal(tf.argmax(self.logits, 1), tf.argmax(self.Yoh, 1))
         self.accuracy = tf.reduce_mean(tf.cast(correct, tf.float32), name='accuracy')
         self.batch_size = tf.shape(self.X)[0]
+        self.weights_finite = tf.reduce_all(
+            [tf.reduce_all(tf.math.is_finite(v)) for v in self.trainable_variables()],
+            name='weights_finite')
 
         self.global_step = v1.train.get_or_create_global_step()
         self.learning_rate = v1.train.exponential_decay(

@@ -20,6 +20,7 @@ import constant  # noqa: E402
 import history  # noqa: E402
 import loaders  # noqa: E402
 import malloc_tuning  # noqa: E402
+import safe_io  # noqa: E402
 import settings  # noqa: E402
 import util  # noqa: E402
 from download import DataError  # noqa: E402
@@ -31,10 +32,7 @@ CHECKPOINT_NAME = 'model.ckpt'
 
 
 class Divergence(RuntimeError):
-    """The loss stopped being a finite number."""
-
-    def __init__(self, epoch, step, loss):
-        super().__init__(f'loss became {loss} at epoch {epoch}, step {step}')
+    """The loss or the weights stopped being finite numbers."""
 
 
 def session_config(cfg):
@@ -80,7 +78,7 @@ def train_epoch(session, model, source, cfg, epoch):
             break
         seen += batch
         if not math.isfinite(loss):
-            raise Divergence(epoch, seen, loss)
+            raise Divergence(f'loss became {loss} at epoch {epoch}, step {seen}')
         loss_sum += loss * batch
         batches_since_log += 1
         if seen >= next_log or seen == total:
@@ -113,6 +111,8 @@ def run_epoch(session, model, source, cfg, epoch):
     started = time.perf_counter()
     running_loss = train_epoch(session, model, source, cfg, epoch)
     train_seconds = time.perf_counter() - started
+    if not session.run(model.weights_finite):
+        raise Divergence(f'weights became NaN or infinite during epoch {epoch}')
     train_loss, train_accuracy = evaluate(session, model, source, 'train')
     valid_loss, valid_accuracy = evaluate(session, model, source, 'valid')
     return {'epoch': epoch, 'train_loss': train_loss, 'train_accuracy': train_accuracy,
@@ -138,21 +138,59 @@ def write_scalars(writer, step, values):
     writer.flush()
 
 
-def start_or_resume(session, saver, run_dir, resume):
-    """Restores the run's last checkpoint when resuming; returns (record, epochs done).
+def graph_signature(cfg):
+    """The keys that shape the graph: a checkpoint restores only into the same."""
+    keys = ['dataset_name', 'model', 'use_se', 'activation_fn', 'output_shape']
+    keys += ['se_r'] if cfg['use_se'] else []
+    keys += ['pool_size', 'strides'] if cfg['model'] == 'custom_model' else []
+    return {k: cfg[k] for k in keys}
+
+
+class ResumeError(ValueError):
+    """A run that cannot be resumed as asked."""
+
+
+def check_same_graph(record, cfg, run_dir):
+    saved = record.get('config', {})
+    differing = [k for k, v in graph_signature(cfg).items() if k in saved and saved[k] != v]
+    if differing:
+        changes = ', '.join(f'{k}: {saved[k]!r} in the checkpoint, {cfg[k]!r} now' for k in differing)
+        raise ResumeError(f'cannot resume {run_dir} with another network ({changes}); set the '
+                          f'same values, or drop resume=True to start afresh')
+
+
+def restore_newest_readable(session, saver, run_dir):
+    """Restores the newest checkpoint that reads back; returns its epoch or 0.
+
+    A truncated or corrupt checkpoint is named and skipped for the one before.
+    """
+    state = tf.train.get_checkpoint_state(run_dir)
+    for checkpoint in reversed(list(state.all_model_checkpoint_paths) if state else []):
+        try:
+            saver.restore(session, checkpoint)
+            return checkpoint, int(checkpoint.rsplit('-', 1)[1])
+        except (tf.errors.OpError, ValueError) as error:
+            reason = str(getattr(error, 'message', error)).strip().split('\n')[0]
+            print(f'warning: checkpoint {checkpoint} is unreadable ({reason}); trying the one '
+                  f'before', file=sys.stderr, flush=True)
+    return None, 0
+
+
+def start_or_resume(session, saver, run_dir, cfg):
+    """Restores the run's last good checkpoint when resuming; returns (record, epochs done).
 
     A fresh start keeps the previous run of the same name as <run>.previous.
     """
-    checkpoint = tf.train.latest_checkpoint(run_dir) if resume and os.path.isdir(run_dir) else None
-    if checkpoint:
-        saver.restore(session, checkpoint)
-        done = int(checkpoint.rsplit('-', 1)[1])
+    if cfg['resume'] and os.path.isdir(run_dir):
         record = history.load(run_dir)
-        record['epochs'] = [e for e in record['epochs'] if e['epoch'] <= done]
-        print(f'Resuming from {checkpoint}: {done} epoch(s) done', flush=True)
-        return record, done
-    if resume:
-        print(f'No checkpoint in {run_dir}: starting from epoch 1', flush=True)
+        check_same_graph(record, cfg, run_dir)
+        checkpoint, done = restore_newest_readable(session, saver, run_dir)
+        if checkpoint:
+            record['epochs'] = [e for e in record['epochs'] if e['epoch'] <= done]
+            print(f'Resuming from {checkpoint}: {done} epoch(s) done', flush=True)
+            return record, done
+    if cfg['resume']:
+        print(f'No readable checkpoint in {run_dir}: starting from epoch 1', flush=True)
     if os.path.isdir(run_dir):
         shutil.rmtree(run_dir + '.previous', ignore_errors=True)
         os.replace(run_dir, run_dir + '.previous')
@@ -177,6 +215,7 @@ def train(cfg):
     """The whole run; returns the process exit status."""
     malloc_tuning.set_mmap_threshold(cfg['malloc_mmap_threshold'])
     dirs = constant.derived_dirs(cfg)
+    safe_io.check_writable(dirs['SAVE_DIR'])  # now, not after the first epoch
     name = constant.run_name(cfg)
     run_dir = os.path.join(dirs['RUNS_SAVE_DIR'], name)
     data = loaders.DATASETS[cfg['dataset_name']].load(dirs['DATA_DIR'], cfg['seed'], cfg['download'])
@@ -185,7 +224,7 @@ def train(cfg):
                         f"{cfg['output_shape']}; set output_shape={data.num_classes}")
     graph, source, model, saver = build_graph(cfg, data)
     with graph.as_default(), v1.Session(config=session_config(cfg)) as session:
-        record, done = start_or_resume(session, saver, run_dir, cfg['resume'])
+        record, done = start_or_resume(session, saver, run_dir, cfg)
         record['config'] = {k: v for k, v in cfg.items() if k not in settings.MENU_KEYS}
         if done >= cfg['max_epochs']:
             print(f'{name} has trained {done} epoch(s) already: raise max_epochs to train more')
@@ -230,7 +269,7 @@ def main(argv):
     try:
         cfg = settings.load_config(argv)
         return train(cfg)
-    except (settings.ConfigError, DataError) as error:
+    except (settings.ConfigError, DataError, ResumeError, safe_io.NotWritableError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
 

@@ -54,6 +54,21 @@ def atomic_path(path):
         raise
 
 
+class NotWritableError(OSError):
+    """An output directory that cannot be written."""
+
+
+def check_writable(directory):
+    """Creates `directory` and writes and removes a probe file in it."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        write_text(os.path.join(directory, '.write-probe'), '')
+        os.remove(os.path.join(directory, '.write-probe'))
+    except OSError as error:
+        raise NotWritableError(f'cannot write to {directory} ({error.strerror or error}); make it '
+                               f'writable or set datasets_root=PATH to a writable folder') from None
+
+
 def write_text(path, text):
     with atomic_path(path) as tmp:
         with open(tmp, 'w', encoding='utf-8') as f:

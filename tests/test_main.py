@@ -155,3 +155,48 @@ def test_gpu_options_fall_back_cleanly_on_a_cpu_only_machine(options):
         # the graph asks for the configured device; the session ran wherever it could
         requested = tf.DeviceSpec.from_string(cfg['device'])
         assert tf.DeviceSpec.from_string(model.logits.device).device_type == requested.device_type
+
+
+def test_resume_with_another_network_is_refused_naming_the_keys(tmp_path):
+    assert run_main(tmp_path, 'max_epochs=1', 'use_se=True', 'se_r=16').returncode == 0
+    result = run_main(tmp_path, 'max_epochs=2', 'use_se=True', 'se_r=8', 'resume=True')
+    assert result.returncode == 2
+    assert "se_r: 16 in the checkpoint, 8 now" in result.stderr
+    run = tmp_path / 'datasets' / 'digits' / 'save_dir' / 'runs' / 'custom_model_se_relu'
+    assert [e['epoch'] for e in json.loads((run / 'history.json').read_text())['epochs']] == [1]
+
+
+def test_corrupt_checkpoint_falls_back_to_the_one_before(tmp_path):
+    assert run_main(tmp_path, 'max_epochs=2').returncode == 0
+    run = tmp_path / 'datasets' / 'digits' / 'save_dir' / 'runs' / 'custom_model_relu'
+    data = run / 'model.ckpt-2.data-00000-of-00001'
+    data.write_bytes(data.read_bytes()[:100])
+    result = run_main(tmp_path, 'max_epochs=3', 'resume=True')
+    assert result.returncode == 0, result.stderr
+    assert re.search(r'checkpoint \S+model\.ckpt-2 is unreadable', result.stderr)
+    assert 'model.ckpt-1: 1 epoch(s) done' in result.stdout
+    assert epochs_reported(result.stdout) == [2, 3]
+    record = json.loads((run / 'history.json').read_text())
+    assert [e['epoch'] for e in record['epochs']] == [1, 2, 3]
+
+
+def test_unwritable_output_is_refused_before_training(tmp_path):
+    blocker = tmp_path / 'not_a_folder'
+    blocker.write_text('a file where the outputs should go')
+    result = run_main(tmp_path, f'datasets_root={blocker}')  # the later value wins
+    assert result.returncode == 2
+    assert result.stderr.startswith(f'error: cannot write to {blocker}/digits/save_dir (Not a directory)')
+    assert 'EPOCH' not in result.stdout and 'epoch 1' not in result.stdout
+
+
+def test_non_finite_weights_are_detected(graph):
+    import tensorflow as tf
+    import settings
+    from Model import Model
+    model = Model(settings.load_config([]), (8, 8, 1))
+    with tf.compat.v1.Session(graph=graph) as session:
+        session.run(tf.compat.v1.global_variables_initializer())
+        assert session.run(model.weights_finite)
+        kernel = model.trainable_variables('head')[0]
+        session.run(kernel[0, 0].assign(float('nan')))
+        assert not session.run(model.weights_finite)
