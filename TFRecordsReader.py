@@ -42,6 +42,9 @@ class RecordDataset:
     std: np.ndarray
     record_split: dict     # split -> the prefix its records' features carry (cifar_raw)
 
+    def num_examples(self, split):
+        return self.counts[split]
+
 
 def split_files(data_dir, prefix, names=None):
     files = names and [os.path.join(data_dir, n) for n in names]
@@ -223,8 +226,9 @@ def records(files, training, seed, skip_bad):
                             num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
-def make_dataset(data, split, training, batch_size, cfg, seed=None, limit=None):
-    """The batched (normalised images, one-hot labels) of one split."""
+def make_dataset(data, split, training, batch_size, cfg, seed=None, limit=None, skip=None):
+    """The batched (normalised images, one-hot labels) of one split; a
+    training pass leaves out its first `skip` images (resuming an epoch)."""
     skip_bad = cfg['skip_bad_records']
     dataset = records(data.files[split], training, seed, skip_bad)
     if training:
@@ -238,6 +242,8 @@ def make_dataset(data, split, training, batch_size, cfg, seed=None, limit=None):
         dataset = dataset.enumerate().map(augment_cifar(seed), num_parallel_calls=AUTOTUNE)
     if limit:
         dataset = dataset.take(limit)
+    if skip is not None:
+        dataset = dataset.skip(skip)
 
     def prepare(images, labels):
         return normalise(images, data.mean, data.std), tf.one_hot(labels, data.num_classes)
@@ -250,7 +256,9 @@ class TFRecordInput:
     def __init__(self, data, cfg):
         self.data = data
         self.seed = v1.placeholder_with_default(tf.constant(0, tf.int64), [], 'shuffle_seed')
-        passes = {('train', True): make_dataset(data, 'train', True, cfg['batch_size'], cfg, self.seed),
+        self.skip = v1.placeholder_with_default(tf.constant(0, tf.int64), [], 'skip_images')
+        passes = {('train', True): make_dataset(data, 'train', True, cfg['batch_size'], cfg,
+                                                self.seed, skip=self.skip),
                   ('train', False): make_dataset(data, 'train', False, cfg['eval_batch_size'], cfg,
                                                  limit=cfg['train_eval_images'])}
         for split in ('valid', 'test'):
@@ -263,10 +271,10 @@ class TFRecordInput:
         self.image_shape = data.image_shape
 
     def num_examples(self, split):
-        return self.data.counts[split]
+        return self.data.num_examples(split)
 
-    def start(self, session, split, training, seed=None):
-        feed = {self.seed: seed} if seed is not None else {}
+    def start(self, session, split, training, seed=None, skip=0):
+        feed = {self.seed: seed or 0, self.skip: skip} if training else {}
         session.run(self._initializers[split, training], feed)
 
     def explain(self, error):

@@ -3,8 +3,9 @@ for every split, so the model's inputs come straight from the pipeline.
 
 An input source offers: `next_batch` (the iterator's (images, one-hot labels)
 tensors, built once), `num_examples(split)`, `start(session, split,
-training, seed)`, which points the iterator at the start of a pass over
-`split`, and `explain(error)`, which turns a reading error into a DataError
+training, seed, skip)`, which points the iterator at the start of a pass over
+`split` (a training pass in the order `seed` gives, less its first `skip`
+images), and `explain(error)`, which turns a reading error into a DataError
 naming the bad file. ArrayInput is the source for datasets held in memory,
 TFRecordsReader.TFRecordInput the one for streamed TFRecords.
 """
@@ -53,14 +54,15 @@ class ArrayInput:
         self.next_batch = iterator.get_next()
 
     def num_examples(self, split):
-        return len(getattr(self.data, split))
+        return self.data.num_examples(split)
 
-    def start(self, session, split, training, seed=None):
-        """Begins a pass over `split`; training passes are shuffled by `seed`."""
+    def start(self, session, split, training, seed=None, skip=0):
+        """Begins a pass over `split`; training passes are shuffled by `seed`
+        and may skip the first `skip` images of that order (resuming an epoch)."""
         part = getattr(self.data, split)
         images, labels = part.images, part.labels
         if training:
-            order = np.random.default_rng(seed).permutation(len(labels))
+            order = np.random.default_rng(seed).permutation(len(labels))[skip:]
             images, labels = images[order], labels[order]
         elif split == 'train' and self.train_eval_images:
             images, labels = images[:self.train_eval_images], labels[:self.train_eval_images]

@@ -42,6 +42,9 @@ class ArrayDataset:
     def image_shape(self):
         return self.train.images.shape[1:]
 
+    def num_examples(self, split):
+        return len(getattr(self, split))
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:

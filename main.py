@@ -18,6 +18,7 @@ import tensorflow as tf  # noqa: E402
 
 import constant  # noqa: E402
 import history  # noqa: E402
+import interruption  # noqa: E402
 import loaders  # noqa: E402
 import malloc_tuning  # noqa: E402
 import safe_io  # noqa: E402
@@ -46,8 +47,27 @@ def session_config(cfg):
     return proto
 
 
+class RunProgress:
+    """Epochs completed and images into the next one, saved with every
+    checkpoint, so that a run stopped mid-epoch resumes where it stood."""
+
+    def __init__(self):
+        self.epochs = v1.Variable(0, dtype=tf.int64, trainable=False, name='epochs_done')
+        self.images = v1.Variable(0, dtype=tf.int64, trainable=False, name='epoch_images')
+        self._values = v1.placeholder(tf.int64, [2], 'progress')
+        self._assign = tf.group(self.epochs.assign(self._values[0]),
+                                self.images.assign(self._values[1]))
+
+    def set(self, session, epochs, images):
+        session.run(self._assign, {self._values: [epochs, images]})
+
+    def get(self, session):
+        return tuple(int(v) for v in session.run([self.epochs, self.images]))
+
+
 def build_graph(cfg, data):
-    """The input source and the model reading from it, in a new graph."""
+    """The input source, the model reading from it, the run's progress and
+    its saver, in a new graph."""
     graph = tf.Graph()
     with graph.as_default():
         v1.set_random_seed(cfg['seed'])
@@ -55,23 +75,27 @@ def build_graph(cfg, data):
         images, labels = source.next_batch
         with tf.device(cfg['device']):
             model = Model(cfg, data.image_shape, images, labels)
+        progress = RunProgress()
         saver = v1.train.Saver(max_to_keep=cfg['keep_checkpoints'])
-    return graph, source, model, saver
+    return graph, source, model, progress, saver
 
 
-def train_epoch(session, model, source, cfg, epoch):
-    """One shuffled pass over the training split; returns the mean training loss.
+def train_epoch(session, model, source, cfg, epoch, stop, skip=0):
+    """One shuffled pass over the training split, less its first `skip`
+    images; returns the mean training loss of the images trained.
 
     Prints a progress line each time another `log_every` images are done, and
-    after the last batch. Raises Divergence at the first non-finite loss.
+    after the last batch. Raises Divergence at the first non-finite loss and
+    Interrupted (with the images done) when a stop was requested.
     """
     total = source.num_examples('train')
     log_every = cfg['log_every']
-    source.start(session, 'train', training=True, seed=cfg['seed'] * 100_003 + epoch)
-    seen, loss_sum, batches_since_log = 0, 0.0, 0
-    next_log, last_log = log_every, time.perf_counter()
+    source.start(session, 'train', training=True, seed=cfg['seed'] * 100_003 + epoch, skip=skip)
+    seen, loss_sum, batches_since_log = skip, 0.0, 0
+    next_log, last_log = (skip // log_every + 1) * log_every, time.perf_counter()
     fetches = [model.train_op, model.loss, model.batch_size]
     while True:
+        stop.check(images=seen)
         try:
             _, loss, batch = session.run(fetches, {model.is_training: True})
         except tf.errors.OutOfRangeError:
@@ -90,14 +114,16 @@ def train_epoch(session, model, source, cfg, epoch):
     if seen < total:
         print(f'epoch {epoch}: skipped {total - seen} of {total} training records that could '
               f'not be read', flush=True)
-    return float(loss_sum / max(seen, 1))
+    return float(loss_sum / max(seen - skip, 1))
 
 
-def evaluate(session, model, source, split):
+def evaluate(session, model, source, split, stop=None):
     """Mean loss and accuracy over a whole split, batch norm in inference mode."""
     source.start(session, split, training=False)
     loss_sum = correct = count = 0.0
     while True:
+        if stop:
+            stop.check()
         try:
             loss, accuracy, n = session.run([model.loss, model.accuracy, model.batch_size])
         except tf.errors.OutOfRangeError:
@@ -106,15 +132,16 @@ def evaluate(session, model, source, split):
     return float(loss_sum / count), float(correct / count)
 
 
-def run_epoch(session, model, source, cfg, epoch):
-    """Trains one epoch, then evaluates it; returns its row of the history."""
+def run_epoch(session, model, source, cfg, epoch, stop, skip=0):
+    """Trains one epoch (from image `skip` on), then evaluates it; returns its
+    row of the history."""
     started = time.perf_counter()
-    running_loss = train_epoch(session, model, source, cfg, epoch)
+    running_loss = train_epoch(session, model, source, cfg, epoch, stop, skip)
     train_seconds = time.perf_counter() - started
     if not session.run(model.weights_finite):
         raise Divergence(f'weights became NaN or infinite during epoch {epoch}')
-    train_loss, train_accuracy = evaluate(session, model, source, 'train')
-    valid_loss, valid_accuracy = evaluate(session, model, source, 'valid')
+    train_loss, train_accuracy = evaluate(session, model, source, 'train', stop)
+    valid_loss, valid_accuracy = evaluate(session, model, source, 'valid', stop)
     return {'epoch': epoch, 'train_loss': train_loss, 'train_accuracy': train_accuracy,
             'valid_loss': valid_loss, 'valid_accuracy': valid_accuracy,
             'learning_rate': float(session.run(model.learning_rate)),
@@ -160,7 +187,7 @@ def check_same_graph(record, cfg, run_dir):
 
 
 def restore_newest_readable(session, saver, run_dir):
-    """Restores the newest checkpoint that reads back; returns its epoch or 0.
+    """Restores the newest checkpoint that reads back; returns its path or None.
 
     A truncated or corrupt checkpoint is named and skipped for the one before.
     """
@@ -168,27 +195,30 @@ def restore_newest_readable(session, saver, run_dir):
     for checkpoint in reversed(list(state.all_model_checkpoint_paths) if state else []):
         try:
             saver.restore(session, checkpoint)
-            return checkpoint, int(checkpoint.rsplit('-', 1)[1])
+            return checkpoint
         except (tf.errors.OpError, ValueError) as error:
             reason = str(getattr(error, 'message', error)).strip().split('\n')[0]
             print(f'warning: checkpoint {checkpoint} is unreadable ({reason}); trying the one '
                   f'before', file=sys.stderr, flush=True)
-    return None, 0
+    return None
 
 
-def start_or_resume(session, saver, run_dir, cfg):
-    """Restores the run's last good checkpoint when resuming; returns (record, epochs done).
+def start_or_resume(session, saver, progress, run_dir, cfg):
+    """Restores the run's last good checkpoint when resuming; returns (record,
+    epochs done, images done of the next epoch).
 
     A fresh start keeps the previous run of the same name as <run>.previous.
     """
     if cfg['resume'] and os.path.isdir(run_dir):
         record = history.load(run_dir)
         check_same_graph(record, cfg, run_dir)
-        checkpoint, done = restore_newest_readable(session, saver, run_dir)
+        checkpoint = restore_newest_readable(session, saver, run_dir)
         if checkpoint:
+            done, images = progress.get(session)
             record['epochs'] = [e for e in record['epochs'] if e['epoch'] <= done]
-            print(f'Resuming from {checkpoint}: {done} epoch(s) done', flush=True)
-            return record, done
+            into = f', {images} images into epoch {done + 1}' if images else ''
+            print(f'Resuming from {checkpoint}: {done} epoch(s) done{into}', flush=True)
+            return record, done, images
     if cfg['resume']:
         print(f'No readable checkpoint in {run_dir}: starting from epoch 1', flush=True)
     if os.path.isdir(run_dir):
@@ -196,7 +226,7 @@ def start_or_resume(session, saver, run_dir, cfg):
         os.replace(run_dir, run_dir + '.previous')
     os.makedirs(run_dir)
     session.run(v1.global_variables_initializer())
-    return {'epochs': []}, 0
+    return {'epochs': []}, 0, 0
 
 
 def plot_path(dirs, name):
@@ -215,30 +245,43 @@ def train(cfg):
     """The whole run; returns the process exit status."""
     malloc_tuning.set_mmap_threshold(cfg['malloc_mmap_threshold'])
     dirs = constant.derived_dirs(cfg)
-    safe_io.check_writable(dirs['SAVE_DIR'])  # now, not after the first epoch
     name = constant.run_name(cfg)
     run_dir = os.path.join(dirs['RUNS_SAVE_DIR'], name)
     data = loaders.DATASETS[cfg['dataset_name']].load(dirs['DATA_DIR'], cfg['seed'], cfg['download'])
+    if cfg['batch_size'] > data.num_examples('train'):
+        raise DataError(f"batch_size={cfg['batch_size']} is larger than the training split "
+                        f"({data.num_examples('train')} images); choose batch_size <= "
+                        f"{data.num_examples('train')}")
     if data.num_classes != cfg['output_shape']:
         raise DataError(f"{dirs['DATA_DIR']} holds {data.num_classes} classes but output_shape="
                         f"{cfg['output_shape']}; set output_shape={data.num_classes}")
-    graph, source, model, saver = build_graph(cfg, data)
-    with graph.as_default(), v1.Session(config=session_config(cfg)) as session:
-        record, done = start_or_resume(session, saver, run_dir, cfg)
+    safe_io.check_writable(dirs['SAVE_DIR'])  # now, not after the first epoch
+    graph, source, model, progress, saver = build_graph(cfg, data)
+    checkpoint_prefix = os.path.join(run_dir, CHECKPOINT_NAME)
+    with graph.as_default(), v1.Session(config=session_config(cfg)) as session, \
+            interruption.stop_requests() as stop:
+        record, done, skip = start_or_resume(session, saver, progress, run_dir, cfg)
         record['config'] = {k: v for k, v in cfg.items() if k not in settings.MENU_KEYS}
         if done >= cfg['max_epochs']:
             print(f'{name} has trained {done} epoch(s) already: raise max_epochs to train more')
         writer = v1.summary.FileWriter(run_dir, graph if done == 0 else None)
+        epoch = None
         try:
             for epoch in range(done + 1, cfg['max_epochs'] + 1):
-                row = run_epoch(session, model, source, cfg, epoch)
-                saver.save(session, os.path.join(run_dir, CHECKPOINT_NAME), global_step=epoch)
+                row = run_epoch(session, model, source, cfg, epoch, stop, skip)
+                skip = 0
+                progress.set(session, epoch, 0)
+                saver.save(session, checkpoint_prefix, global_step=epoch)
                 record['epochs'].append(row)
                 history.save(run_dir, record)
                 write_scalars(writer, epoch, {k: v for k, v in row.items() if k != 'epoch'})
                 print_epoch_statistics(row)
                 plot(record, cfg, dirs, name)
-            test_loss, test_acc = evaluate(session, model, source, 'test')
+            epoch = None
+            test_loss, test_acc = evaluate(session, model, source, 'test', stop)
+        except interruption.Interrupted as stopped:
+            return save_interrupted(session, saver, progress, source, checkpoint_prefix,
+                                    epoch, stopped)
         except tf.errors.OpError as error:
             explained = source.explain(error)
             if explained is None:
@@ -262,6 +305,21 @@ def train(cfg):
                                  os.path.join(dirs['FILTERS_SAVE_DIR'], name))
         print(f'First-layer filters in: {os.path.relpath(os.path.dirname(grid))}')
     return 0
+
+
+def save_interrupted(session, saver, progress, source, checkpoint_prefix, epoch, stopped):
+    """Checkpoints a run stopped in `epoch` (None: after its last epoch, whose
+    checkpoint stands); returns the exit status 128 + signal number."""
+    if epoch is not None:
+        images = source.num_examples('train') if stopped.images is None else stopped.images
+        progress.set(session, epoch - 1, images)
+        path = saver.save(session, f'{checkpoint_prefix}-{epoch - 1}-{images}img')
+        print(f'Interrupted ({stopped}) at epoch {epoch}, step {images}: saved {path}; '
+              f'python main.py ... resume=True continues from there', file=sys.stderr, flush=True)
+    else:
+        print(f'Interrupted ({stopped}) after the last epoch; its checkpoint stands',
+              file=sys.stderr, flush=True)
+    return 128 + stopped.signum
 
 
 def main(argv):

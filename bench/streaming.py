@@ -45,7 +45,7 @@ def images_per_second(session, fetch, feed, batch_size, warmup, windows, steps):
 
 
 def measure(cfg, data, with_model, warmup, windows, steps):
-    graph, source, model, _ = main.build_graph(cfg, data)
+    graph, source, model, _, _ = main.build_graph(cfg, data)
     with graph.as_default(), v1.Session(config=main.session_config(cfg)) as session:
         session.run(v1.global_variables_initializer())
         source.start(session, 'train', training=True, seed=1)

@@ -3,6 +3,7 @@ import csv
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -124,6 +125,7 @@ def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
 @pytest.mark.parametrize('arg, expected', [
     ('modle=resnet50', "unknown key 'modle' (did you mean 'model'?)"),
     ('output_shape=12', 'output_shape=12 but digits has 10 classes'),
+    ('batch_size=2000', 'batch_size=2000 is larger than the training split (1437 images)'),
 ])
 def test_bad_config_is_one_clear_line_before_any_graph(tmp_path, arg, expected):
     result = run_main(tmp_path, arg)
@@ -146,7 +148,7 @@ def test_gpu_options_fall_back_cleanly_on_a_cpu_only_machine(options):
     import settings
     cfg = dict(settings.load_config([]), **options)
     data = loaders.load_digits(None, 0, False)
-    graph, source, model, _ = main.build_graph(cfg, data)
+    graph, source, model, _, _ = main.build_graph(cfg, data)
     with graph.as_default(), tf.compat.v1.Session(config=main.session_config(cfg)) as session:
         session.run(tf.compat.v1.global_variables_initializer())
         source.start(session, 'train', training=True, seed=0)
@@ -200,3 +202,70 @@ def test_non_finite_weights_are_detected(graph):
         kernel = model.trainable_variables('head')[0]
         session.run(kernel[0, 0].assign(float('nan')))
         assert not session.run(model.weights_finite)
+
+
+def start_main(root, *args):
+    env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+    return subprocess.Popen(
+        [sys.executable, os.path.join(PROJECT_DIR, 'main.py'), f'datasets_root={root / "datasets"}',
+         *args], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def read_until(process, pattern):
+    """stdout lines up to and including the first that matches `pattern`."""
+    lines = []
+    for line in process.stdout:
+        lines.append(line.rstrip('\n'))
+        if re.match(pattern, lines[-1]):
+            return lines
+    raise AssertionError(f'{pattern!r} never printed: {lines}')
+
+
+# One image per step: an epoch of digits lasts seconds, long enough to stop it mid-way.
+SLOW = ('batch_size=1', 'log_every=100', 'max_epochs=2')
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_the_current_state_and_resume_finishes_the_same_epochs(tmp_path, signum):
+    process = start_main(tmp_path, *SLOW)
+    try:
+        read_until(process, r'^epoch 1, step 300 / 1437')
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signum, err
+    stopped = re.search(r'Interrupted \(stopped by SIG\w+\) at epoch 1, step (\d+): saved (\S+);', err)
+    assert stopped, err
+    assert 'Traceback' not in err and 'EPOCH STATISTICS' not in out
+    images = int(stopped.group(1))
+    run = tmp_path / 'datasets' / 'digits' / 'save_dir' / 'runs' / 'custom_model_relu'
+    assert os.path.isfile(stopped.group(2) + '.index')
+
+    result = run_main(tmp_path, *SLOW, 'resume=True')
+    assert result.returncode == 0, result.stderr
+    assert f'0 epoch(s) done, {images} images into epoch 1' in result.stdout
+    steps = [int(m.group(2)) for m in map(PROGRESS.match, result.stdout.splitlines()) if m]
+    assert steps[0] == (images // 100 + 1) * 100 and steps[0] > 300  # continues, not from 0
+    assert epochs_reported(result.stdout) == [1, 2]
+    record = json.loads((run / 'history.json').read_text())
+    assert [e['epoch'] for e in record['epochs']] == [1, 2]
+
+
+def test_kill_9_loses_at_most_the_work_since_the_last_checkpoint(tmp_path):
+    process = start_main(tmp_path, *SLOW)
+    try:
+        read_until(process, r'^Train error: epoch 1 ')
+        read_until(process, r'^epoch 2, step 200 / 1437')
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    run = tmp_path / 'datasets' / 'digits' / 'save_dir' / 'runs' / 'custom_model_relu'
+    assert [e['epoch'] for e in json.loads((run / 'history.json').read_text())['epochs']] == [1]
+    result = run_main(tmp_path, *SLOW, 'resume=True')
+    assert result.returncode == 0, result.stderr
+    assert '1 epoch(s) done' in result.stdout
+    assert epochs_reported(result.stdout) == [2]
+    record = json.loads((run / 'history.json').read_text())
+    assert [e['epoch'] for e in record['epochs']] == [1, 2]
