@@ -129,6 +129,8 @@ def evaluate(session, model, source, split, stop=None):
         except tf.errors.OutOfRangeError:
             break
         loss_sum, correct, count = loss_sum + loss * n, correct + accuracy * n, count + n
+    if not count:
+        raise DataError(f'the {split} split gave no images to evaluate (all skipped as bad?)')
     return float(loss_sum / count), float(correct / count)
 
 

@@ -483,3 +483,9 @@ def test_datasets_table_matches_loaders(tmp_path):
             assert split.images.shape[1:] == tuple(info.image_shape)
             assert split.labels.max() < info.num_classes
         assert data.mean.shape == data.std.shape == (info.image_shape[-1],)
+
+
+def test_empty_dataset_is_refused(tmp_path):
+    fixtures.write_mnist_gz(tmp_path, n_train=0, n_test=40)
+    with pytest.raises(DataError, match='the train split is empty'):
+        loaders.load_mnist(str(tmp_path), 0, False)

@@ -269,3 +269,21 @@ def test_kill_9_loses_at_most_the_work_since_the_last_checkpoint(tmp_path):
     assert epochs_reported(result.stdout) == [2]
     record = json.loads((run / 'history.json').read_text())
     assert [e['epoch'] for e in record['epochs']] == [1, 2]
+
+
+def test_evaluating_a_split_that_gives_no_images_is_a_clear_error():
+    import dataclasses
+    import tensorflow as tf
+    import loaders
+    import main
+    import settings
+    from download import DataError
+    data = loaders.load_digits(None, 0, False)
+    empty = loaders.Split(data.valid.images[:0], data.valid.labels[:0])
+    data = dataclasses.replace(data, valid=empty)
+    cfg = settings.load_config([])
+    graph, source, model, _, _ = main.build_graph(cfg, data)
+    with graph.as_default(), tf.compat.v1.Session(config=main.session_config(cfg)) as session:
+        session.run(tf.compat.v1.global_variables_initializer())
+        with pytest.raises(DataError, match='the valid split gave no images'):
+            main.evaluate(session, model, source, 'valid')
