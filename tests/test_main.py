@@ -287,3 +287,23 @@ def test_evaluating_a_split_that_gives_no_images_is_a_clear_error():
         session.run(tf.compat.v1.global_variables_initializer())
         with pytest.raises(DataError, match='the valid split gave no images'):
             main.evaluate(session, model, source, 'valid')
+
+
+def test_array_input_resumes_a_training_pass_in_the_same_order(graph, session):
+    import numpy as np
+    import tensorflow as tf
+    import loaders
+    from input_pipeline import ArrayInput
+    source = ArrayInput(loaders.load_digits(None, 0, False), 50, 250)
+
+    def images(skip):
+        source.start(session, 'train', training=True, seed=7, skip=skip)
+        batches = []
+        while True:
+            try:
+                batches.append(session.run(source.next_batch)[0])
+            except tf.errors.OutOfRangeError:
+                return np.concatenate(batches)
+    full, rest = images(0), images(120)
+    assert len(full) == 1437 and len(rest) == 1437 - 120
+    np.testing.assert_array_equal(rest, full[120:])

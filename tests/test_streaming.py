@@ -129,9 +129,9 @@ def reader_cfg(root, *extra, dataset='cifar_128'):
                                  'batch_size=16', 'eval_batch_size=32', *extra])
 
 
-def read_pass(session, source, split, training, seed=None):
+def read_pass(session, source, split, training, seed=None, skip=0):
     """All (images, one-hot labels) batches of one pass, concatenated."""
-    source.start(session, split, training=training, seed=seed)
+    source.start(session, split, training=training, seed=seed, skip=skip)
     images, labels, sizes = [], [], []
     while True:
         try:
@@ -428,6 +428,15 @@ def test_reader_training_pass_yields_every_image_once_shuffled(cifar_source, cif
 def test_reader_training_order_is_the_same_for_the_same_seed(cifar_source, cifar, session):
     orders, _ = training_orders(cifar_source, cifar, session, (1, 1, 1))
     assert orders[0] == orders[1] == orders[2]
+
+
+@pytest.mark.parametrize('options', [(), ('augment=True',)])
+def test_resumed_training_pass_is_the_rest_of_the_same_order(cifar_source, session, options):
+    _, source = cifar_source(*options)
+    full, _, _ = read_pass(session, source, 'train', training=True, seed=3)
+    rest, _, sizes = read_pass(session, source, 'train', training=True, seed=3, skip=40)
+    assert sizes[0] == 16 and len(rest) == len(full) - 40
+    np.testing.assert_array_equal(rest, full[40:])  # same images, same crops
 
 
 def test_reader_augment_changes_training_images(cifar_source, cifar, session):
