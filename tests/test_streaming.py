@@ -20,6 +20,7 @@ import tensorflow as tf
 import ImageResizer
 import loaders
 import settings
+import TFRecordsReader
 import TFRecordsWriter
 from download import DataError
 from input_pipeline import make_input
@@ -681,3 +682,18 @@ def test_main_trains_and_resumes_on_cifar_128(two_step, tmp_path):
     assert TRAIN_LINE.findall(second.stdout) == ['2'] and VALID_LINE.findall(second.stdout) == ['2']
     assert [e['epoch'] for e in json.loads((run / 'history.json').read_text())['epochs']] == [1, 2]
     assert (run / 'model.ckpt-2.index').is_file()
+
+
+def test_seed_style_create_iterator_reads_num_epochs_passes(cifar_source, session):
+    data, _ = cifar_source()
+    images, labels = TFRecordsReader.create_iterator(data, 'valid', num_epochs=2, batch_size=8,
+                                                     capacity=100)
+    seen = []
+    while True:
+        try:
+            x, y = session.run([images, labels])
+        except tf.errors.OutOfRangeError:
+            break
+        assert x.shape[1:] == (SIZE, SIZE, 3) and y.shape[1] == 10
+        seen.append(len(x))
+    assert sum(seen) == 2 * data.num_examples('valid')
