@@ -105,14 +105,6 @@ def resized_counts(directory):
     return counts
 
 
-def count_split_stream(chunks):
-    """{split: images} of a (split, images, labels) stream's first pass."""
-    counts = dict.fromkeys(SPLITS, 0)
-    for split, _, labels in chunks:
-        counts[split] += len(labels)
-    return counts
-
-
 def write_resized(chunks, counts, directory, size):
     """Writes a resized (split, images, labels) stream as .npy files, appended
     chunk by chunk; they appear under their names only once all are complete."""
@@ -144,12 +136,12 @@ def main(argv):
         malloc_tuning.set_mmap_threshold(cfg['malloc_mmap_threshold'])
         source_dir = constant.derived_dirs(dict(cfg, dataset_name='cifar_32'))['DATA_DIR']
         out_dir = os.path.join(constant.derived_dirs(cfg)['DATA_DIR'], 'resized')
-        counts = count_split_stream(loaders.cifar_split_stream(source_dir, cfg['download']))
+        counts = loaders.cifar_split_counts(source_dir, cfg['download'])
         size = loaders.DATASETS['cifar_128'].image_shape[0]
         resizer = BicubicResizer(size, cfg['resize_batch_size'])
         print(f'Resizing {sum(counts.values())} CIFAR-10 images from {source_dir} to '
               f'{size} px into {out_dir}', flush=True)
-        write_resized(resizer.stream(loaders.cifar_split_stream(source_dir, cfg['download'])),
+        write_resized(resizer.stream(loaders.cifar_split_stream(source_dir, cfg['download'], counts)),
                       counts, out_dir, size)
         resizer.close()
     except (settings.ConfigError, DataError) as error:

@@ -221,9 +221,9 @@ def write_cifar_128(cfg, one_pass):
     description = {'format': 'cifar_raw', 'image_shape': [size, size, 3], 'num_classes': 10}
     if one_pass:
         source_dir = constant.derived_dirs(dict(cfg, dataset_name='cifar_32'))['DATA_DIR']
-        counts = ImageResizer.count_split_stream(loaders.cifar_split_stream(source_dir, cfg['download']))
+        counts = loaders.cifar_split_counts(source_dir, cfg['download'])
         resizer = ImageResizer.BicubicResizer(size, cfg['resize_batch_size'])
-        stream = ImageResizer.rechunk(loaders.cifar_split_stream(source_dir, cfg['download']),
+        stream = ImageResizer.rechunk(loaders.cifar_split_stream(source_dir, cfg['download'], counts),
                                       cfg['resize_batch_size'])
 
         def make_records(split, images, labels):

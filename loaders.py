@@ -267,14 +267,21 @@ def cifar_batch_bytes(data_dir, download):
                         f'download it again') from None
 
 
-def cifar_split_stream(data_dir, download):
+def cifar_split_counts(data_dir, download):
+    """{split: images} of the CIFAR-10 split, from one pass over the batches."""
+    sizes = {name: len(read_cifar_batch(data, source)[1])
+             for name, source, data in cifar_batch_bytes(data_dir, download)}
+    n_test = sizes.pop(CIFAR_TEST_BATCH)
+    n_valid = int(round(sum(sizes.values()) * CIFAR_VALID_FRACTION))
+    return {'train': sum(sizes.values()) - n_valid, 'valid': n_valid, 'test': n_test}
+
+
+def cifar_split_stream(data_dir, download, counts=None):
     """Yields (split, images, labels) batch by batch: the first tenth of the
     training images is the validation split, test_batch the test split. The
-    streamed 128 px CIFAR uses exactly the split of cifar_32."""
-    batches = [(name, read_cifar_batch(data, source)[1])
-               for name, source, data in cifar_batch_bytes(data_dir, download)]
-    n_train = sum(len(labels) for name, labels in batches if name != CIFAR_TEST_BATCH)
-    n_valid, seen = int(round(n_train * CIFAR_VALID_FRACTION)), 0
+    streamed 128 px CIFAR uses exactly the split of cifar_32. `counts`, when
+    the caller has them (cifar_split_counts), saves a pass over the batches."""
+    n_valid, seen = (counts or cifar_split_counts(data_dir, download))['valid'], 0
     for name, source, data in cifar_batch_bytes(data_dir, download):
         images, labels = read_cifar_batch(data, source)
         if name == CIFAR_TEST_BATCH:
