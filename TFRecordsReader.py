@@ -24,6 +24,7 @@ METADATA = 'dataset.json'
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 IMAGENET_COUNTS = {'train': 1281167, 'validation': 50000}
+IMAGENET_SHARDS = {'train': 1024, 'validation': 128}  # TensorFlow's ImageNet scripts
 IMAGENET_SIZE = 224
 IMAGENET_LABELS = range(1, 1001)
 CENTRAL_FRACTION = 0.875  # evaluation crop of the ResNet papers: 224 of 256
@@ -111,7 +112,7 @@ def open_imagenet(data_dir, seed=None, download=None):
     counts = {}
     for prefix, paths in files.items():
         known = metadata.get('splits', {}).get(prefix, {}).get('count')
-        full = len(paths) == {'train': 1024, 'validation': 128}[prefix]
+        full = len(paths) == IMAGENET_SHARDS[prefix]
         counts[prefix] = known or (IMAGENET_COUNTS[prefix] if full else count_records(paths))
     # Labels are 1..1000 even in a subset of the classes: the head stays FC 1000.
     num_classes = len(IMAGENET_LABELS)

@@ -27,11 +27,10 @@ import malloc_tuning  # noqa: E402
 import safe_io  # noqa: E402
 import settings  # noqa: E402
 from download import DataError  # noqa: E402
+from TFRecordsReader import IMAGENET_SHARDS, METADATA, read_metadata  # noqa: E402
 from util import bytes_feature, int64_feature  # noqa: E402
 
-METADATA = 'dataset.json'
 CIFAR_SHARDS = {'train': 8, 'valid': 2, 'test': 2}
-IMAGENET_SHARDS = {'train': 1024, 'validation': 128}  # TensorFlow's ImageNet scripts
 IMAGENET_SPLIT_DIRS = {'train': 'train', 'validation': 'val'}
 
 
@@ -65,14 +64,6 @@ def imagenet_example(jpeg, label, synset, height, width, filename):
 
 def shard_name(split, index, count, suffix):
     return f'{split}-{index:05d}-of-{count:05d}{suffix}'
-
-
-def load_metadata(out_dir):
-    path = os.path.join(out_dir, METADATA)
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding='utf-8') as f:
-        return json.load(f)
 
 
 class ShardedWriter:
@@ -181,7 +172,7 @@ def write_splits(out_dir, stream, counts, shards, suffix, make_records, descript
                                    f"{', '.join(counts)}, got {shards!r}")
     os.makedirs(out_dir, exist_ok=True)
     remove_stale_partials(out_dir)
-    metadata = load_metadata(out_dir)
+    metadata = read_metadata(out_dir)
     if metadata is None or metadata.get('description') != description:
         metadata = {'description': description, 'splits': {}, 'shards': {}}
     writers = {split: ShardedWriter(out_dir, split, counts[split], shards[split], suffix, metadata)

@@ -1,6 +1,4 @@
 """loaders.py: digits, MNIST and CIFAR-10 (32 px) from their official formats."""
-import gzip
-import io
 import os
 import pickle
 import subprocess
