@@ -2,7 +2,8 @@
 
 Built from tf.compat.v1.get_variable and tf.nn ops only: Keras 3 removed
 tf.compat.v1.layers and this project does not depend on Keras.
-All image tensors are NHWC.
+Image tensors are NHWC (channels last, the CPU's fast layout) unless a
+function is given data_format="NCHW" (channels first, often faster with cuDNN).
 """
 import tensorflow as tf
 
@@ -14,6 +15,26 @@ SELU_LAMBDA = 1.0507009873554804934193349852946
 
 BN_DECAY = 0.9      # moving-average momentum of batch norm
 BN_EPSILON = 1.001e-5  # fused batch norm refuses anything below 1.001e-5
+DATA_FORMATS = ("NHWC", "NCHW")
+
+
+def channel_axis(data_format):
+    return 1 if data_format == "NCHW" else -1
+
+
+def spatial_axes(data_format):
+    return [2, 3] if data_format == "NCHW" else [1, 2]
+
+
+def to_data_format(images, data_format):
+    """NHWC images (as every input pipeline gives them) in `data_format`."""
+    return tf.transpose(images, [0, 3, 1, 2]) if data_format == "NCHW" else images
+
+
+def _window(size, data_format):
+    """[1, size, size, 1] or [1, 1, size, size]: a window or stride over H, W."""
+    size = [size, size] if isinstance(size, int) else list(size)
+    return [1, 1, *size] if data_format == "NCHW" else [1, *size, 1]
 
 
 def relu(x, name="relu"):
@@ -52,34 +73,39 @@ def initializer_for(activation_name):
 
 
 def conv2d(x, filters, kernel_size, strides=1, padding="SAME", use_bias=True,
-           activation=None, initializer=None, name="conv"):
-    """2-D convolution; kernel [k, k, in, filters], optional bias and activation."""
-    in_channels = x.shape[-1]
+           activation=None, initializer=None, data_format="NHWC", name="conv"):
+    """2-D convolution; kernel [k, k, in, filters] in either data format (so a
+    checkpoint fits both), optional bias and activation."""
+    in_channels = x.shape[channel_axis(data_format)]
     with v1.variable_scope(name):
         kernel = v1.get_variable(
             "kernel", [kernel_size, kernel_size, in_channels, filters],
             initializer=initializer or he_normal())
-        y = tf.nn.conv2d(x, kernel, strides=[1, strides, strides, 1], padding=padding)
+        y = tf.nn.conv2d(x, kernel, strides=_window(strides, data_format), padding=padding,
+                         data_format=data_format)
         if use_bias:
             bias = v1.get_variable("bias", [filters], initializer=v1.zeros_initializer())
-            y = tf.nn.bias_add(y, bias)
+            y = tf.nn.bias_add(y, bias, data_format=data_format)
         return activation(y) if activation else y
 
 
-def max_pool2d(x, pool_size, strides, padding="SAME", name="max_pool"):
-    if isinstance(pool_size, int):
-        pool_size = [pool_size, pool_size]
-    return tf.nn.max_pool2d(x, ksize=[1, *pool_size, 1],
-                            strides=[1, strides, strides, 1], padding=padding, name=name)
+def max_pool2d(x, pool_size, strides, padding="SAME", data_format="NHWC", name="max_pool"):
+    return tf.nn.max_pool2d(x, ksize=_window(pool_size, data_format),
+                            strides=_window(strides, data_format), padding=padding,
+                            data_format=data_format, name=name)
 
 
-def global_pool(x, kind="avg", name="global_pool"):
-    """[batch, H, W, C] -> [batch, C] by average (default) or max over H, W."""
+def global_pool(x, kind="avg", data_format="NHWC", name="global_pool"):
+    """Feature maps -> [batch, C] by average (default) or max over H, W."""
     reduce = {"avg": tf.reduce_mean, "max": tf.reduce_max}[kind]
-    return reduce(x, axis=[1, 2], name=name)
+    return reduce(x, axis=spatial_axes(data_format), name=name)
 
 
-def flatten(x, name="flatten"):
+def flatten(x, data_format="NHWC", name="flatten"):
+    """[batch, ...] -> [batch, features], features in NHWC order in either data
+    format, so that the next layer's weights mean the same in both."""
+    if data_format == "NCHW" and x.shape.rank == 4:
+        x = tf.transpose(x, [0, 2, 3, 1])
     size = 1
     for dim in x.shape[1:]:
         size *= int(dim)
@@ -99,15 +125,18 @@ def fc(x, units, activation=None, use_bias=True, initializer=None, name="fc"):
 
 
 def batch_normalization(x, is_training, decay=BN_DECAY, epsilon=BN_EPSILON,
-                        name="bn"):
-    """Batch norm over all axes but the last (channels), for NHWC or [N, C].
+                        data_format="NHWC", name="bn"):
+    """Batch norm over all axes but the channels', for NHWC, NCHW or [N, C].
 
+    `is_training` is a bool, or a boolean tensor deciding at run time.
     Training normalises with the batch's statistics and adds the ops that
     update the moving averages to UPDATE_OPS (the train_op runs them);
     inference normalises with the moving averages. The moving variance gets
     the unbiased batch variance, as in TensorFlow's and Keras' own layers.
     """
-    channels = x.shape[-1]
+    if x.shape.rank != 4:
+        data_format = "NHWC"  # [N, C] is reshaped to [N, 1, 1, C] below
+    channels = x.shape[channel_axis(data_format)]
     with v1.variable_scope(name):
         gamma = v1.get_variable("gamma", [channels], initializer=v1.ones_initializer())
         beta = v1.get_variable("beta", [channels], initializer=v1.zeros_initializer())
@@ -120,17 +149,22 @@ def batch_normalization(x, is_training, decay=BN_DECAY, epsilon=BN_EPSILON,
 
         def train_branch():
             return v1.nn.fused_batch_norm(x4, gamma, beta, epsilon=epsilon,
-                                          is_training=True)
+                                          data_format=data_format, is_training=True)
 
         def inference_branch():
             y, _, _ = v1.nn.fused_batch_norm(
                 x4, gamma, beta, mean=moving_mean, variance=moving_variance,
-                epsilon=epsilon, is_training=False)
+                epsilon=epsilon, data_format=data_format, is_training=False)
             return y, tf.identity(moving_mean), tf.identity(moving_variance)
 
-        # Inside the branches, so only one of the two normalisations runs.
-        y, mean, variance = tf.cond(is_training, train_branch, inference_branch)
-        for moving, batch in ((moving_mean, mean), (moving_variance, variance)):
-            update = v1.assign_sub(moving, (1.0 - decay) * (moving - batch))
-            v1.add_to_collection(v1.GraphKeys.UPDATE_OPS, update)
+        if is_training is False:
+            y, _, _ = inference_branch()
+        else:
+            # A bool builds one mode; a tensor switches between the two at run
+            # time, inside the branches, so only one normalisation runs.
+            y, mean, variance = (train_branch() if is_training is True else
+                                 tf.cond(is_training, train_branch, inference_branch))
+            for moving, batch in ((moving_mean, mean), (moving_variance, variance)):
+                update = v1.assign_sub(moving, (1.0 - decay) * (moving - batch))
+                v1.add_to_collection(v1.GraphKeys.UPDATE_OPS, update)
         return y if x.shape.rank == 4 else tf.reshape(y, tf.shape(x))

@@ -329,3 +329,190 @@ def test_initializer_std(session, make, scale):
     assert abs(w.mean()) < 0.05 * expected
     # untruncated normal: about 4.6 % lie beyond 2 standard deviations
     assert 0.03 < np.mean(np.abs(w) > 2 * expected) < 0.06
+
+
+# --- data formats: NCHW against the NHWC path -----------------------------------------
+# The NHWC layers are checked against numpy above; here each NCHW layer gets the
+# same data (transposed) and the very same variables, and must give the same
+# values (transposed back), so a checkpoint means the same in either format.
+
+def to_nchw(x):
+    return np.transpose(x, (0, 3, 1, 2))
+
+
+def to_nhwc(x):
+    return np.transpose(x, (0, 2, 3, 1))
+
+
+def reusing():
+    """The current variable scope with reuse: the second layer gets the first's variables
+    (and get_variable refuses a shape that differs)."""
+    return v1.variable_scope(v1.get_variable_scope(), reuse=True)
+
+
+def test_channel_and_spatial_axes():
+    assert layers.channel_axis('NHWC') == -1 and layers.channel_axis('NCHW') == 1
+    assert layers.spatial_axes('NHWC') == [1, 2] and layers.spatial_axes('NCHW') == [2, 3]
+
+
+def test_to_data_format_transposes_nhwc_images(session):
+    x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    nchw, nhwc = session.run([layers.to_data_format(tf.constant(x), 'NCHW'),
+                              layers.to_data_format(tf.constant(x), 'NHWC')])
+    np.testing.assert_array_equal(nchw, to_nchw(x))
+    np.testing.assert_array_equal(nhwc, x)
+
+
+@pytest.mark.parametrize('size, k, s', [(7, 3, 1), (7, 3, 2), (8, 5, 2), (6, 1, 2)])
+def test_conv2d_nchw_matches_nhwc(session, size, k, s):
+    rng = np.random.default_rng(size * 100 + k * 10 + s)
+    x = rng.normal(size=(2, size, size, 3)).astype(np.float32)
+    nhwc = layers.conv2d(tf.constant(x), 4, k, s, activation=layers.relu, name='c')
+    with reusing():
+        nchw = layers.conv2d(tf.constant(to_nchw(x)), 4, k, s, activation=layers.relu,
+                             data_format='NCHW', name='c')
+    assert sorted(v.op.name for v in v1.global_variables()) == ['c/bias', 'c/kernel']
+    out = -(-size // s)
+    assert nchw.shape.as_list() == [2, 4, out, out]
+    init(session)
+    # a non-zero bias, so that it must be added along the channel axis
+    session.run(var('c/bias').assign(rng.normal(size=4).astype(np.float32)))
+    got_nhwc, got_nchw = session.run([nhwc, nchw])
+    assert (got_nhwc == 0).any() and (got_nhwc > 0).any()  # the ReLU acted
+    np.testing.assert_allclose(to_nhwc(got_nchw), got_nhwc, rtol=1e-5, atol=1e-5)
+
+
+def test_conv2d_nchw_gradients_match_nhwc(session):
+    """Training in NCHW moves the shared weights as NHWC training does."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 7, 7, 3)).astype(np.float32)
+    target = rng.normal(size=(2, 4, 4, 4)).astype(np.float32)
+    nhwc = layers.conv2d(tf.constant(x), 4, 3, 2, name='c')
+    with reusing():
+        nchw = layers.conv2d(tf.constant(to_nchw(x)), 4, 3, 2, data_format='NCHW', name='c')
+    weights = [var('c/kernel'), var('c/bias')]
+    grads_nhwc = tf.gradients(tf.reduce_sum(tf.square(nhwc - target)), weights)
+    grads_nchw = tf.gradients(tf.reduce_sum(tf.square(nchw - to_nchw(target))), weights)
+    init(session)
+    for a, b in zip(*session.run([grads_nhwc, grads_nchw])):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('size, pool, s', [(6, 2, 2), (7, 2, 2), (7, 3, 2), (5, [2, 2], 2),
+                                           (6, 3, 1)])
+def test_max_pool2d_nchw_matches_nhwc(session, size, pool, s):
+    x = np.random.default_rng(size).normal(size=(2, size, size, 3)).astype(np.float32)
+    nhwc = layers.max_pool2d(tf.constant(x), pool, s)
+    nchw = layers.max_pool2d(tf.constant(to_nchw(x)), pool, s, data_format='NCHW')
+    out = -(-size // s)
+    assert nchw.shape.as_list() == [2, 3, out, out]
+    got_nhwc, got_nchw = session.run([nhwc, nchw])
+    np.testing.assert_array_equal(to_nhwc(got_nchw), got_nhwc)  # a max is exact
+
+
+@pytest.mark.parametrize('kind', ['avg', 'max'])
+def test_global_pool_nchw_matches_nhwc(session, kind):
+    x = np.random.default_rng(0).normal(size=(3, 4, 5, 6)).astype(np.float32)
+    nhwc = layers.global_pool(tf.constant(x), kind)
+    nchw = layers.global_pool(tf.constant(to_nchw(x)), kind, data_format='NCHW')
+    assert nchw.shape.as_list() == [3, 6]
+    got_nhwc, got_nchw = session.run([nhwc, nchw])
+    np.testing.assert_allclose(got_nchw, got_nhwc, rtol=1e-6, atol=1e-6)
+    ref = x.mean(axis=(1, 2)) if kind == 'avg' else x.max(axis=(1, 2))
+    np.testing.assert_allclose(got_nchw, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_flatten_nchw_gives_features_in_nhwc_order(session):
+    """The FC layer after flatten must see the same feature order in both formats."""
+    data = np.arange(2 * 60, dtype=np.float32).reshape(2, 3, 4, 5)  # NHWC
+    x_nchw = v1.placeholder(tf.float32, [None, 5, 3, 4])
+    y_nchw = layers.flatten(x_nchw, data_format='NCHW')
+    y_nhwc = layers.flatten(tf.constant(data))
+    assert y_nchw.shape.as_list() == [None, 60]
+    got_nchw, got_nhwc = session.run([y_nchw, y_nhwc], {x_nchw: to_nchw(data)})
+    np.testing.assert_array_equal(got_nchw, got_nhwc)
+    np.testing.assert_array_equal(got_nchw, data.reshape(2, 60))
+    # not just a reshape of the NCHW data, which would be another order
+    assert not np.array_equal(got_nchw, to_nchw(data).reshape(2, 60))
+
+
+def test_flatten_nchw_leaves_rank_2_input_alone(session):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(
+        session.run(layers.flatten(tf.constant(x), data_format='NCHW')), x)
+
+
+def _bn_pair(session, x, data_format_of_second, seed=0):
+    """Batch norm 'bn' on x (NHWC or [N, C]) and, on the same variables, on x in
+    the second format; random gamma, beta and moving averages."""
+    c = x.shape[-1]
+    is_training = v1.placeholder_with_default(False, [])
+    first = layers.batch_normalization(tf.constant(x), is_training, name='bn')
+    n_updates = len(v1.get_collection(v1.GraphKeys.UPDATE_OPS))
+    x2 = to_nchw(x) if x.ndim == 4 and data_format_of_second == 'NCHW' else x
+    with reusing():
+        second = layers.batch_normalization(tf.constant(x2), is_training,
+                                            data_format=data_format_of_second, name='bn')
+    second_updates = v1.get_collection(v1.GraphKeys.UPDATE_OPS)[n_updates:]
+    init(session)
+    rng = np.random.default_rng(seed)
+    values = {'gamma': rng.uniform(0.5, 2, c), 'beta': rng.normal(size=c),
+              'moving_mean': rng.normal(0, 2, c), 'moving_variance': rng.uniform(0.2, 5, c)}
+    session.run([var(f'bn/{n}').assign(v.astype(np.float32)) for n, v in values.items()])
+    return is_training, first, second, second_updates
+
+
+def _bn_input(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    c = shape[-1]
+    x = rng.normal(size=shape) * rng.uniform(0.5, 3, c) + rng.normal(0, 2, c)
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize('training', [True, False])
+def test_bn_nchw_matches_nhwc(session, training):
+    x = _bn_input((4, 5, 5, 3))
+    is_training, nhwc, nchw, _ = _bn_pair(session, x, 'NCHW')
+    assert nchw.shape.as_list() == [4, 3, 5, 5]
+    assert sorted(v.op.name for v in v1.global_variables()) == [
+        'bn/beta', 'bn/gamma', 'bn/moving_mean', 'bn/moving_variance']
+    got_nhwc, got_nchw = session.run([nhwc, nchw], {is_training: training})
+    np.testing.assert_allclose(to_nhwc(got_nchw), got_nhwc, rtol=1e-4, atol=1e-4)
+    # training normalises by the batch: each channel has mean beta then
+    ch_mean = to_nhwc(got_nchw).mean(axis=(0, 1, 2))
+    beta = session.run(var('bn/beta'))
+    assert np.allclose(ch_mean, beta, atol=1e-3) == training
+
+
+def test_bn_nchw_update_ops_average_over_the_right_axes(session):
+    x = _bn_input((4, 5, 5, 3))
+    is_training, _, _, nchw_updates = _bn_pair(session, x, 'NCHW')
+    assert len(nchw_updates) == 2
+    mm0, mv0 = session.run([var('bn/moving_mean'), var('bn/moving_variance')])
+    session.run(nchw_updates, {is_training: True})
+    mm, mv = session.run([var('bn/moving_mean'), var('bn/moving_variance')])
+    # statistics per channel over N, H, W; NCHW data are the same numbers transposed
+    x64 = x.astype(np.float64)
+    n = x64.size // 3
+    np.testing.assert_allclose(mm, DECAY * mm0 + (1 - DECAY) * x64.mean((0, 1, 2)),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mv, DECAY * mv0 + (1 - DECAY) * x64.var((0, 1, 2)) * n / (n - 1),
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('training', [True, False])
+def test_bn_rank_2_input_with_nchw_behaves_as_nhwc(session, training):
+    """[N, C] (after a global pool or an FC layer) has its channels last in either format."""
+    x = _bn_input((6, 4))
+    is_training, nhwc, nchw, _ = _bn_pair(session, x, 'NCHW')
+    assert nchw.shape.as_list() == [6, 4]
+    assert var('bn/gamma').shape.as_list() == [4]
+    got_nhwc, got_nchw = session.run([nhwc, nchw], {is_training: training})
+    np.testing.assert_allclose(got_nchw, got_nhwc, rtol=1e-5, atol=1e-5)
+    x64 = x.astype(np.float64)
+    gamma, beta, mean, variance = session.run(
+        [var(f'bn/{n}') for n in ('gamma', 'beta', 'moving_mean', 'moving_variance')])
+    if training:
+        mean, variance = x64.mean(0), x64.var(0)
+    ref = (x64 - mean) / np.sqrt(variance + EPS) * gamma + beta
+    np.testing.assert_allclose(got_nchw, ref, rtol=1e-4, atol=1e-4)
