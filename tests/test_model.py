@@ -10,6 +10,7 @@ import tensorflow as tf
 
 import constant
 import layers
+import settings
 import util
 from Model import Model, count_parameters
 
@@ -26,11 +27,12 @@ RESNET50_BLOCKS = ((256, 3), (512, 4), (1024, 6), (2048, 3))  # (C, blocks)
 
 
 def make_config(**overrides):
-    cfg = dict(constant.config)
+    """constant.config with overrides, checked and with its 'auto' options
+    (data_format, mixed_precision, xla) decided, as main.py does it: Model
+    needs concrete values."""
     for key in overrides:
-        assert key in cfg, key
-    cfg.update(overrides)
-    return cfg
+        assert key in constant.config, key
+    return settings.load_config([], base=dict(constant.config, **overrides))
 
 
 def session_config():
@@ -73,16 +75,23 @@ def resnet_network(dataset, use_se, act, dataset_name=None, classes=10, shape=No
     with graph.as_default():
         cfg = make_config(model='resnet50', use_se=use_se, activation_fn=act,
                           dataset_name=dataset_name or dataset, output_shape=classes)
-        net = Model.__new__(Model)
-        net.config, net.scope = cfg, 'resnet50'
-        net.activation = cfg['activation_functions'][act]
-        net.initializer = layers.initializer_for(act)
-        net.is_training = v1.placeholder_with_default(False, [])
         x = v1.placeholder(tf.float32, [None, *(shape or SHAPES[dataset])])
-        with v1.variable_scope('resnet50'):
-            logits = net.resnet50(x)
+        net, logits = network_only(cfg, x)
     graph.finalize()
     return types.SimpleNamespace(graph=graph, model=net, logits=logits)
+
+
+def network_only(cfg, x):
+    """The network of cfg['model'] on NHWC images x, on a bare Model (no loss, no
+    Adam), in the current variable scope. Mirrors Model.__init__."""
+    net = Model.__new__(Model)
+    net.X, net.config, net.scope, net.data_format = x, cfg, cfg['model'], cfg['data_format']
+    net.activation = cfg['activation_functions'][cfg['activation_fn']]
+    net.initializer = layers.initializer_for(cfg['activation_fn'])
+    net.is_training = v1.placeholder_with_default(False, [])
+    with v1.variable_scope(net.scope):
+        logits = net.network(x, net.is_training)
+    return net, logits
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -281,7 +290,7 @@ def randomise_biases(session, names, seed=0):
 
 
 def test_squeeze_excite_values(session):
-    owner = types.SimpleNamespace(config={'se_r': 4})
+    owner = types.SimpleNamespace(config={'se_r': 4}, data_format='NHWC')
     u = np.random.default_rng(1).normal(size=(3, 5, 6, 8)).astype(np.float32)
     out = Model.squeeze_excite(owner, tf.constant(u), name='se')
     assert out.shape.as_list() == [3, 5, 6, 8]
@@ -336,6 +345,27 @@ def test_custom_model_training_and_learning_rate(session):
     assert session.run(model.learning_rate) == pytest.approx(1e-3 * 0.5 ** 1.5, rel=1e-6)
     for v, b, a in zip(variables, before, after):
         assert not np.array_equal(b, a), v.op.name
+
+
+def test_training_copy_shares_the_variables_and_trains_in_batch_norm_training_mode():
+    """train_op minimises train_loss, from a second copy of the network with
+    batch norm fixed in training mode: no variables of its own, and the same
+    loss as the switchable network gives with is_training fed True."""
+    r = resnet('cifar_32', True, 'relu')
+    graph, model = r.graph, r.model
+    names = [v.op.name for v in graph.get_collection(v1.GraphKeys.GLOBAL_VARIABLES)]
+    assert not [n for n in names if n.startswith('resnet50_training')]
+    assert len([n for n in names if n.startswith('resnet50/')]) == 3 * (53 + 2 * 53 + 4 * 16 + 6) + 2 * 53
+    x = random_images(SHAPES['cifar_32'], n=4, seed=8) * 3 + 1
+    feed = {model.X: x, model.Yoh: util.one_hot([1, 4, 1, 0], 10)}
+    with v1.Session(graph=graph, config=fast_session_config()) as s:
+        s.run(r.init)
+        train_loss = s.run(model.train_loss, feed)
+        switched = s.run(model.loss, {**feed, model.is_training: True})
+        inference = s.run(model.loss, feed)
+    assert train_loss == pytest.approx(switched, rel=1e-5)
+    # Fresh moving averages (0, 1) differ from this batch's statistics.
+    assert abs(inference - train_loss) > 1e-3
 
 
 def test_resnet50_training_step():
@@ -428,3 +458,147 @@ def test_selu_training_step_with_raw_pixels_stays_finite(session):
     assert np.isfinite(loss)
     for v, value in zip(v1.global_variables(), session.run(v1.global_variables())):
         assert np.all(np.isfinite(value)), v.op.name
+
+
+# --- data formats: a checkpoint moves between NHWC and NCHW ------------------------------
+
+def randomise_zero_initialised(session, variables, seed=0):
+    """Biases, beta and the moving averages start at 0 or 1, where a bias added on the
+    wrong axis or a per-channel statistic of the wrong channel would go unnoticed."""
+    rng = np.random.default_rng(seed)
+    ops = []
+    for v in variables:
+        shape, name = v.shape.as_list(), v.op.name
+        if name.endswith(('/bias', '/beta', '/moving_mean')):
+            value = rng.normal(0, 0.1, shape)
+        elif name.endswith(('/gamma', '/moving_variance')):
+            value = rng.uniform(0.5, 1.5, shape)
+        else:
+            continue
+        ops.append(v.assign(value.astype(np.float32)))
+    assert ops
+    session.run(ops)
+
+
+def conv_data_format(graph, name):
+    return graph.get_operation_by_name(name).get_attr('data_format').decode()
+
+
+@pytest.mark.parametrize('use_se', [False, True])
+def test_custom_model_checkpoint_gives_the_same_logits_in_nchw(tmp_path, use_se):
+    """Saved from an NHWC model, restored into an NCHW one: same variables, same logits."""
+    shape, path = SHAPES['mnist'], str(tmp_path / 'model.ckpt')
+    x = random_images(shape, n=3, seed=4)
+    variables, logits = {}, {}
+    for seed, data_format in enumerate(('NHWC', 'NCHW')):
+        cfg = make_config(model='custom_model', dataset_name='mnist', use_se=use_se,
+                          data_format=data_format)
+        with tf.Graph().as_default() as graph:
+            model = build(cfg, shape, seed=seed)  # another seed: only the restore can match
+            assert conv_data_format(graph, 'custom_model/conv2/Conv2D') == data_format
+            variables[data_format] = shapes(v1.global_variables(), '')
+            saver = v1.train.Saver()
+            with v1.Session(config=session_config()) as s:
+                init(s)
+                if data_format == 'NHWC':
+                    randomise_zero_initialised(s, v1.global_variables())
+                    saver.save(s, path)
+                else:
+                    unrestored = s.run(model.logits, {model.X: x})
+                    saver.restore(s, path)
+                logits[data_format] = s.run(model.logits, {model.X: x})
+    assert variables['NCHW'] == variables['NHWC']
+    assert ('custom_model/se/fc1/weights' in variables['NCHW']) == use_se
+    assert not np.allclose(unrestored, logits['NHWC'], rtol=1e-2, atol=1e-2)
+    np.testing.assert_allclose(logits['NCHW'], logits['NHWC'], rtol=1e-4, atol=1e-4)
+
+
+def test_se_resnet50_gives_the_same_logits_in_nchw_with_nhwc_weights():
+    """Both networks in one graph (bare: no Adam, which would triple the variables),
+    NCHW variables loaded from the NHWC ones; inference, so batch norm uses the
+    (randomised) moving averages of each channel."""
+    x = random_images(SHAPES['cifar_32'], n=2, seed=6)
+    graph = tf.Graph()
+    with graph.as_default():
+        v1.set_random_seed(0)
+        images = tf.constant(x)
+        logits, variables = {}, {}
+        for data_format in ('NHWC', 'NCHW'):
+            cfg = make_config(model='resnet50', dataset_name='cifar_32', use_se=True,
+                              data_format=data_format)
+            with v1.variable_scope(data_format):
+                _, logits[data_format] = network_only(cfg, images)
+            prefix = f'{data_format}/'
+            variables[data_format] = {v.op.name[len(prefix):]: v for v in v1.global_variables()
+                                      if v.op.name.startswith(prefix)}
+        assert conv_data_format(graph, 'NCHW/resnet50/stage3/block1/conv2/conv/Conv2D') == 'NCHW'
+        nhwc, nchw = variables['NHWC'], variables['NCHW']
+        assert {k: v.shape.as_list() for k, v in nchw.items()} == \
+            {k: v.shape.as_list() for k, v in nhwc.items()}
+        # 53 conv kernels (no bias: BN's beta), 4 per batch norm, 4 per SE block, 6 in the head
+        assert len(nhwc) == 53 + 4 * 53 + 4 * 16 + 6
+        copy = tf.group(*[nchw[k].assign(v) for k, v in nhwc.items()])
+        with v1.Session(config=fast_session_config()) as s:
+            s.run(v1.variables_initializer(list(nhwc.values())))
+            randomise_zero_initialised(s, list(nhwc.values()))
+            s.run(copy)
+            got = s.run(logits)
+    assert np.all(np.isfinite(got['NHWC']))
+    scale = np.abs(got['NHWC']).max()
+    np.testing.assert_allclose(got['NCHW'], got['NHWC'], rtol=1e-4, atol=1e-4 * scale)
+
+
+# --- multiply-adds -------------------------------------------------------------------------
+
+# The custom model on 28x28x1 by hand: 'same' 5x5 convolutions keep the size and
+# 'same' 2x2 pools of stride 2 round up: 28 -> 14 -> 7 -> 4.
+CUSTOM_MNIST_MULTIPLY_ADDS = (28 * 28 * 16 * 5 * 5 * 1      # conv1, 1 -> 16 at 28x28
+                              + 14 * 14 * 32 * 5 * 5 * 16   # conv2, 16 -> 32 at 14x14
+                              + 7 * 7 * 64 * 5 * 5 * 32     # conv3, 32 -> 64 at 7x7
+                              + 4 * 4 * 64 * 256 + 256 * 128 + 128 * 10)  # FC layers
+SE_MULTIPLY_ADDS = 64 * 4 + 4 * 64  # SE on 64 channels, r=16: FC 64 -> 4 -> 64
+
+
+def test_custom_model_pooled_sizes_are_the_hand_counts(graph):
+    build(make_config(model='custom_model', dataset_name='mnist'), SHAPES['mnist'])
+    sizes = [graph.get_tensor_by_name(f'custom_model/pool{i}:0').shape.as_list()[1:3]
+             for i in (1, 2, 3)]
+    assert sizes == [[14, 14], [7, 7], [4, 4]]
+
+
+@pytest.mark.parametrize('use_se', [False, True])
+def test_custom_model_multiply_adds_match_the_hand_count(graph, use_se):
+    model = build(make_config(model='custom_model', dataset_name='mnist', use_se=use_se),
+                  SHAPES['mnist'])
+    assert CUSTOM_MNIST_MULTIPLY_ADDS == 5_627_392
+    assert model.forward_multiply_adds() == CUSTOM_MNIST_MULTIPLY_ADDS + use_se * SE_MULTIPLY_ADDS
+
+
+@pytest.mark.parametrize('use_se', [False, True])
+def test_multiply_adds_do_not_depend_on_the_data_format(use_se):
+    counts = set()
+    for data_format in ('NHWC', 'NCHW'):
+        with tf.Graph().as_default():
+            cfg = make_config(model='custom_model', dataset_name='mnist', use_se=use_se,
+                              data_format=data_format)
+            counts.add(build(cfg, SHAPES['mnist']).forward_multiply_adds())
+    assert counts == {CUSTOM_MNIST_MULTIPLY_ADDS + use_se * SE_MULTIPLY_ADDS}
+
+
+def test_multiply_adds_count_one_image_and_not_the_training_ops(graph):
+    """The full Model holds gradient convolutions and matmuls too: not counted,
+    nor is a second model's network."""
+    cfg = make_config(model='custom_model', dataset_name='mnist')
+    model = build(cfg, SHAPES['mnist'])
+    assert any(op.type == 'Conv2DBackpropInput' for op in graph.get_operations())
+    with v1.variable_scope('other'):
+        Model(cfg, (32, 32, 1))
+    assert model.forward_multiply_adds() == CUSTOM_MNIST_MULTIPLY_ADDS
+
+
+def test_resnet50_multiply_adds_at_224_match_the_papers(graph):
+    """3.86 G multiply-adds (He et al. 2015; Hu et al., SE paper, table 2) for
+    ResNet-50 on 224x224x3; its head here differs by 0.5 M, 0.01 %."""
+    cfg = make_config(model='resnet50', dataset_name='imagenet', output_shape=1000)
+    count = build(cfg, (224, 224, 3)).forward_multiply_adds()
+    assert count == pytest.approx(3.86e9, rel=0.01)
