@@ -57,6 +57,9 @@ config = {
     'gpu_memory_growth': True,  # take GPU memory as needed instead of all of it at start
     'gpu_memory_fraction': None,  # or cap the GPU memory taken, 0 < f <= 1 (None: no cap)
     'log_device_placement': False,  # print the device of every op (TensorFlow's log)
+    'data_format': 'auto',  # 'NHWC' or 'NCHW' inside the model; auto: NCHW on a GPU in float32, else NHWC
+    'mixed_precision': 'auto',  # float16 (GPU) / bfloat16 (CPU) compute with loss scaling; auto: on a GPU only
+    'xla': 'auto',  # XLA JIT compilation of the graph; auto: on a GPU only (slower on the CPU)
 }
 
 

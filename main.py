@@ -15,6 +15,7 @@ import shutil  # noqa: E402
 import time  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
+from tensorflow.core.protobuf import rewriter_config_pb2  # noqa: E402
 
 import constant  # noqa: E402
 import history  # noqa: E402
@@ -38,12 +39,22 @@ class Divergence(RuntimeError):
 
 def session_config(cfg):
     """Soft placement, so that '/device:GPU:0' falls back to the CPU; GPU
-    memory options, which a machine without a GPU ignores."""
+    memory options, which a machine without a GPU ignores; mixed precision
+    and XLA as the config decided them."""
     proto = v1.ConfigProto(allow_soft_placement=True,
                            log_device_placement=cfg['log_device_placement'])
     proto.gpu_options.allow_growth = cfg['gpu_memory_growth']
     if cfg['gpu_memory_fraction'] is not None:
         proto.gpu_options.per_process_gpu_memory_fraction = cfg['gpu_memory_fraction']
+    if cfg['mixed_precision']:
+        # Grappler casts what is safe to float16 on a GPU, to bfloat16 on a CPU.
+        rewrites = proto.graph_options.rewrite_options
+        if settings.gpu_found(cfg['device']):
+            rewrites.auto_mixed_precision = rewriter_config_pb2.RewriterConfig.ON
+        else:
+            rewrites.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.ON
+    if cfg['xla']:
+        proto.graph_options.optimizer_options.global_jit_level = v1.OptimizerOptions.ON_1
     return proto
 
 
@@ -80,6 +91,12 @@ def build_graph(cfg, data):
     return graph, source, model, progress, saver
 
 
+def train_step(session, model):
+    """One optimiser step on the next training batch; returns (loss, images)."""
+    _, loss, batch = session.run([model.train_op, model.train_loss, model.batch_size])
+    return loss, batch
+
+
 def train_epoch(session, model, source, cfg, epoch, stop, skip=0):
     """One shuffled pass over the training split, less its first `skip`
     images; returns the mean training loss of the images trained.
@@ -93,11 +110,10 @@ def train_epoch(session, model, source, cfg, epoch, stop, skip=0):
     source.start(session, 'train', training=True, seed=cfg['seed'] * 100_003 + epoch, skip=skip)
     seen, loss_sum, batches_since_log = skip, 0.0, 0
     next_log, last_log = (skip // log_every + 1) * log_every, time.perf_counter()
-    fetches = [model.train_op, model.loss, model.batch_size]
     while True:
         stop.check(images=seen)
         try:
-            _, loss, batch = session.run(fetches, {model.is_training: True})
+            loss, batch = train_step(session, model)
         except tf.errors.OutOfRangeError:
             break
         seen += batch
@@ -169,7 +185,8 @@ def write_scalars(writer, step, values):
 
 def graph_signature(cfg):
     """The keys that shape the graph: a checkpoint restores only into the same."""
-    keys = ['dataset_name', 'model', 'use_se', 'activation_fn', 'output_shape']
+    keys = ['dataset_name', 'model', 'use_se', 'activation_fn', 'output_shape',
+            'mixed_precision']  # its loss scale is saved with the weights
     keys += ['se_r'] if cfg['use_se'] else []
     keys += ['pool_size', 'strides'] if cfg['model'] == 'custom_model' else []
     return {k: cfg[k] for k in keys}

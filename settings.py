@@ -56,6 +56,16 @@ def _boolean(key, value, cfg):
         raise ConfigError(f"{key} must be True or False, got {value!r}")
 
 
+def _auto_or(*choices):
+    """'auto' (decided for the machine found, see resolve_auto) or one of `choices`."""
+    def check(key, value, cfg):
+        if value != 'auto' and (isinstance(value, bool) != isinstance(choices[0], bool)
+                                or value not in choices):
+            raise ConfigError(f"{key}={value!r} is not valid; choose one of: "
+                              f"{', '.join(map(str, ('auto', *choices)))}")
+    return check
+
+
 def _text(key, value, cfg):
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{key} must be a non-empty text, got {value!r}")
@@ -131,7 +141,11 @@ RULES = {
     'gpu_memory_growth': _boolean,
     'gpu_memory_fraction': _optional(_number(0.0, 1.0)),
     'log_device_placement': _boolean,
+    'data_format': _auto_or('NHWC', 'NCHW'),
+    'mixed_precision': _auto_or(True, False),
+    'xla': _auto_or(True, False),
 }
+AUTO_KEYS = ('data_format', 'mixed_precision', 'xla')
 
 # Fewest channels an SE block sees in each model: r may not exceed it.
 SE_CHANNELS = {'custom_model': 64, 'resnet50': 256}
@@ -188,8 +202,36 @@ def validate(cfg):
     return cfg
 
 
+def gpu_found(device):
+    """Whether `device` names a GPU and TensorFlow sees one on this machine."""
+    import tensorflow as tf
+    return 'GPU' in device.upper() and bool(tf.config.list_physical_devices('GPU'))
+
+
+def resolve_auto(cfg, on_gpu):
+    """The 'auto' device options made concrete for the machine.
+
+    On a GPU: float16 compute with loss scaling (tensor cores), XLA, and NCHW
+    in float32 (cuDNN's fast layout) but NHWC in float16 (what tensor cores
+    want). On the CPU: float32, NHWC, no XLA: XLA and NCHW were slower there
+    (bench/throughput.py).
+    """
+    cfg = dict(cfg)
+    if cfg['mixed_precision'] == 'auto':
+        cfg['mixed_precision'] = on_gpu
+    if cfg['xla'] == 'auto':
+        cfg['xla'] = on_gpu
+    if cfg['data_format'] == 'auto':
+        cfg['data_format'] = 'NCHW' if on_gpu and not cfg['mixed_precision'] else 'NHWC'
+    return cfg
+
+
 def load_config(args=(), base=None):
-    """constant.config (or `base`) with the `key=value` args applied, validated."""
+    """constant.config (or `base`) with the `key=value` args applied, validated,
+    and its 'auto' options decided for this machine."""
     cfg = dict(constant.config if base is None else base)
     cfg.update(parse_overrides(args, set(cfg)))
-    return validate(cfg)
+    validate(cfg)
+    if any(cfg[key] == 'auto' for key in AUTO_KEYS):
+        cfg = resolve_auto(cfg, gpu_found(cfg['device']))
+    return cfg

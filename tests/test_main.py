@@ -307,3 +307,103 @@ def test_array_input_resumes_a_training_pass_in_the_same_order(graph, session):
     full, rest = images(0), images(120)
     assert len(full) == 1437 and len(rest) == 1437 - 120
     np.testing.assert_array_equal(rest, full[120:])
+
+
+# --- session options: mixed precision and XLA ---------------------------------------------
+
+def device_cfg(**options):
+    """The default config with its device options given, not decided by the machine."""
+    import settings
+    return settings.load_config([f'{k}={v}' for k, v in options.items()])
+
+
+def rewrites_and_jit(proto):
+    from tensorflow.core.protobuf import rewriter_config_pb2
+    rewrites = proto.graph_options.rewrite_options
+    on = rewriter_config_pb2.RewriterConfig.ON
+    return (rewrites.auto_mixed_precision_onednn_bfloat16 == on,
+            rewrites.auto_mixed_precision == on,
+            proto.graph_options.optimizer_options.global_jit_level)
+
+
+def no_gpu_here():
+    import tensorflow as tf
+    return not tf.config.list_physical_devices('GPU')
+
+
+@pytest.mark.skipif('not no_gpu_here()', reason='a GPU takes float16, not bfloat16')
+def test_session_config_mixed_precision_without_gpu_is_onednn_bfloat16():
+    import main
+    proto = main.session_config(device_cfg(mixed_precision=True, xla=False))
+    bf16, fp16, _ = rewrites_and_jit(proto)
+    assert bf16 and not fp16
+
+
+def test_session_config_xla_turns_on_the_global_jit():
+    import tensorflow as tf
+    import main
+    *_, jit = rewrites_and_jit(main.session_config(device_cfg(mixed_precision=False, xla=True)))
+    assert jit == tf.compat.v1.OptimizerOptions.ON_1
+
+
+def test_session_config_without_mixed_precision_and_xla_sets_neither():
+    import tensorflow as tf
+    import main
+    bf16, fp16, jit = rewrites_and_jit(
+        main.session_config(device_cfg(mixed_precision=False, xla=False)))
+    assert not bf16 and not fp16
+    assert jit == tf.compat.v1.OptimizerOptions.DEFAULT
+
+
+def loss_scale_variables(graph):
+    import tensorflow as tf
+    return [v.op.name for v in graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
+            if 'loss_scale' in v.op.name]
+
+
+def train_on_a_fixed_batch(cfg, steps):
+    """The custom model on 4 digits-sized images, trained `steps` times on the same
+    batch through a session made by main.session_config: the losses, whether the
+    weights are finite, and the loss-scale variables of the graph."""
+    import numpy as np
+    import tensorflow as tf
+    import main
+    import util
+    from Model import Model
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(4, 8, 8, 1)).astype(np.float32)
+    y = util.one_hot([0, 3, 7, 9], 10)
+    with tf.Graph().as_default() as graph:
+        tf.compat.v1.set_random_seed(0)
+        model = Model(cfg, (8, 8, 1))
+        with tf.compat.v1.Session(config=main.session_config(cfg)) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            feed = {model.X: x, model.Yoh: y, model.is_training: True}
+            losses = [session.run([model.train_op, model.loss], feed)[1] for _ in range(steps)]
+            losses.append(session.run(model.loss, {model.X: x, model.Yoh: y}))
+            finite = session.run(model.weights_finite)
+    return losses, finite, loss_scale_variables(graph)
+
+
+def test_mixed_precision_training_learns_a_fixed_batch_with_loss_scaling():
+    import numpy as np
+    cfg = device_cfg(mixed_precision=True, xla=False, model='custom_model', dataset_name='digits')
+    losses, finite, scale_vars = train_on_a_fixed_batch(cfg, 30)
+    assert scale_vars  # Adam wrapped in MixedPrecisionLossScaleOptimizer
+    assert finite and np.all(np.isfinite(losses))
+    # 4 images and 30 steps: memorised, far below the untrained ~ln(10)
+    assert losses[-1] < 0.1 * losses[0], losses
+
+
+def test_float32_training_has_no_loss_scale():
+    cfg = device_cfg(mixed_precision=False, xla=False, model='custom_model', dataset_name='digits')
+    losses, finite, scale_vars = train_on_a_fixed_batch(cfg, 1)
+    assert scale_vars == []
+    assert finite
+
+
+def test_xla_training_step_gives_a_finite_loss():
+    import numpy as np
+    cfg = device_cfg(mixed_precision=False, xla=True, model='custom_model', dataset_name='digits')
+    losses, finite, _ = train_on_a_fixed_batch(cfg, 1)
+    assert finite and np.all(np.isfinite(losses)) and losses[0] > 0

@@ -2,6 +2,7 @@
 import os
 
 import pytest
+import tensorflow as tf
 
 import constant
 import layers
@@ -98,3 +99,103 @@ def test_run_name_says_model_se_and_activation():
     assert constant.run_name(load_config([])) == 'custom_model_relu'
     assert constant.run_name(load_config(['model=resnet50', 'use_se=True',
                                           'activation_fn=selu'])) == 'resnet50_se_selu'
+
+
+# --- device options: 'auto' decided for the machine ------------------------------------
+
+# What 'auto' decides depends on the machine: these expect none with a GPU.
+cpu_only = pytest.mark.skipif(bool(tf.config.list_physical_devices('GPU')),
+                              reason='a GPU is visible')
+
+
+def test_device_options_default_to_auto():
+    assert {k: constant.config[k] for k in settings.AUTO_KEYS} == \
+        {'data_format': 'auto', 'mixed_precision': 'auto', 'xla': 'auto'}
+
+
+@cpu_only
+def test_load_config_decides_auto_for_a_machine_without_gpu():
+    cfg = load_config([])
+    assert (cfg['data_format'], cfg['mixed_precision'], cfg['xla']) == ('NHWC', False, False)
+    # even with the GPU device asked for: it falls back to the CPU
+    assert cfg['device'] == '/device:GPU:0'
+
+
+def test_gpu_found_is_false_for_the_cpu():
+    assert settings.gpu_found('/device:CPU:0') is False
+    assert settings.gpu_found('/cpu:0') is False
+
+
+@cpu_only
+def test_gpu_found_is_false_without_a_gpu():
+    assert settings.gpu_found('/device:GPU:0') is False
+    assert settings.gpu_found('/gpu:0') is False
+
+
+AUTO = {'data_format': 'auto', 'mixed_precision': 'auto', 'xla': 'auto'}
+
+
+@pytest.mark.parametrize('on_gpu, given, expected', [
+    # GPU: float16 with tensor cores, which want NHWC; XLA
+    (True, {}, ('NHWC', True, True)),
+    # GPU in float32: cuDNN's NCHW
+    (True, {'mixed_precision': False}, ('NCHW', False, True)),
+    (True, {'mixed_precision': True}, ('NHWC', True, True)),
+    (True, {'xla': False}, ('NHWC', True, False)),
+    # CPU: float32, NHWC, no XLA
+    (False, {}, ('NHWC', False, False)),
+    (False, {'mixed_precision': True}, ('NHWC', True, False)),
+    (False, {'xla': True}, ('NHWC', False, True)),
+])
+def test_resolve_auto(on_gpu, given, expected):
+    cfg = {**constant.config, **AUTO, **given}
+    resolved = settings.resolve_auto(cfg, on_gpu)
+    assert (resolved['data_format'], resolved['mixed_precision'], resolved['xla']) == expected
+    assert cfg == {**constant.config, **AUTO, **given}  # the input is left alone
+
+
+@pytest.mark.parametrize('on_gpu', [True, False])
+@pytest.mark.parametrize('explicit', [
+    {'data_format': 'NCHW', 'mixed_precision': True, 'xla': False},
+    {'data_format': 'NHWC', 'mixed_precision': False, 'xla': True},
+    {'data_format': 'NCHW', 'mixed_precision': False, 'xla': False},
+])
+def test_resolve_auto_keeps_explicit_values(on_gpu, explicit):
+    resolved = settings.resolve_auto(dict(constant.config, **explicit), on_gpu)
+    assert {k: resolved[k] for k in explicit} == explicit
+
+
+@pytest.mark.parametrize('args, expected', [
+    (['data_format=NCHW'], ('NCHW', False, False)),
+    (['mixed_precision=True', 'xla=True'], ('NHWC', True, True)),
+    (['data_format=NCHW', 'mixed_precision=True', 'xla=false'], ('NCHW', True, False)),
+])
+@cpu_only
+def test_load_config_keeps_explicit_device_options(args, expected):
+    cfg = load_config(args)
+    assert (cfg['data_format'], cfg['mixed_precision'], cfg['xla']) == expected
+
+
+@pytest.mark.parametrize('args, message', [
+    (['data_format=nchw'], "data_format='nchw' is not valid; choose one of: auto, NHWC, NCHW"),
+    (['data_format=channels_first'], 'choose one of: auto, NHWC, NCHW'),
+    (['mixed_precision=1'], 'mixed_precision=1 is not valid; choose one of: auto, True, False'),
+    (['mixed_precision=fp16'],
+     "mixed_precision='fp16' is not valid; choose one of: auto, True, False"),
+    (['xla=yes'], "xla='yes' is not valid; choose one of: auto, True, False"),
+    (['xla=0'], 'xla=0 is not valid; choose one of: auto, True, False'),
+    (['xla=AUTO'], "xla='AUTO' is not valid"),
+])
+def test_bad_device_options_name_the_key_and_the_choices(args, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(args)
+    assert message in str(error.value)
+    assert '\n' not in str(error.value)
+
+
+def test_validate_refuses_bad_device_options_given_as_values():
+    """The same rules for a config built in code, not only for command-line text."""
+    for key, value in (('data_format', 'nchw'), ('mixed_precision', 1), ('xla', 'yes'),
+                       ('mixed_precision', None), ('data_format', True)):
+        with pytest.raises(ConfigError, match=f'^{key}='):
+            settings.validate(dict(constant.config, **{key: value}))
