@@ -1,9 +1,10 @@
 """Reader alone against training: can the cifar_128 pipeline keep the model fed?
 
-    python bench/streaming.py datasets_root=PATH [key=value ...]
+    python bench/streaming.py [datasets_root=PATH] [key=value ...]
 
-needs 128 px CIFAR TFRecords under PATH/cifar_128/data_dir (ImageResizer +
-TFRecordsWriter). Measures, in one process and back to back, images per second
+reads 128 px CIFAR TFRecords under PATH/cifar_128/data_dir (ImageResizer +
+TFRecordsWriter); without datasets_root, 6000 random images written by the
+project's TFRecordsWriter into a temporary folder. Measures, in one process and back to back, images per second
 of: the training pipeline alone (no model), with and without augmentation;
 training steps of the custom model and of ResNet50 fed by that pipeline. Each
 figure is the median of timed windows after a warm-up. Prints a table and
@@ -11,11 +12,11 @@ writes bench/results/streaming.json.
 """
 import json
 import os
-import statistics
 import sys
-import time
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import tf_quiet  # noqa: E402
 
@@ -27,36 +28,37 @@ import loaders  # noqa: E402
 import main  # noqa: E402
 import malloc_tuning  # noqa: E402
 import settings  # noqa: E402
+import throughput  # noqa: E402
 
 v1 = tf.compat.v1
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 
 
-def images_per_second(session, fetch, feed, batch_size, warmup, windows, steps):
-    for _ in range(warmup):
-        session.run(fetch, feed)
-    rates = []
-    for _ in range(windows):
-        started = time.perf_counter()
-        for _ in range(steps):
-            session.run(fetch, feed)
-        rates.append(steps * batch_size / (time.perf_counter() - started))
-    return statistics.median(rates)
-
-
 def measure(cfg, data, with_model, warmup, windows, steps):
-    graph, source, model, _, _ = main.build_graph(cfg, data)
+    """Images/s of training steps, or (with_model False) of the input pipeline alone."""
+    if with_model:
+        with throughput.project_steps(cfg, data) as (step, _):
+            return throughput.median_rate(step, cfg['batch_size'], warmup, windows, steps)
+    graph, source, _, _, _ = main.build_graph(cfg, data)
     with graph.as_default(), v1.Session(config=main.session_config(cfg)) as session:
         session.run(v1.global_variables_initializer())
         source.start(session, 'train', training=True, seed=1)
-        if with_model:
-            fetch, feed = model.train_op, {model.is_training: True}
-        else:
-            fetch, feed = source.next_batch, None
-        return images_per_second(session, fetch, feed, cfg['batch_size'], warmup, windows, steps)
+        return throughput.median_rate(lambda: session.run(source.next_batch), cfg['batch_size'],
+                                      warmup, windows, steps)
 
 
 def run(argv):
+    if any(arg.startswith('datasets_root=') for arg in argv):
+        return measure_all(argv)
+    with tempfile.TemporaryDirectory(prefix='bench_streaming_') as root:
+        cfg = settings.load_config(['dataset_name=cifar_128', f'datasets_root={root}'])
+        arrays = throughput.synthetic_arrays(loaders.DATASETS['cifar_128'].image_shape, 6000, 10, 0)
+        throughput.as_records(arrays, main.constant.derived_dirs(cfg)['DATA_DIR'])
+        del arrays
+        return measure_all([f'datasets_root={root}', *argv])
+
+
+def measure_all(argv):
     cfg = settings.load_config(['dataset_name=cifar_128', *argv])
     malloc_tuning.set_mmap_threshold(cfg['malloc_mmap_threshold'])  # as main.py runs
     data_dir = main.constant.derived_dirs(cfg)['DATA_DIR']

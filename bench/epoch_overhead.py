@@ -1,0 +1,104 @@
+"""What a main.py epoch costs beyond its training steps: logging, evaluation,
+checkpoint, history and plot.
+
+    python bench/epoch_overhead.py data_dir=../shared/datasets/mnist [key=value ...]
+
+Runs main.py's `train` on MNIST (custom model by default) for 1 and for 3
+epochs into a temporary datasets_root; the difference over 2 epochs is what
+one more epoch costs, start-up, the test evaluation and the filters cancelling
+out. Against it: the bare training-step rate of the same graph and input
+pipeline (no logging, evaluation or saving), measured before and after.
+The history's own timings split the epoch into its training loop and its
+evaluation. Prints a table and writes bench/results/epoch_overhead.json.
+"""
+import contextlib
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import tf_quiet  # noqa: E402
+
+tf_quiet.import_tensorflow_quietly()
+
+import tensorflow as tf  # noqa: E402
+
+import constant  # noqa: E402
+import history  # noqa: E402
+import loaders  # noqa: E402
+import main  # noqa: E402
+import settings  # noqa: E402
+from throughput import median_rate, project_steps  # noqa: E402
+
+v1 = tf.compat.v1
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+
+
+def bare_rate(cfg, data, windows=5, steps=100):
+    """Median images/s of the training step alone, after a warm-up window."""
+    with project_steps(cfg, data) as (step, _):
+        return median_rate(step, cfg['batch_size'], steps // 5, windows, steps)
+
+
+def timed_training(cfg, epochs):
+    """Wall seconds of main.train for `epochs` epochs (output kept quiet), and
+    the history it wrote."""
+    cfg = dict(cfg, max_epochs=epochs)
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        status = main.train(cfg)
+    seconds = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f'main.train stopped with status {status}')
+    run_dir = os.path.join(constant.derived_dirs(cfg)['RUNS_SAVE_DIR'], constant.run_name(cfg))
+    return seconds, history.load(run_dir)
+
+
+def run(argv):
+    with tempfile.TemporaryDirectory(prefix='bench_epoch_') as root:
+        cfg = settings.load_config(['dataset_name=mnist', f'datasets_root={root}',
+                                    'download=False', *argv])
+        data = loaders.DATASETS[cfg['dataset_name']].load(
+            constant.derived_dirs(cfg)['DATA_DIR'], cfg['seed'], False)
+        images = data.num_examples('train')
+        rate_before = bare_rate(cfg, data)
+        one, _ = timed_training(cfg, 1)
+        three, record = timed_training(cfg, 3)
+        rate_after = bare_rate(cfg, data)
+    bare = statistics.mean([rate_before, rate_after])
+    steps_seconds = images / bare
+    epoch_seconds = (three - one) / 2
+    later = record['epochs'][1:]  # epochs 2 and 3, as the difference counts them
+    loop = statistics.mean(e['train_seconds'] for e in later)
+    evaluation = statistics.mean(e['epoch_seconds'] - e['train_seconds'] for e in later)
+    rows = [
+        ('training steps alone (bare rate)', steps_seconds),
+        ("main.py's training loop (steps + logging)", loop),
+        ('evaluation (train subset + valid)', evaluation),
+        ('checkpoint, history, TensorBoard, plot', epoch_seconds - loop - evaluation),
+        ('whole epoch of main.py', epoch_seconds),
+    ]
+    print(f"\n{cfg['dataset_name']}, {cfg['model']}, {images} training images, batch "
+          f"{cfg['batch_size']}; bare step rate {rate_before:.0f} img/s before, "
+          f"{rate_after:.0f} after")
+    print('\n| part of an epoch | seconds | / the steps alone |\n| --- | --- | --- |')
+    for name, seconds in rows:
+        print(f'| {name} | {seconds:.2f} | {100 * seconds / steps_seconds:.1f} % |')
+    print(f'\nan epoch of main.py spends {100 * (epoch_seconds / steps_seconds - 1):+.1f} % '
+          f'beyond its training steps')
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, 'epoch_overhead.json'), 'w') as f:
+        json.dump({'dataset': cfg['dataset_name'], 'model': cfg['model'], 'images': images,
+                   'batch_size': cfg['batch_size'], 'bare_images_per_second': [rate_before, rate_after],
+                   'seconds': dict(rows), 'overhead': epoch_seconds / steps_seconds - 1}, f, indent=1)
+
+
+if __name__ == '__main__':
+    v1.disable_eager_execution()  # as main.py runs
+    run(sys.argv[1:])

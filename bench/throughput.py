@@ -1,0 +1,272 @@
+"""Training throughput of every model configuration against Keras 3 `fit` of
+the same architecture, and how much of the machine's matmul rate ResNet50 uses.
+
+    python bench/throughput.py [only=custom_28,resnet50_128] [key=value ...]
+
+For each architecture (custom model at 28x28x1 and 32x32x3, ResNet50 at 32 and
+128 px), with and without SE, with ReLU and SELU: images per second of the
+project's own training step as main.py runs it (its input pipeline: arrays, or
+TFRecords written by TFRecordsWriter at 128 px; its train_op), against a Keras
+model with the same parameters trained by `fit` on the same images in the same
+process. The two run in alternating timed windows after a warm-up, so that load
+from elsewhere on a shared machine hits both alike; figures are medians, the
+ratio the median of the ratios within pairs of windows.
+
+Then ResNet50 at 128 px with each GPU-minded option (mixed precision, XLA,
+NCHW) against the defaults, the float32 matmul rate of this machine, and the
+share of it that ResNet50 training at 128 px reaches, counting 6 FLOPs per
+forward multiply-add per image (forward, input gradients, weight gradients).
+
+Prints a table and writes bench/results/throughput.json.
+"""
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import tf_quiet  # noqa: E402
+
+tf_quiet.import_tensorflow_quietly()
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import loaders  # noqa: E402
+import main  # noqa: E402
+import settings  # noqa: E402
+import TFRecordsReader  # noqa: E402
+import TFRecordsWriter  # noqa: E402
+from Model import count_parameters  # noqa: E402
+
+v1 = tf.compat.v1
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+TRAINING_FLOPS_PER_MULTIPLY_ADD = 6  # forward, input gradients, weight gradients: 2 FLOPs each
+
+# name -> (config overrides, image shape, images in the synthetic set,
+#          (warm-up steps, window pairs, steps per window))
+ARCHITECTURES = {
+    'custom_28': (dict(model='custom_model', dataset_name='mnist'), (28, 28, 1), 5000, (20, 7, 50)),
+    'custom_32': (dict(model='custom_model', dataset_name='cifar_32'), (32, 32, 3), 5000, (20, 7, 50)),
+    'resnet50_32': (dict(model='resnet50', dataset_name='cifar_32'), (32, 32, 3), 2000, (3, 5, 5)),
+    'resnet50_128': (dict(model='resnet50', dataset_name='cifar_128'), (128, 128, 3), 600, (2, 3, 3)),
+}
+OPTIONS = ['mixed_precision=True', 'xla=True', 'data_format=NCHW']
+VARIANTS = [dict(use_se=se, activation_fn=act) for se in (False, True) for act in ('relu', 'selu')]
+
+
+def timed_rate(run_step, batch_size, steps):
+    """Images/s of `steps` calls of run_step."""
+    started = time.perf_counter()
+    for _ in range(steps):
+        run_step()
+    return steps * batch_size / (time.perf_counter() - started)
+
+
+def median_rate(run_step, batch_size, warmup, windows, steps):
+    """Median images/s over `windows` timed windows of `steps` steps, after `warmup`."""
+    for _ in range(warmup):
+        run_step()
+    return statistics.median(timed_rate(run_step, batch_size, steps) for _ in range(windows))
+
+
+def interleaved(ours, theirs, warmup, windows):
+    """Alternates timed windows of two contenders, so that load from other
+    processes on this shared machine hits both alike; returns the medians of
+    each one's images/s and of the ratio within each pair of windows."""
+    ours(warmup), theirs(warmup)
+    pairs = [(ours(), theirs()) for _ in range(windows)]
+    return (statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs),
+            statistics.median(p[0] / p[1] for p in pairs))
+
+
+def synthetic_arrays(image_shape, count, num_classes, seed):
+    """Random uint8 images and labels split 80/10/10, in the loaders' form."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (count, *image_shape), dtype=np.uint8)
+    labels = rng.integers(0, num_classes, count).astype(np.int64)
+    cut = [int(count * 0.8), int(count * 0.9)]
+    splits = [loaders.Split(i, l) for i, l in zip(np.split(images, cut), np.split(labels, cut))]
+    mean, std = loaders.channel_stats(splits[0].images)
+    return loaders.ArrayDataset(*splits, num_classes, mean, std)
+
+
+def as_records(arrays, out_dir):
+    """The same images as cifar_128 TFRecords, written by the project's writer."""
+    counts = {split: arrays.num_examples(split) for split in ('train', 'valid', 'test')}
+    stream = [(split, part.images, part.labels)
+              for split, part in (('train', arrays.train), ('valid', arrays.valid),
+                                  ('test', arrays.test))]
+    description = {'format': 'cifar_raw', 'image_shape': list(arrays.image_shape),
+                   'num_classes': arrays.num_classes}
+    TFRecordsWriter.write_splits(out_dir, stream, counts, {'train': 2, 'valid': 1, 'test': 1},
+                                 '.tfrecords', TFRecordsWriter.cifar_records, description)
+    return TFRecordsReader.open_cifar_128(out_dir)
+
+
+@contextlib.contextmanager
+def project_steps(cfg, data):
+    """The project's training step, fed by its input pipeline, as main.py runs
+    it; yields (run_step, the Model)."""
+    graph, source, model, _, _ = main.build_graph(cfg, data)
+    with graph.as_default():
+        initialize = v1.global_variables_initializer()
+    # Not `with session`: that would make this graph the default one, and Keras'
+    # eager code run between our steps would try to build into it.
+    session = v1.Session(graph=graph, config=main.session_config(cfg))
+    try:
+        session.run(initialize)
+        source.start(session, 'train', training=True, seed=1)
+
+        def step():
+            try:
+                main.train_step(session, model)
+            except tf.errors.OutOfRangeError:  # the pass ended: start another
+                source.start(session, 'train', training=True, seed=1)
+                main.train_step(session, model)
+        yield step, model
+    finally:
+        session.close()
+
+
+def keras_model(cfg, arrays):
+    """Keras 3 twin of the architecture, compiled, and the same images in a
+    tf.data pipeline normalised the same way."""
+    import keras
+    import keras_reference
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(cfg['seed'])
+    model = keras_reference.compile_model(keras_reference.build(cfg, arrays.image_shape), cfg)
+    images = tf.data.Dataset.from_tensor_slices((arrays.train.images, arrays.train.labels))
+    dataset = (images.shuffle(len(arrays.train), seed=1).repeat().batch(cfg['batch_size'])
+               .map(lambda x, y: ((tf.cast(x, tf.float32) - arrays.mean) / arrays.std,
+                                  tf.one_hot(y, arrays.num_classes)))
+               .prefetch(2))
+    return model, dataset
+
+
+def compare(cfg, data, arrays, warmup, windows, steps):
+    """The project's step against Keras fit, in interleaved windows; returns a row."""
+    import keras_reference  # here, so that other benches can use this module without Keras
+    model, dataset = keras_model(cfg, arrays)
+    batch = cfg['batch_size']
+    with project_steps(cfg, data) as (step, ours):
+        params = count_parameters(ours.trainable_variables())
+        if keras_reference.count_parameters(model) != params:
+            raise SystemExit(f"{cfg['model']}: the Keras twin has "
+                             f"{keras_reference.count_parameters(model)} parameters, ours "
+                             f"{params}: not the same architecture")
+        rate, keras_rate, ratio = interleaved(
+            lambda n=steps: timed_rate(step, batch, n),
+            lambda n=steps: keras_reference.fit_window(model, dataset, batch, n),
+            warmup, windows)
+        return {'batch_size': batch, 'parameters': params,
+                'forward_multiply_adds': ours.forward_multiply_adds(),
+                'project_images_per_second': rate, 'keras_images_per_second': keras_rate,
+                'ratio': ratio}
+
+
+def matmul_rate(size=2048, warmup=3, windows=5, steps=10):
+    """float32 FLOP/s of a square matrix product in a graph, on this machine."""
+    graph = tf.Graph()
+    with graph.as_default():
+        # A variable, not a constant: grappler would fold a product of constants away.
+        a = v1.Variable(np.random.default_rng(0).standard_normal((size, size), np.float32))
+        product = tf.reduce_sum(tf.matmul(a, a))  # fetch a scalar, not 16 MB
+        with v1.Session(graph=graph) as session:
+            session.run(a.initializer)
+            rate = median_rate(lambda: session.run(product), 1, warmup, windows, steps)
+    return rate * 2 * size ** 3
+
+
+def option_rows(argv, data):
+    """ResNet50 at 128 px with each GPU-minded option on, against the
+    defaults, in interleaved windows: what each does on this machine."""
+    base = [*argv, 'model=resnet50', 'dataset_name=cifar_128']
+    _, _, _, (warmup, windows, steps) = ARCHITECTURES['resnet50_128']
+    rows = []
+    for option in OPTIONS:
+        default_cfg, option_cfg = settings.load_config(base), settings.load_config([*base, option])
+        with project_steps(default_cfg, data) as (default_step, model), \
+                project_steps(option_cfg, data) as (option_step, _):
+            with_option, without, ratio = interleaved(
+                lambda n=steps: timed_rate(option_step, option_cfg['batch_size'], n),
+                lambda n=steps: timed_rate(default_step, default_cfg['batch_size'], n),
+                warmup, windows)
+        rows.append({'option': option, 'images_per_second': with_option,
+                     'default_images_per_second': without, 'ratio': ratio,
+                     'forward_multiply_adds': model.forward_multiply_adds()})
+        print(f'ResNet50 128 px {option:22s} {with_option:7.1f} img/s, defaults {without:7.1f}: '
+              f'{ratio:.2f}x', flush=True)
+    return rows
+
+
+def measure(only, argv):
+    """Rows of the Keras comparison, and of the options at 128 px."""
+    rows, options = [], []
+    with tempfile.TemporaryDirectory(prefix='bench_records_') as records_dir:
+        for name, (overrides, shape, count, schedule) in ARCHITECTURES.items():
+            if only and name not in only:
+                continue
+            arrays = synthetic_arrays(shape, count, 10, seed=0)
+            data = as_records(arrays, os.path.join(records_dir, name)) if shape[0] == 128 else arrays
+            for variant in VARIANTS:
+                args = [f'{k}={v}' for k, v in {**overrides, **variant}.items()]
+                row = {'architecture': name, **variant,
+                       **compare(settings.load_config([*argv, *args]), data, arrays, *schedule)}
+                rows.append(row)
+                print(f"{name:13s} se={variant['use_se']!s:5s} {variant['activation_fn']:4s} "
+                      f"ours {row['project_images_per_second']:8.1f}  "
+                      f"keras {row['keras_images_per_second']:8.1f}  ratio {row['ratio']:.2f}",
+                      flush=True)
+            if name == 'resnet50_128':
+                options = option_rows(argv, data)
+    return rows, options
+
+
+def add_matmul_share(row, images_per_second, matmul_flops):
+    flops = images_per_second * row['forward_multiply_adds'] * TRAINING_FLOPS_PER_MULTIPLY_ADD
+    row['training_flops_per_second'] = flops
+    row['share_of_matmul_rate'] = flops / matmul_flops
+    return f"{flops / 1e9:.1f} GFLOP/s = {100 * flops / matmul_flops:.0f} %"
+
+
+def report(rows, options, matmul_flops):
+    print('\n| architecture | SE | activation | project img/s | Keras fit img/s | ratio |')
+    print('| --- | --- | --- | --- | --- | --- |')
+    for r in rows:
+        print(f"| {r['architecture']} | {'yes' if r['use_se'] else 'no'} | {r['activation_fn']} | "
+              f"{r['project_images_per_second']:.1f} | {r['keras_images_per_second']:.1f} | "
+              f"{r['ratio']:.2f}x |")
+    print(f'\nfloat32 matmul rate of this machine: {matmul_flops / 1e9:.1f} GFLOP/s')
+    print('\n| ResNet50 128 px | img/s | training FLOP/s = share of the matmul rate |')
+    print('| --- | --- | --- |')
+    for r in rows:
+        if r['architecture'] == 'resnet50_128':
+            share = add_matmul_share(r, r['project_images_per_second'], matmul_flops)
+            print(f"| {'SE, ' if r['use_se'] else ''}{r['activation_fn']} | "
+                  f"{r['project_images_per_second']:.1f} | {share} |")
+    for r in options:
+        share = add_matmul_share(r, r['images_per_second'], matmul_flops)
+        print(f"| relu, {r['option']} ({r['ratio']:.2f}x the defaults) | "
+              f"{r['images_per_second']:.1f} | {share} |")
+
+
+def run(argv):
+    only = next((a.split('=', 1)[1].split(',') for a in argv if a.startswith('only=')), [])
+    argv = [a for a in argv if not a.startswith('only=')]
+    rows, options = measure(only, argv)
+    matmul_flops = matmul_rate()
+    report(rows, options, matmul_flops)
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, 'throughput.json'), 'w') as f:
+        json.dump({'matmul_flops_per_second': matmul_flops, 'rows': rows, 'options': options},
+                  f, indent=1)
+
+
+if __name__ == '__main__':
+    run(sys.argv[1:])
