@@ -8,8 +8,8 @@ epochs into a temporary datasets_root; the difference over 2 epochs is what
 one more epoch costs, start-up, the test evaluation and the filters cancelling
 out. Against it: the bare training-step rate of the same graph and input
 pipeline (no logging, evaluation or saving), measured before and after.
-The history's own timings split the epoch into its training loop and its
-evaluation. Prints a table and writes bench/results/epoch_overhead.json.
+The history's own timings of the training loop and the evaluation come from
+the same runs (separate runs: they need not add up to the whole). Prints a table and writes bench/results/epoch_overhead.json.
 """
 import contextlib
 import io
@@ -81,8 +81,7 @@ def run(argv):
         ('training steps alone (bare rate)', steps_seconds),
         ("main.py's training loop (steps + logging)", loop),
         ('evaluation (train subset + valid)', evaluation),
-        ('checkpoint, history, TensorBoard, plot', epoch_seconds - loop - evaluation),
-        ('whole epoch of main.py', epoch_seconds),
+        ('whole epoch of main.py (checkpoint, history, plot included)', epoch_seconds),
     ]
     print(f"\n{cfg['dataset_name']}, {cfg['model']}, {images} training images, batch "
           f"{cfg['batch_size']}; bare step rate {rate_before:.0f} img/s before, "

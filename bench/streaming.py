@@ -43,8 +43,14 @@ def measure(cfg, data, with_model, warmup, windows, steps):
     with graph.as_default(), v1.Session(config=main.session_config(cfg)) as session:
         session.run(v1.global_variables_initializer())
         source.start(session, 'train', training=True, seed=1)
-        return throughput.median_rate(lambda: session.run(source.next_batch), cfg['batch_size'],
-                                      warmup, windows, steps)
+
+        def read_batch():
+            try:
+                session.run(source.next_batch)
+            except tf.errors.OutOfRangeError:  # the pass ended: start another
+                source.start(session, 'train', training=True, seed=1)
+                session.run(source.next_batch)
+        return throughput.median_rate(read_batch, cfg['batch_size'], warmup, windows, steps)
 
 
 def run(argv):
