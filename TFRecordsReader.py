@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from download import DataError
-from input_pipeline import PREFETCH_BATCHES, normalise
+from input_pipeline import AUGMENTATION, PREFETCH_BATCHES, normalise, random_shift_flip
 
 v1 = tf.compat.v1
 AUTOTUNE = tf.data.AUTOTUNE
@@ -28,7 +28,6 @@ IMAGENET_SHARDS = {'train': 1024, 'validation': 128}  # TensorFlow's ImageNet sc
 IMAGENET_SIZE = 224
 IMAGENET_LABELS = range(1, 1001)
 CENTRAL_FRACTION = 0.875  # evaluation crop of the ResNet papers: 224 of 256
-CIFAR_PAD = 16  # random crops of 128 px CIFAR shift by up to 16 px
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +162,7 @@ def parse_imagenet_jpeg(data, training, seed):
     """serialized record -> (float image 224x224, label 0..999, ok): a random
     crop (8-100 % of the area, aspect 3/4-4/3) with flips for training, the
     central 87.5 % for evaluation, resized to 224. The randomness is stateless,
-    seeded by the pass's seed and the record's index, like augment_cifar."""
+    seeded by the pass's seed and the record's index, like input_pipeline.random_shift_flip."""
     keys = {'image/encoded': tf.io.FixedLenFeature([], tf.string),
             'image/class/label': tf.io.FixedLenFeature([], tf.int64)}
 
@@ -192,20 +191,6 @@ def is_good(image, label, ok):
 
 def without_flag(image, label, ok):
     return image, label
-
-
-def augment_cifar(seed):
-    """Random crop of the image padded by CIFAR_PAD on each side, random flip;
-    stateless, seeded by the pass's seed and the element's index, so that each
-    epoch draws new crops and a rerun draws the same ones."""
-    def augment(index, image_label):
-        image, label = image_label
-        height, width, channels = image.shape
-        pair = tf.stack([seed, index])
-        padded = tf.pad(image, [[CIFAR_PAD, CIFAR_PAD], [CIFAR_PAD, CIFAR_PAD], [0, 0]], mode='REFLECT')
-        image = tf.image.stateless_random_crop(padded, [height, width, channels], seed=pair)
-        return tf.image.stateless_random_flip_left_right(image, seed=pair + 1), label
-    return augment
 
 
 # --- the pipeline ------------------------------------------------------------------
@@ -240,7 +225,8 @@ def make_dataset(data, split, training, batch_size, cfg, seed=None, limit=None, 
         parse = parse_imagenet_jpeg(data, training, seed)
     dataset = dataset.enumerate().map(parse, num_parallel_calls=AUTOTUNE).filter(is_good).map(without_flag)
     if training and cfg['augment'] and data.format == 'cifar_raw':
-        dataset = dataset.enumerate().map(augment_cifar(seed), num_parallel_calls=AUTOTUNE)
+        dataset = dataset.enumerate().map(random_shift_flip(seed, *AUGMENTATION['cifar_128']),
+                                          num_parallel_calls=AUTOTUNE)
     if limit:
         dataset = dataset.take(limit)
     if skip is not None:

@@ -20,15 +20,29 @@ config = {
     'activation_fn': 'relu',  # which activation the whole network uses
     'use_se': False,  # put Squeeze-and-Excitation blocks into the model
     'se_r': 16,  # SE reduction ratio r: hidden units = channels / r
+    'se_squeeze': 'avg',  # SE squeeze: global 'avg' (the paper's) or 'max' pooling of each map
+    'se_excitation': 'sigmoid',  # SE gate: 'sigmoid' (the paper's), 'tanh' or 'relu'
+    'se_integration': 'standard',  # ResNet50: SE on the residual ('standard'), 'pre', 'post' or 'identity'
+    'se_stages': [2, 3, 4, 5],  # ResNet50 stages (2-5, conv2_x-conv5_x) whose blocks get SE
+    'selu_residual_scale': 0.7071,  # SELU ResNet50: AF(s * (residual + shortcut)); 1/sqrt(2) keeps variance 1
+    'dropout': 0.0,  # drop rate of the hidden FC layers in training (alpha dropout with SELU)
     'output_shape': 10,  # units of the last FC layer = number of classes of the dataset
     'pool_size': [2, 2],  # max-pool window of the custom model
     'strides': 2,  # max-pool stride of the custom model
 
     # --- optimisation ------------------------------------------------------
-    'learning_rate': 1e-3,  # Adam's initial step size
+    'optimizer': 'adam',  # 'adam' (the seed's) or 'momentum' (SGD with momentum)
+    'momentum': 0.9,  # momentum of the 'momentum' optimizer
+    'learning_rate': 1e-3,  # initial step size
+    'lr_schedule': 'exponential',  # 'exponential' (the seed's), 'piecewise' or 'cosine' (to 0 at max_epochs)
     'decay_steps': 100000,  # exponential LR decay: lr * decay_base ** (step / decay_steps)
     'decay_base': 0.96,  # exponential LR decay: base
+    'lr_boundaries': [5, 8],  # piecewise: after these epochs the LR is multiplied by lr_factor
+    'lr_factor': 0.1,  # piecewise: LR multiplier at each boundary
+    'weight_decay': 0.0,  # L2 penalty on conv and FC weights (not biases, not batch-norm parameters)
+    'label_smoothing': 0.0,  # training targets (1 - e) * one_hot + e / classes
     'batch_size': 50,  # images per training step
+    'augment': False,  # training images get a random shifted crop, and a flip except for handwritten digits
     'max_epochs': 10,  # passes over the training set
     'seed': 42,  # seeds weights, data splits and shuffling: equal seeds, equal runs
 
@@ -37,13 +51,13 @@ config = {
     'eval_batch_size': 250,  # images per step when evaluating (larger: faster, more memory)
     'keep_checkpoints': 2,  # newest checkpoints kept in the run's directory
     'resume': False,  # continue the run of this model/SE/activation from its last checkpoint
+    'run_name': None,  # name of the run's outputs; None: model, SE, activation (resnet50_se_selu)
     'datasets_root': os.path.join(PROJECT_DIR, 'datasets'),  # holds <dataset>/data_dir and save_dir
     'data_dir': None,  # input files; None means datasets_root/<dataset_name>/data_dir
     'download': True,  # fetch missing MNIST / CIFAR-10 files from their official addresses
 
     # --- streamed datasets (cifar_128, imagenet): TFRecords -----------------
     'shuffle_buffer': 2048,  # records in the reader's shuffle buffer (memory: buffer x record size)
-    'augment': False,  # training images get a random crop and horizontal flip
     'skip_bad_records': False,  # skip records of the wrong size and corrupt files instead of stopping
     'train_eval_images': 10000,  # train loss/accuracy measured on this many training images (None: all)
     'resize_batch_size': 1000,  # images per step of ImageResizer and TFRecordsWriter (bounds memory)
@@ -51,6 +65,24 @@ config = {
     'malloc_mmap_threshold': 32768,  # bytes; larger blocks go back to the system when freed (None: glibc's)
     'one_pass': False,  # TFRecordsWriter resizes CIFAR itself, without ImageResizer's .npy files
     'imagenet_dir': None,  # for TFRecordsWriter: folder with train/<wnid>/*.JPEG and val/<wnid>/*.JPEG
+
+    # --- sweeps: python experiments.py runs every configuration of a grid ----
+    # A grid is {key: [values]} (every combination) or a list of such (their union);
+    # key=value arguments of experiments.py apply to every run.
+    'experiment_grids': {  # name -> grid; the grids experiments.py can run
+        'seed': {'model': ['custom_model', 'resnet50'], 'use_se': [False, True],
+                 'activation_fn': ['relu', 'selu']},  # the seed's study (SPEC 8)
+        'se_ablation': [  # the SE paper's squeeze and excitation ablations on config['model']
+            {'use_se': [False, True]},
+            {'use_se': [True], 'se_squeeze': ['max']},
+            {'use_se': [True], 'se_excitation': ['tanh', 'relu']},
+        ],
+        'se_integration': [  # the SE paper's Fig. 5 variants (residual blocks: ResNet50 only)
+            {'model': ['resnet50'], 'use_se': [False, True]},
+            {'model': ['resnet50'], 'use_se': [True], 'se_integration': ['pre', 'post', 'identity']},
+        ],
+    },
+    'experiment_grid': 'seed',  # which grid experiments.py runs
 
     # --- device ------------------------------------------------------------
     'device': '/device:GPU:0',  # where the model is built; falls back to the CPU when absent
@@ -77,6 +109,9 @@ def derived_dirs(cfg):
 
 
 def run_name(cfg):
-    """Names a run's outputs by model, SE and activation, e.g. resnet50_se_selu."""
+    """Names a run's outputs: config['run_name'], or by model, SE and
+    activation, e.g. resnet50_se_selu."""
+    if cfg.get('run_name'):
+        return cfg['run_name']
     se = '_se' if cfg['use_se'] else ''
     return f"{cfg['model']}{se}_{cfg['activation_fn']}"

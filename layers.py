@@ -55,6 +55,35 @@ def sigmoid(x, name="sigmoid"):
     return tf.nn.sigmoid(x, name=name)
 
 
+def tanh(x, name="tanh"):
+    return tf.nn.tanh(x, name=name)
+
+
+def dropout(x, rate, training, alpha=False, seed=None, name="dropout"):
+    """Drops a fraction `rate` of x's units while `training` (a bool or a
+    boolean tensor); the identity otherwise.
+
+    Plain dropout zeroes units and scales the rest by 1 / (1 - rate). Alpha
+    dropout (the SELU paper's) sets dropped units to SELU's negative
+    saturation -lambda*alpha and then applies the affine map a*x + b that
+    restores zero mean and unit variance, which zeroing would break.
+    """
+    if not rate or training is False:
+        return x
+
+    def drop():
+        keep = tf.random.uniform(tf.shape(x), seed=seed) >= rate
+        if not alpha:
+            return tf.where(keep, x / (1.0 - rate), tf.zeros_like(x))
+        saturation = -SELU_LAMBDA * SELU_ALPHA
+        a = ((1.0 - rate) * (1.0 + rate * saturation ** 2)) ** -0.5
+        b = -a * saturation * rate
+        return a * tf.where(keep, x, tf.fill(tf.shape(x), saturation)) + b
+
+    with tf.name_scope(name):
+        return drop() if training is True else tf.cond(training, drop, lambda: tf.identity(x))
+
+
 def he_normal():
     """stddev sqrt(2 / fan_in): keeps activations' scale through ReLU layers."""
     return v1.variance_scaling_initializer(scale=2.0, mode="fan_in",
@@ -72,15 +101,21 @@ def initializer_for(activation_name):
     return lecun_normal() if activation_name == "selu" else he_normal()
 
 
+def weight_variable(shape, initializer):
+    """A conv kernel or FC weight matrix, also listed under GraphKeys.WEIGHTS:
+    what weight decay penalises (biases and batch-norm parameters are not)."""
+    return v1.get_variable("kernel" if len(shape) == 4 else "weights", shape,
+                           initializer=initializer or he_normal(),
+                           collections=[v1.GraphKeys.GLOBAL_VARIABLES, v1.GraphKeys.WEIGHTS])
+
+
 def conv2d(x, filters, kernel_size, strides=1, padding="SAME", use_bias=True,
            activation=None, initializer=None, data_format="NHWC", name="conv"):
     """2-D convolution; kernel [k, k, in, filters] in either data format (so a
     checkpoint fits both), optional bias and activation."""
     in_channels = x.shape[channel_axis(data_format)]
     with v1.variable_scope(name):
-        kernel = v1.get_variable(
-            "kernel", [kernel_size, kernel_size, in_channels, filters],
-            initializer=initializer or he_normal())
+        kernel = weight_variable([kernel_size, kernel_size, in_channels, filters], initializer)
         y = tf.nn.conv2d(x, kernel, strides=_window(strides, data_format), padding=padding,
                          data_format=data_format)
         if use_bias:
@@ -115,8 +150,7 @@ def flatten(x, data_format="NHWC", name="flatten"):
 def fc(x, units, activation=None, use_bias=True, initializer=None, name="fc"):
     """Fully connected layer: x @ W + b, then the activation if given."""
     with v1.variable_scope(name):
-        weights = v1.get_variable("weights", [x.shape[-1], units],
-                                  initializer=initializer or he_normal())
+        weights = weight_variable([x.shape[-1], units], initializer)
         y = tf.matmul(x, weights)
         if use_bias:
             bias = v1.get_variable("bias", [units], initializer=v1.zeros_initializer())

@@ -10,6 +10,7 @@ import tf_quiet
 
 tf_quiet.import_tensorflow_quietly()
 
+import collections  # noqa: E402
 import math  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
@@ -31,6 +32,7 @@ from Model import Model  # noqa: E402
 
 v1 = tf.compat.v1
 CHECKPOINT_NAME = 'model.ckpt'
+BEST_DIR = 'best'  # in a run's directory: the checkpoint of its best validation epoch
 
 
 class Divergence(RuntimeError):
@@ -76,19 +78,25 @@ class RunProgress:
         return tuple(int(v) for v in session.run([self.epochs, self.images]))
 
 
+TrainingGraph = collections.namedtuple(
+    'TrainingGraph', 'graph source model progress saver best_saver')
+
+
 def build_graph(cfg, data):
-    """The input source, the model reading from it, the run's progress and
-    its saver, in a new graph."""
+    """A TrainingGraph: the input source, the model reading from it, the
+    run's progress, its saver and the saver of its best epoch, in a new graph."""
     graph = tf.Graph()
     with graph.as_default():
         v1.set_random_seed(cfg['seed'])
         source = make_input(data, cfg)
         images, labels = source.next_batch
+        steps_per_epoch = math.ceil(data.num_examples('train') / cfg['batch_size'])
         with tf.device(cfg['device']):
-            model = Model(cfg, data.image_shape, images, labels)
+            model = Model(cfg, data.image_shape, images, labels, steps_per_epoch)
         progress = RunProgress()
         saver = v1.train.Saver(max_to_keep=cfg['keep_checkpoints'])
-    return graph, source, model, progress, saver
+        best_saver = v1.train.Saver(max_to_keep=1)
+    return TrainingGraph(graph, source, model, progress, saver, best_saver)
 
 
 def train_step(session, model):
@@ -184,12 +192,61 @@ def write_scalars(writer, step, values):
 
 
 def graph_signature(cfg):
-    """The keys that shape the graph: a checkpoint restores only into the same."""
+    """The keys that shape the network and its optimiser: a checkpoint
+    restores only into the same."""
     keys = ['dataset_name', 'model', 'use_se', 'activation_fn', 'output_shape',
-            'mixed_precision']  # its loss scale is saved with the weights
-    keys += ['se_r'] if cfg['use_se'] else []
+            'mixed_precision',  # its loss scale is saved with the weights
+            'optimizer']  # Adam's slots are not momentum's
+    keys += ['se_r', 'se_squeeze', 'se_excitation'] if cfg['use_se'] else []
     keys += ['pool_size', 'strides'] if cfg['model'] == 'custom_model' else []
+    if cfg['model'] == 'resnet50':
+        keys += ['se_integration', 'se_stages'] if cfg['use_se'] else []
+        keys += ['selu_residual_scale'] if cfg['activation_fn'] == 'selu' else []
     return {k: cfg[k] for k in keys}
+
+
+def device_name(cfg):
+    """What trains: 'GPU (NVIDIA H100 ...)' or 'CPU (2 cores)', for the record."""
+    if settings.gpu_found(cfg['device']):
+        details = tf.config.experimental.get_device_details(tf.config.list_physical_devices('GPU')[0])
+        return f"GPU ({details.get('device_name', 'unknown')})"
+    return f'CPU ({os.cpu_count()} cores)'
+
+
+def better(row, best):
+    """Whether an epoch's row beats the best so far: higher validation
+    accuracy, and lower validation loss among equals."""
+    return best is None or ((row['valid_accuracy'], -row['valid_loss'])
+                            > (best['valid_accuracy'], -best['valid_loss']))
+
+
+def save_if_best(session, best_saver, record, row, run_dir):
+    """Keeps the checkpoint of the best validation epoch in run_dir/best."""
+    if better(row, record.get('best')):
+        path = best_saver.save(session, os.path.join(run_dir, BEST_DIR, CHECKPOINT_NAME),
+                               global_step=row['epoch'], latest_filename='checkpoint')
+        record['best'] = {'epoch': row['epoch'], 'valid_loss': row['valid_loss'],
+                          'valid_accuracy': row['valid_accuracy'], 'checkpoint': path}
+
+
+def test_best(session, best_saver, model, source, record, stop, final_test):
+    """Test loss and accuracy of the best validation epoch's weights (the
+    final weights' `final_test` when the last epoch was the best), into
+    record['best']; leaves the best weights in the session."""
+    best = record.get('best')
+    if best is None:
+        return
+    if best['epoch'] == record['epochs'][-1]['epoch']:
+        best['test_loss'], best['test_accuracy'] = final_test
+        return
+    try:
+        best_saver.restore(session, best['checkpoint'])
+    except (tf.errors.OpError, ValueError) as error:
+        reason = str(getattr(error, 'message', error)).strip().split('\n')[0]
+        print(f"warning: the best epoch's checkpoint {best['checkpoint']} is unreadable ({reason}); "
+              f"no test figure for it", file=sys.stderr, flush=True)
+        return
+    best['test_loss'], best['test_accuracy'] = evaluate(session, model, source, 'test', stop)
 
 
 class ResumeError(ValueError):
@@ -275,12 +332,14 @@ def train(cfg):
         raise DataError(f"{dirs['DATA_DIR']} holds {data.num_classes} classes but output_shape="
                         f"{cfg['output_shape']}; set output_shape={data.num_classes}")
     safe_io.check_writable(dirs['SAVE_DIR'])  # now, not after the first epoch
-    graph, source, model, progress, saver = build_graph(cfg, data)
+    graph, source, model, progress, saver, best_saver = build_graph(cfg, data)
     checkpoint_prefix = os.path.join(run_dir, CHECKPOINT_NAME)
     with graph.as_default(), v1.Session(config=session_config(cfg)) as session, \
             interruption.stop_requests() as stop:
         record, done, skip = start_or_resume(session, saver, progress, run_dir, cfg)
         record['config'] = {k: v for k, v in cfg.items() if k not in settings.MENU_KEYS}
+        record['device'] = device_name(cfg)
+        record.pop('diverged', None)
         if done >= cfg['max_epochs']:
             print(f'{name} has trained {done} epoch(s) already: raise max_epochs to train more')
         writer = v1.summary.FileWriter(run_dir, graph if done == 0 else None)
@@ -291,6 +350,7 @@ def train(cfg):
                 skip = 0
                 progress.set(session, epoch, 0)
                 saver.save(session, checkpoint_prefix, global_step=epoch)
+                save_if_best(session, best_saver, record, row, run_dir)
                 record['epochs'].append(row)
                 history.save(run_dir, record)
                 write_scalars(writer, epoch, {k: v for k, v in row.items() if k != 'epoch'})
@@ -298,6 +358,8 @@ def train(cfg):
                 plot(record, cfg, dirs, name)
             epoch = None
             test_loss, test_acc = evaluate(session, model, source, 'test', stop)
+            first_kernel = session.run(model.first_conv_kernel)
+            test_best(session, best_saver, model, source, record, stop, (test_loss, test_acc))
         except interruption.Interrupted as stopped:
             return save_interrupted(session, saver, progress, source, checkpoint_prefix,
                                     epoch, stopped)
@@ -311,6 +373,8 @@ def train(cfg):
             kept = f'the last good checkpoint is {last}' if last else 'no epoch completed, so no checkpoint'
             print(f'error: {divergence}; training stopped, {kept}. Lower learning_rate '
                   f'(now {cfg["learning_rate"]}) and run again.', file=sys.stderr, flush=True)
+            record['diverged'] = str(divergence)
+            history.save(run_dir, record)
             if record['epochs']:
                 print(f"The plot of epochs 1-{record['epochs'][-1]['epoch']} is in "
                       f"{os.path.relpath(plot_path(dirs, name))}", file=sys.stderr)
@@ -320,8 +384,11 @@ def train(cfg):
         record['test'] = {'epoch': max(done, cfg['max_epochs']), 'loss': test_loss, 'accuracy': test_acc}
         history.save(run_dir, record)
         print(f'Test error: loss={test_loss:.4f} accuracy={test_acc:.4f}')
-        grid = util.draw_filters(session.run(model.first_conv_kernel),
-                                 os.path.join(dirs['FILTERS_SAVE_DIR'], name))
+        best = record.get('best', {})
+        if 'test_accuracy' in best:
+            print(f"Test error of the best validation epoch ({best['epoch']}): "
+                  f"loss={best['test_loss']:.4f} accuracy={best['test_accuracy']:.4f}")
+        grid = util.draw_filters(first_kernel, os.path.join(dirs['FILTERS_SAVE_DIR'], name))
         print(f'First-layer filters in: {os.path.relpath(os.path.dirname(grid))}')
     return 0
 
@@ -341,12 +408,16 @@ def save_interrupted(session, saver, progress, source, checkpoint_prefix, epoch,
     return 128 + stopped.signum
 
 
+# What a user can fix: reported in one line, exit status 2.
+USER_ERRORS = (settings.ConfigError, DataError, ResumeError, safe_io.NotWritableError)
+
+
 def main(argv):
     v1.disable_eager_execution()
     try:
         cfg = settings.load_config(argv)
         return train(cfg)
-    except (settings.ConfigError, DataError, ResumeError, safe_io.NotWritableError) as error:
+    except USER_ERRORS as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
 

@@ -16,7 +16,7 @@ class ConfigError(ValueError):
 
 
 # Keys that list the choices of another key: fixed, not overridable.
-MENU_KEYS = ('datasets', 'models', 'activation_functions')
+MENU_KEYS = ('datasets', 'models', 'activation_functions', 'experiment_grids')
 
 
 def _choice(menu_key):
@@ -66,6 +66,60 @@ def _auto_or(*choices):
     return check
 
 
+def _one_of(*choices):
+    def check(key, value, cfg):
+        if isinstance(value, bool) or value not in choices:
+            raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
+    return check
+
+
+def _fraction(key, value, cfg):
+    """A rate in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ConfigError(f"{key} must be a number from 0 up to (not including) 1, got {value!r}")
+
+
+def _whole_numbers(low, high=None, increasing=False):
+    """A non-empty list of distinct whole numbers in [low, high] (sorted if `increasing`)."""
+    def check(key, value, cfg):
+        bound = f"from {low} to {high}" if high is not None else f">= {low}"
+        ok = (isinstance(value, (list, tuple)) and value
+              and all(isinstance(v, int) and not isinstance(v, bool) and v >= low
+                      and (high is None or v <= high) for v in value)
+              and len(set(value)) == len(value)
+              and (not increasing or list(value) == sorted(value)))
+        if not ok:
+            order = "increasing " if increasing else ""
+            raise ConfigError(f"{key} must be a list of distinct {order}whole numbers {bound}, "
+                              f"got {value!r}")
+    return check
+
+
+def _file_name(key, value, cfg):
+    _text(key, value, cfg)
+    if not set(value) <= FILE_NAME_CHARACTERS or value.startswith('.'):
+        raise ConfigError(f"{key}={value!r} may hold only letters, digits and . _ + - "
+                          f"(it names files and folders)")
+
+
+def _grids(key, value, cfg):
+    """{name: grid}, a grid being {key: [values]} or a list of such."""
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{key} must map grid names to grids, like "
+                          f"{{'mine': {{'model': ['custom_model', 'resnet50']}}}}")
+    for name, grid in value.items():
+        for part in grid if isinstance(grid, (list, tuple)) else [grid]:
+            if not isinstance(part, dict) or not all(
+                    isinstance(v, (list, tuple)) and v for v in part.values()):
+                raise ConfigError(f"{key}[{name!r}] must be {{key: [values]}} or a list of "
+                                  f"such, every list non-empty; got {part!r}")
+            bad = sorted(k for k in part if k not in RULES or k in MENU_KEYS)
+            if bad:
+                raise ConfigError(f"{key}[{name!r}] varies {', '.join(map(repr, bad))}, which "
+                                  f"cannot be set per run; valid keys: "
+                                  f"{', '.join(sorted(set(RULES) - set(MENU_KEYS)))}")
+
+
 def _text(key, value, cfg):
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{key} must be a non-empty text, got {value!r}")
@@ -112,12 +166,25 @@ RULES = {
     'activation_fn': _choice('activation_functions'),
     'use_se': _boolean,
     'se_r': _integer(1),
+    'se_squeeze': _one_of('avg', 'max'),
+    'se_excitation': _one_of('sigmoid', 'tanh', 'relu'),
+    'se_integration': _one_of('standard', 'pre', 'post', 'identity'),
+    'se_stages': _whole_numbers(2, 5),
+    'selu_residual_scale': _number(0.0, 1.0),
+    'dropout': _fraction,
     'output_shape': _integer(2),
     'pool_size': _pool_size,
     'strides': _integer(1),
+    'optimizer': _one_of('adam', 'momentum'),
+    'momentum': _fraction,
     'learning_rate': _number(0.0),
+    'lr_schedule': _one_of('exponential', 'piecewise', 'cosine'),
     'decay_steps': _integer(1),
     'decay_base': _number(0.0, 1.0),
+    'lr_boundaries': _whole_numbers(1, increasing=True),
+    'lr_factor': _number(0.0, 1.0),
+    'weight_decay': _number(0.0, low_open=False),
+    'label_smoothing': _fraction,
     'batch_size': _integer(1),
     'max_epochs': _integer(1),
     'seed': _integer(0),
@@ -125,6 +192,7 @@ RULES = {
     'eval_batch_size': _integer(1),
     'keep_checkpoints': _integer(1),
     'resume': _boolean,
+    'run_name': _optional(_file_name),
     'datasets_root': _text,
     'data_dir': _optional(_text),
     'download': _boolean,
@@ -137,6 +205,8 @@ RULES = {
     'malloc_mmap_threshold': _optional(_integer(4096)),
     'one_pass': _boolean,
     'imagenet_dir': _optional(_text),
+    'experiment_grids': _grids,
+    'experiment_grid': _choice('experiment_grids'),
     'device': _text,
     'gpu_memory_growth': _boolean,
     'gpu_memory_fraction': _optional(_number(0.0, 1.0)),
@@ -147,8 +217,19 @@ RULES = {
 }
 AUTO_KEYS = ('data_format', 'mixed_precision', 'xla')
 
-# Fewest channels an SE block sees in each model: r may not exceed it.
-SE_CHANNELS = {'custom_model': 64, 'resnet50': 256}
+FILE_NAME_CHARACTERS = set('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-')
+RESNET_ONLY_SE_KEYS = ('se_integration', 'se_stages')  # the custom model has no residual stages
+
+
+def se_channels(cfg):
+    """The fewest channels any SE block of the configured model sees:
+    se_r may not exceed it (a block needs one hidden unit)."""
+    if cfg['model'] == 'custom_model':
+        return 64
+    stages = cfg['se_stages']
+    if cfg['se_integration'] == 'pre':  # SE on the block's input: 64 maps at stage 2's first
+        return 64 if 2 in stages else 256 * 2 ** (min(stages) - 3)
+    return 256 * 2 ** (min(stages) - 2)  # on the block's 4m output maps
 
 
 def parse_value(text):
@@ -195,7 +276,13 @@ def validate(cfg):
     if cfg['output_shape'] != classes:
         raise ConfigError(f"output_shape={cfg['output_shape']} but {cfg['dataset_name']} has "
                           f"{classes} classes; set output_shape={classes}")
-    channels = SE_CHANNELS[cfg['model']]
+    if cfg['use_se'] and cfg['model'] != 'resnet50':
+        for key in RESNET_ONLY_SE_KEYS:
+            if cfg[key] != constant.config[key]:
+                raise ConfigError(f"{key}={cfg[key]!r} applies to resnet50's residual blocks and "
+                                  f"{cfg['model']} has none; set model=resnet50, or "
+                                  f"{key}={constant.config[key]!r}")
+    channels = se_channels(cfg)
     if cfg['use_se'] and cfg['se_r'] > channels:
         raise ConfigError(f"se_r={cfg['se_r']} leaves an SE block of {cfg['model']} with fewer than "
                           f"one hidden unit ({channels} channels); choose se_r <= {channels}")

@@ -37,6 +37,28 @@ def plot_training_progress(epochs, path, title):
         fig.savefig(tmp, format='pdf')
 
 
+def plot_validation_curves(runs, path, title):
+    """Validation loss and accuracy per epoch of several runs ({name: epochs}),
+    one line per run, on one page."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(9, 9))
+    ax_loss, ax_acc = fig.subplots(2, 1, sharex=True)
+    for name, epochs in runs.items():
+        x = [e['epoch'] for e in epochs]
+        ax_loss.plot(x, [e['valid_loss'] for e in epochs], 'o-', label=name)
+        ax_acc.plot(x, [e['valid_accuracy'] for e in epochs], 'o-', label=name)
+    ax_loss.set_ylabel('validation loss')
+    ax_acc.set_ylabel('validation accuracy')
+    ax_acc.set_xlabel('epoch')
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    if runs:
+        ax_acc.legend(fontsize='small')
+    fig.suptitle(title)
+    with safe_io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format='pdf')
+
+
 def filter_images(kernel):
     """Conv kernel [k, k, in, out] -> uint8 images [out, k, k, in], each
     stretched over 0..255 by its own range so that its pattern shows."""

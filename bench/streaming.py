@@ -39,7 +39,7 @@ def measure(cfg, data, with_model, warmup, windows, steps):
     if with_model:
         with throughput.project_steps(cfg, data) as (step, _):
             return throughput.median_rate(step, cfg['batch_size'], warmup, windows, steps)
-    graph, source, _, _, _ = main.build_graph(cfg, data)
+    graph, source, *_ = main.build_graph(cfg, data)
     with graph.as_default(), v1.Session(config=main.session_config(cfg)) as session:
         session.run(v1.global_variables_initializer())
         source.start(session, 'train', training=True, seed=1)

@@ -112,7 +112,7 @@ def as_records(arrays, out_dir):
 def project_steps(cfg, data):
     """The project's training step, fed by its input pipeline, as main.py runs
     it; yields (run_step, the Model)."""
-    graph, source, model, _, _ = main.build_graph(cfg, data)
+    graph, source, model, *_ = main.build_graph(cfg, data)
     with graph.as_default():
         initialize = v1.global_variables_initializer()
     # Not `with session`: that would make this graph the default one, and Keras'

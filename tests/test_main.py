@@ -148,7 +148,7 @@ def test_gpu_options_fall_back_cleanly_on_a_cpu_only_machine(options):
     import settings
     cfg = dict(settings.load_config([]), **options)
     data = loaders.load_digits(None, 0, False)
-    graph, source, model, _, _ = main.build_graph(cfg, data)
+    graph, source, model, *_ = main.build_graph(cfg, data)
     with graph.as_default(), tf.compat.v1.Session(config=main.session_config(cfg)) as session:
         session.run(tf.compat.v1.global_variables_initializer())
         source.start(session, 'train', training=True, seed=0)
@@ -282,7 +282,7 @@ def test_evaluating_a_split_that_gives_no_images_is_a_clear_error():
     empty = loaders.Split(data.valid.images[:0], data.valid.labels[:0])
     data = dataclasses.replace(data, valid=empty)
     cfg = settings.load_config([])
-    graph, source, model, _, _ = main.build_graph(cfg, data)
+    graph, source, model, *_ = main.build_graph(cfg, data)
     with graph.as_default(), tf.compat.v1.Session(config=main.session_config(cfg)) as session:
         session.run(tf.compat.v1.global_variables_initializer())
         with pytest.raises(DataError, match='the valid split gave no images'):

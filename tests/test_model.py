@@ -276,9 +276,12 @@ def test_custom_model_se_parameters(graph):
 
 # --- squeeze and excitation --------------------------------------------------------
 
-def np_se(u, w1, b1, w2, b2):
-    z = u.mean(axis=(1, 2))
-    s = np_sigmoid(np.maximum(z @ w1 + b1, 0) @ w2 + b2)
+NP_GATES = {'sigmoid': lambda a: np_sigmoid(a), 'tanh': np.tanh, 'relu': lambda a: np.maximum(a, 0)}
+
+
+def np_se(u, w1, b1, w2, b2, squeeze='avg', excitation='sigmoid'):
+    z = u.mean(axis=(1, 2)) if squeeze == 'avg' else u.max(axis=(1, 2))
+    s = NP_GATES[excitation](np.maximum(z @ w1 + b1, 0) @ w2 + b2)
     return u * s[:, None, None, :]
 
 
@@ -289,8 +292,11 @@ def randomise_biases(session, names, seed=0):
         session.run(v.assign(rng.normal(size=v.shape.as_list()).astype(np.float32)))
 
 
-def test_squeeze_excite_values(session):
-    owner = types.SimpleNamespace(config={'se_r': 4}, data_format='NHWC')
+@pytest.mark.parametrize('squeeze, excitation', [('avg', 'sigmoid'), ('max', 'sigmoid'),
+                                                 ('avg', 'tanh'), ('avg', 'relu')])
+def test_squeeze_excite_values(session, squeeze, excitation):
+    owner = types.SimpleNamespace(config={'se_r': 4, 'se_squeeze': squeeze,
+                                          'se_excitation': excitation}, data_format='NHWC')
     u = np.random.default_rng(1).normal(size=(3, 5, 6, 8)).astype(np.float32)
     out = Model.squeeze_excite(owner, tf.constant(u), name='se')
     assert out.shape.as_list() == [3, 5, 6, 8]
@@ -299,7 +305,7 @@ def test_squeeze_excite_values(session):
     got, w1, b1, w2, b2 = session.run(
         [out] + [var(f'se/{n}') for n in ('fc1/weights', 'fc1/bias', 'fc2/weights', 'fc2/bias')])
     assert w1.shape == (8, 2) and w2.shape == (2, 8)
-    np.testing.assert_allclose(got, np_se(u.astype(np.float64), w1, b1, w2, b2),
+    np.testing.assert_allclose(got, np_se(u.astype(np.float64), w1, b1, w2, b2, squeeze, excitation),
                                rtol=1e-5, atol=1e-6)
 
 

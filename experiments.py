@@ -1,0 +1,237 @@
+"""Runs every configuration of a grid from constant.py, each as a normal
+main.py run with its own outputs, then writes the results table and one plot
+of all validation curves.
+
+    python experiments.py                                  # constant.config['experiment_grid']
+    python experiments.py dataset_name=mnist max_epochs=3  # key=value applies to every run
+    python experiments.py experiment_grid=se_integration
+
+Runs already complete are skipped and an interrupted one resumes, so running
+the same command again continues a stopped sweep.
+"""
+import os
+import sys
+
+import tf_quiet
+
+tf_quiet.import_tensorflow_quietly()
+
+import csv  # noqa: E402
+import datetime  # noqa: E402
+import io  # noqa: E402
+import itertools  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import re  # noqa: E402
+
+import tensorflow as tf  # noqa: E402
+
+import constant  # noqa: E402
+import history  # noqa: E402
+import main  # noqa: E402
+import safe_io  # noqa: E402
+import settings  # noqa: E402
+import util  # noqa: E402
+
+NAME_KEYS = ('model', 'use_se', 'activation_fn')  # already in every run's base name
+# Keys that change how a run goes or where its files are, not its results: a
+# finished run that differs only in these counts as done.
+NOT_RESULT_KEYS = ('max_epochs', 'resume', 'run_name', 'log_every', 'eval_batch_size',
+                   'keep_checkpoints', 'datasets_root', 'data_dir', 'download',
+                   'resize_batch_size', 'tfrecord_shards', 'one_pass', 'imagenet_dir',
+                   'malloc_mmap_threshold', 'device', 'gpu_memory_growth', 'gpu_memory_fraction',
+                   'log_device_placement', 'experiment_grid')
+NOT_IN_NAME = NOT_RESULT_KEYS + NAME_KEYS + settings.AUTO_KEYS + ('dataset_name', 'output_shape')
+COLUMNS = ('run', 'best train loss', 'best valid loss', 'best train acc %', 'best valid acc %',
+           'best epoch', 'test acc % (best epoch)', 'time', 'device', 'epochs', 'note')
+
+
+def grid_points(grid):
+    """The configurations of a grid ({key: [values]} or a list of such) as
+    {key: value} dicts, in order, each once."""
+    points = []
+    for part in grid if isinstance(grid, (list, tuple)) else [grid]:
+        keys = list(part)
+        for values in itertools.product(*(part[key] for key in keys)):
+            point = dict(zip(keys, values))
+            if point not in points:
+                points.append(point)
+    return points
+
+
+def _name_part(value):
+    text = '+'.join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    return re.sub(r'[^A-Za-z0-9.+-]', '', text)
+
+
+def experiment_name(raw):
+    """The run's base name (resnet50_se_selu), plus key-value for every key
+    that shapes results and differs from constant.py, so that two
+    configurations never share outputs: resnet50_se_relu_se_squeeze-max."""
+    name = constant.run_name({**raw, 'run_name': None})
+    for key, value in raw.items():
+        irrelevant = key in NOT_IN_NAME or key in settings.MENU_KEYS or (
+            key.startswith('se_') and not raw['use_se'])
+        if not irrelevant and value != constant.config[key]:
+            name += f'_{key}-{_name_part(value)}'
+    return name
+
+
+def plan(argv):
+    """(grid name, [config of each run]) for the chosen grid with the
+    key=value overrides of argv on top; every config checked before any runs."""
+    chosen = settings.load_config(argv)
+    overrides = settings.parse_overrides(argv, set(constant.config))
+    if 'run_name' in overrides:
+        raise settings.ConfigError('run_name is chosen for each run by experiments.py; '
+                                   'leave it out')
+    grid = chosen['experiment_grid']
+    runs = []
+    for point in grid_points(chosen['experiment_grids'][grid]):
+        raw = {**constant.config, **point, **overrides}
+        try:
+            cfg = settings.load_config([], base=raw)
+        except settings.ConfigError as error:
+            raise settings.ConfigError(f'grid {grid!r}, configuration {point}: {error}') from None
+        cfg['run_name'] = experiment_name(raw)
+        if all(cfg['run_name'] != other['run_name'] for other in runs):  # overrides can merge points
+            runs.append(cfg)
+    return grid, runs
+
+
+def _comparable(value):
+    return json.loads(json.dumps(value))  # tuples as lists, as the saved record has them
+
+
+def run_state(record, cfg):
+    """What to do with a run whose saved record is `record`: 'done' (complete,
+    or diverged: rerunning would diverge again), 'resume' or 'start'."""
+    saved = record.get('config')
+    if not saved:
+        return 'start'
+    keys = [k for k in cfg if k not in NOT_RESULT_KEYS and k not in settings.MENU_KEYS]
+    if cfg['lr_schedule'] == 'cosine':
+        keys.append('max_epochs')  # its decay spans max_epochs
+    if any(_comparable(saved.get(k)) != _comparable(cfg[k]) for k in keys):
+        return 'start'
+    epochs = len(record['epochs'])
+    if record.get('diverged'):
+        return 'done'
+    if epochs > cfg['max_epochs']:
+        return 'start'
+    return 'done' if epochs == cfg['max_epochs'] and 'test' in record else 'resume'
+
+
+def run_dir(cfg):
+    return os.path.join(constant.derived_dirs(cfg)['RUNS_SAVE_DIR'], cfg['run_name'])
+
+
+def run_all(runs):
+    """Trains every run not done yet; returns 0, or the exit status of an
+    interrupted run (the sweep stops there)."""
+    for number, cfg in enumerate(runs, start=1):
+        state = run_state(history.load(run_dir(cfg)), cfg)
+        print(f"=== run {number} / {len(runs)}: {cfg['run_name']}: "
+              f"{ {'done': 'complete, skipped', 'resume': 'resuming', 'start': 'starting'}[state]}",
+              flush=True)
+        if state == 'done':
+            continue
+        status = main.train({**cfg, 'resume': state == 'resume'})
+        if status >= 128:
+            print('The sweep stopped; run the same command again to continue it.',
+                  file=sys.stderr, flush=True)
+            return status
+    return 0
+
+
+def _clock(seconds):
+    return str(datetime.timedelta(seconds=round(seconds)))
+
+
+def result_row(cfg, record):
+    """A run's row of the results table (numbers, not yet formatted)."""
+    epochs = record['epochs']
+    best = record.get('best', {})
+    notes = []
+    if record.get('diverged'):
+        notes.append(f"diverged: {record['diverged']}")
+    if len(epochs) < cfg['max_epochs'] and not record.get('diverged'):
+        notes.append('incomplete')
+    row = {'run': cfg['run_name'], 'best epoch': best.get('epoch'),
+           'test acc % (best epoch)': 100 * best['test_accuracy'] if 'test_accuracy' in best else None,
+           'time': sum(e['epoch_seconds'] for e in epochs), 'device': record.get('device'),
+           'epochs': len(epochs), 'note': '; '.join(notes)}
+    for split in ('train', 'valid'):
+        losses = [e[f'{split}_loss'] for e in epochs]
+        accuracies = [e[f'{split}_accuracy'] for e in epochs]
+        row[f'best {split} loss'] = min(losses) if losses else None
+        row[f'best {split} acc %'] = 100 * max(accuracies) if accuracies else None
+    return row
+
+
+def _formatted(column, value):
+    if value is None:
+        return '-'
+    if column == 'time':
+        return _clock(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return 'NaN'
+        return f'{value:.2f}' if '%' in column else f'{value:.4f}'
+    return str(value)
+
+
+def results_markdown(rows, title):
+    lines = [f'# {title}', '', '| ' + ' | '.join(COLUMNS) + ' |',
+             '|' + ' --- |' * len(COLUMNS)]
+    lines += ['| ' + ' | '.join(_formatted(c, row[c]) for c in COLUMNS) + ' |' for row in rows]
+    lines += ['', 'Best value over all epochs. Test accuracy with the weights of the epoch '
+              'of best validation accuracy.']
+    return '\n'.join(lines) + '\n'
+
+
+def results_csv(rows):
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
+
+
+def write_results(grid, runs):
+    """results.md, results.csv and validation.pdf of the runs that have
+    trained, in SAVE_DIR/experiments/<grid>; returns that directory."""
+    out_dir = os.path.join(constant.derived_dirs(runs[0])['SAVE_DIR'], 'experiments', grid)
+    records = [(cfg, history.load(run_dir(cfg))) for cfg in runs]
+    records = [(cfg, record) for cfg, record in records if record['epochs'] or record.get('diverged')]
+    rows = [result_row(cfg, record) for cfg, record in records]
+    title = f"{grid} grid on {runs[0]['dataset_name']}"
+    safe_io.write_text(os.path.join(out_dir, 'results.md'), results_markdown(rows, title))
+    safe_io.write_text(os.path.join(out_dir, 'results.csv'), results_csv(rows))
+    util.plot_validation_curves({cfg['run_name']: record['epochs'] for cfg, record in records},
+                                os.path.join(out_dir, 'validation.pdf'), title)
+    return out_dir, rows, title
+
+
+def run_experiments(argv):
+    """The whole sweep; returns the process exit status."""
+    grid, runs = plan(argv)
+    print(f"Grid {grid!r}: {len(runs)} runs on {runs[0]['dataset_name']}", flush=True)
+    status = run_all(runs)
+    out_dir, rows, title = write_results(grid, runs)
+    print(results_markdown(rows, title))
+    print(f'Results in: {os.path.relpath(out_dir)} (results.md, results.csv, validation.pdf)')
+    return status
+
+
+def cli(argv):
+    tf.compat.v1.disable_eager_execution()
+    try:
+        return run_experiments(argv)
+    except main.USER_ERRORS as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(cli(sys.argv[1:]))
