@@ -33,7 +33,10 @@ def learning_rate_schedule(config, global_step, steps_per_epoch=None):
     if not steps_per_epoch:
         raise ValueError(f"lr_schedule={schedule!r} counts in epochs: pass steps_per_epoch")
     if schedule == 'piecewise':
-        boundaries = [tf.constant(epoch * steps_per_epoch, tf.int64) for epoch in config['lr_boundaries']]
+        # piecewise_constant keeps a value up to and including its boundary:
+        # the last step of the epoch, so the next epoch's first step gets the new one.
+        boundaries = [tf.constant(epoch * steps_per_epoch - 1, tf.int64)
+                      for epoch in config['lr_boundaries']]
         values = [rate * config['lr_factor'] ** i for i in range(len(boundaries) + 1)]
         return tf.identity(v1.train.piecewise_constant(global_step, boundaries, values),
                            name='learning_rate')
@@ -74,11 +77,13 @@ class Model:
         self.is_training = v1.placeholder_with_default(False, [], 'is_training')
         self.scope = config['model']
         self.data_format = config['data_format']
-        with v1.variable_scope(self.scope):
+        with v1.variable_scope(self.scope) as scope:
+            # Its full names, also when built inside another scope.
+            self.variables_prefix, self.ops_prefix = scope.name + '/', scope.original_name_scope
             self.logits = self.network(self.X, self.is_training)
         self.loss = self.cross_entropy(self.logits, 'loss')
         updates_before = len(v1.get_collection(v1.GraphKeys.UPDATE_OPS))
-        with v1.variable_scope(self.scope, reuse=True, auxiliary_name_scope=False), \
+        with v1.variable_scope(scope, reuse=True, auxiliary_name_scope=False), \
                 tf.name_scope(f'{self.scope}_training/'):
             self.train_loss = self.cross_entropy(self.network(self.X, True), 'train_loss',
                                                  config['label_smoothing'])
@@ -126,7 +131,7 @@ class Model:
         gradient is weight_decay * w. Biases and batch norm are left alone."""
         if not self.config['weight_decay']:
             return tf.constant(0.0)
-        weights = self.X.graph.get_collection(v1.GraphKeys.WEIGHTS, self.scope + '/')
+        weights = self.X.graph.get_collection(v1.GraphKeys.WEIGHTS, self.variables_prefix)
         return tf.multiply(self.config['weight_decay'], tf.add_n([tf.nn.l2_loss(w) for w in weights]),
                            name='weight_penalty')
 
@@ -222,7 +227,7 @@ class Model:
 
     def trainable_variables(self, part=''):
         """Trainable variables of the network, or of a part of it ('head', 'stage3')."""
-        scope = f'{self.scope}/{part}' if part else self.scope
+        scope = self.variables_prefix + part
         return self.X.graph.get_collection(v1.GraphKeys.TRAINABLE_VARIABLES, scope)
 
     def forward_multiply_adds(self):
@@ -232,7 +237,7 @@ class Model:
         per image (forward, gradients of inputs and of weights), 2 FLOPs each."""
         total = 0
         for op in self.X.graph.get_operations():
-            if not op.name.startswith(self.scope + '/') or op.type not in ('Conv2D', 'MatMul'):
+            if not op.name.startswith(self.ops_prefix) or op.type not in ('Conv2D', 'MatMul'):
                 continue
             output = op.outputs[0].shape.as_list()[1:]
             weights = op.inputs[1].shape.as_list()
@@ -243,4 +248,5 @@ class Model:
 
     @property
     def first_conv_kernel(self):
-        return self.X.graph.get_collection(v1.GraphKeys.GLOBAL_VARIABLES, f'{self.scope}/conv1/')[0]
+        return self.X.graph.get_collection(v1.GraphKeys.GLOBAL_VARIABLES,
+                                           self.variables_prefix + 'conv1/')[0]

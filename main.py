@@ -229,7 +229,7 @@ def save_if_best(session, best_saver, record, row, run_dir):
                           'valid_accuracy': row['valid_accuracy'], 'checkpoint': path}
 
 
-def test_best(session, best_saver, model, source, record, stop, final_test):
+def evaluate_best(session, best_saver, model, source, record, stop, final_test):
     """Test loss and accuracy of the best validation epoch's weights (the
     final weights' `final_test` when the last epoch was the best), into
     record['best']; leaves the best weights in the session."""
@@ -359,7 +359,7 @@ def train(cfg):
             epoch = None
             test_loss, test_acc = evaluate(session, model, source, 'test', stop)
             first_kernel = session.run(model.first_conv_kernel)
-            test_best(session, best_saver, model, source, record, stop, (test_loss, test_acc))
+            evaluate_best(session, best_saver, model, source, record, stop, (test_loss, test_acc))
         except interruption.Interrupted as stopped:
             return save_interrupted(session, saver, progress, source, checkpoint_prefix,
                                     epoch, stopped)

@@ -108,11 +108,14 @@ def _grids(key, value, cfg):
         raise ConfigError(f"{key} must map grid names to grids, like "
                           f"{{'mine': {{'model': ['custom_model', 'resnet50']}}}}")
     for name, grid in value.items():
-        for part in grid if isinstance(grid, (list, tuple)) else [grid]:
-            if not isinstance(part, dict) or not all(
+        parts = grid if isinstance(grid, (list, tuple)) else [grid]
+        if not parts:
+            raise ConfigError(f"{key}[{name!r}] is an empty list: it would run nothing")
+        for part in parts:
+            if not isinstance(part, dict) or not part or not all(
                     isinstance(v, (list, tuple)) and v for v in part.values()):
                 raise ConfigError(f"{key}[{name!r}] must be {{key: [values]}} or a list of "
-                                  f"such, every list non-empty; got {part!r}")
+                                  f"such, none empty; got {part!r}")
             bad = sorted(k for k in part if k not in RULES or k in MENU_KEYS)
             if bad:
                 raise ConfigError(f"{key}[{name!r}] varies {', '.join(map(repr, bad))}, which "

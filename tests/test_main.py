@@ -79,6 +79,21 @@ def test_writes_plot_filters_history_checkpoint_and_events(first_run):
     assert not [p for p in root.rglob('*') if '.partial' in p.name]
 
 
+def test_keeps_the_best_validation_epoch_and_tests_it(first_run):
+    root, result = first_run
+    run = root / 'datasets' / 'digits' / 'save_dir' / 'runs' / 'custom_model_relu'
+    record = json.loads((run / 'history.json').read_text())
+    best = max(record['epochs'], key=lambda e: (e['valid_accuracy'], -e['valid_loss']))
+    assert record['best']['epoch'] == best['epoch']
+    assert record['best']['valid_accuracy'] == best['valid_accuracy']
+    assert (run / 'best' / f"model.ckpt-{best['epoch']}.index").is_file()
+    line = re.search(r'^Test error of the best validation epoch \((\d)\): loss=(\d+\.\d{4}) '
+                     r'accuracy=(\d\.\d{4})$', result.stdout, re.M)
+    assert line and int(line.group(1)) == best['epoch']
+    assert float(line.group(3)) == pytest.approx(record['best']['test_accuracy'], abs=5e-5)
+    assert record['device'] == f'CPU ({os.cpu_count()} cores)'
+
+
 def test_tensorboard_events_hold_per_epoch_scalars(first_run):
     from tensorflow.compat.v1 import train
     root, _ = first_run
@@ -120,6 +135,7 @@ def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
     assert (tmp_path / 'datasets' / 'digits' / 'save_dir' / 'plot_training' / 'custom_model_relu.pdf').is_file()
     record = json.loads((run / 'history.json').read_text())
     assert [e['epoch'] for e in record['epochs']] == [1]
+    assert record['diverged'].startswith('loss became')  # a sweep shows it in its table
 
 
 @pytest.mark.parametrize('arg, expected', [

@@ -1,0 +1,177 @@
+"""experiments.py: grids, run names, skipping and resuming, the results table."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import constant
+import experiments
+import loaders
+import main
+import settings
+
+v1 = tf.compat.v1
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_grid_points_are_every_combination_of_a_dict_and_the_union_of_a_list():
+    assert experiments.grid_points({'model': ['a', 'b'], 'use_se': [False, True]}) == [
+        {'model': 'a', 'use_se': False}, {'model': 'a', 'use_se': True},
+        {'model': 'b', 'use_se': False}, {'model': 'b', 'use_se': True}]
+    assert experiments.grid_points([{'use_se': [False, True]}, {'use_se': [True]},
+                                    {'use_se': [True], 'se_squeeze': ['max']}]) == [
+        {'use_se': False}, {'use_se': True}, {'use_se': True, 'se_squeeze': 'max'}]
+
+
+def test_the_default_grid_is_the_seeds_eight_runs_under_main_pys_names():
+    grid, runs = experiments.plan([])
+    assert grid == 'seed'
+    assert [cfg['run_name'] for cfg in runs] == [
+        f'{model}{se}_{af}' for model in ('custom_model', 'resnet50') for se in ('', '_se')
+        for af in ('relu', 'selu')]
+    # the same names main.py gives, so a sweep reuses main.py runs of the same config
+    assert all(cfg['run_name'] == constant.run_name({**cfg, 'run_name': None}) for cfg in runs)
+
+
+def test_overrides_apply_to_every_run_and_win_over_the_grid():
+    _, runs = experiments.plan(['dataset_name=mnist', 'max_epochs=3', 'model=resnet50'])
+    assert len(runs) == 4  # model=resnet50 merged the custom_model points into these
+    assert {cfg['model'] for cfg in runs} == {'resnet50'}
+    assert all(cfg['dataset_name'] == 'mnist' and cfg['max_epochs'] == 3 for cfg in runs)
+
+
+def test_run_names_carry_the_knobs_that_differ_from_constant_py():
+    _, runs = experiments.plan(['experiment_grid=se_integration'])
+    assert [cfg['run_name'] for cfg in runs] == [
+        'resnet50_relu', 'resnet50_se_relu', 'resnet50_se_relu_se_integration-pre',
+        'resnet50_se_relu_se_integration-post', 'resnet50_se_relu_se_integration-identity']
+    _, runs = experiments.plan(['learning_rate=0.01', 'se_squeeze=max', 'max_epochs=2'])
+    names = [cfg['run_name'] for cfg in runs]
+    assert 'custom_model_relu_learning_rate-0.01' in names  # SE knobs only where SE is used
+    assert 'resnet50_se_relu_se_squeeze-max_learning_rate-0.01' in names
+
+
+def test_a_configuration_of_the_grid_that_cannot_work_is_refused_before_any_run():
+    # r = 128 suits SE on 256 maps and more, not SE-PRE on stage 2's 64 input maps
+    with pytest.raises(settings.ConfigError, match=r"grid 'se_integration', configuration "
+                       r".*'se_integration': 'pre'}: se_r=128 .* choose se_r <= 64"):
+        experiments.plan(['experiment_grid=se_integration', 'se_r=128'])
+    with pytest.raises(settings.ConfigError, match='run_name is chosen for each run'):
+        experiments.plan(['run_name=mine'])
+    with pytest.raises(settings.ConfigError, match="experiment_grid='nope' is not valid"):
+        experiments.plan(['experiment_grid=nope'])
+
+
+def record_for(cfg, epochs, **extra):
+    saved = json.loads(json.dumps({k: v for k, v in cfg.items() if k not in settings.MENU_KEYS}))
+    rows = [{'epoch': e, 'train_loss': 1.0, 'train_accuracy': 0.5, 'valid_loss': 1.0,
+             'valid_accuracy': 0.5, 'epoch_seconds': 1.0} for e in range(1, epochs + 1)]
+    return {'config': saved, 'epochs': rows, **extra}
+
+
+def test_run_state_skips_complete_runs_resumes_partial_ones_and_restarts_others():
+    _, runs = experiments.plan(['max_epochs=3'])
+    cfg = runs[0]
+    state = experiments.run_state
+    assert state({'epochs': []}, cfg) == 'start'
+    assert state(record_for(cfg, 3, test={}), cfg) == 'done'
+    assert state(record_for(cfg, 3), cfg) == 'resume'  # stopped before the test evaluation
+    assert state(record_for(cfg, 2), cfg) == 'resume'
+    assert state(record_for(cfg, 1, diverged='loss became nan'), cfg) == 'done'
+    assert state(record_for(cfg, 4, test={}), cfg) == 'start'
+    assert state(record_for({**cfg, 'learning_rate': 0.5}, 3, test={}), cfg) == 'start'
+    # how a run is reported or where its data came from does not matter
+    assert state(record_for({**cfg, 'log_every': 7, 'data_dir': '/x'}, 3, test={}), cfg) == 'done'
+    # a cosine schedule spans max_epochs: more epochs is another run
+    cosine = {**cfg, 'lr_schedule': 'cosine'}
+    assert state(record_for({**cosine, 'max_epochs': 2}, 2, test={}), cosine) == 'start'
+
+
+def test_result_row_takes_the_best_of_every_column_over_the_epochs():
+    _, runs = experiments.plan(['max_epochs=3'])
+    epochs = [{'epoch': 1, 'train_loss': 0.9, 'train_accuracy': 0.7, 'valid_loss': 0.5,
+               'valid_accuracy': 0.80, 'epoch_seconds': 100.0},
+              {'epoch': 2, 'train_loss': 0.4, 'train_accuracy': 0.9, 'valid_loss': 0.6,
+               'valid_accuracy': 0.85, 'epoch_seconds': 3600.0}]
+    record = {'epochs': epochs, 'device': 'CPU (2 cores)',
+              'best': {'epoch': 2, 'test_accuracy': 0.83}, 'diverged': 'loss became nan'}
+    row = experiments.result_row(runs[0], record)
+    assert row['best train loss'] == 0.4 and row['best valid loss'] == 0.5
+    assert row['best train acc %'] == pytest.approx(90) and row['best valid acc %'] == pytest.approx(85)
+    assert row['test acc % (best epoch)'] == pytest.approx(83)
+    assert row['epochs'] == 2 and row['note'] == 'diverged: loss became nan'
+    line = experiments.results_markdown([row], 't').splitlines()[4]
+    assert line == ('| custom_model_relu | 0.4000 | 0.5000 | 90.00 | 85.00 | 2 | 83.00 | 1:01:40 '
+                    '| CPU (2 cores) | 2 | diverged: loss became nan |')
+
+
+def test_the_best_epochs_weights_are_restored_and_tested(tmp_path):
+    """The test figure of a sweep comes from the best validation epoch, not the last."""
+    cfg = settings.load_config([f'datasets_root={tmp_path}', 'max_epochs=2'])
+    data = loaders.DATASETS['digits'].load(None, 0, False)
+    built = main.build_graph(cfg, data)
+    kernel = built.model.first_conv_kernel
+    with built.graph.as_default(), v1.Session(config=main.session_config(cfg)) as session:
+        session.run(v1.global_variables_initializer())
+        best_weights = session.run(kernel)
+        record = {'epochs': []}
+        rows = [{'epoch': 1, 'valid_accuracy': 0.9, 'valid_loss': 0.3},
+                {'epoch': 2, 'valid_accuracy': 0.9, 'valid_loss': 0.4}]  # a tie: lower loss wins
+        for row in rows:
+            main.save_if_best(session, built.best_saver, record, row, str(tmp_path))
+            record['epochs'].append(row)
+            session.run(kernel.assign(kernel + 1.0))
+        assert record['best']['epoch'] == 1
+        main.evaluate_best(session, built.best_saver, built.model, built.source, record, None,
+                       final_test=(9.0, 0.0))
+        np.testing.assert_array_equal(session.run(kernel), best_weights)
+        expected = main.evaluate(session, built.model, built.source, 'test')
+    assert (record['best']['test_loss'], record['best']['test_accuracy']) == expected
+    assert expected != (9.0, 0.0)
+
+
+def run_experiments(root, *args):
+    env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+    return subprocess.run(
+        [sys.executable, os.path.join(PROJECT_DIR, 'experiments.py'), f'datasets_root={root}',
+         'experiment_grid=se_ablation', 'log_every=100000', *args],
+        cwd=root, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_a_sweep_writes_its_table_and_plot_skips_what_is_done_and_resumes(tmp_path):
+    first = run_experiments(tmp_path, 'max_epochs=1')
+    assert first.returncode == 0, first.stderr
+    out = tmp_path / 'digits' / 'save_dir' / 'experiments' / 'se_ablation'
+    assert f'Results in: {os.path.relpath(out, tmp_path)}' in first.stdout
+    names = ['custom_model_relu', 'custom_model_se_relu', 'custom_model_se_relu_se_squeeze-max',
+             'custom_model_se_relu_se_excitation-tanh', 'custom_model_se_relu_se_excitation-relu']
+    assert [line.split(': ')[1] for line in first.stdout.splitlines()
+            if line.startswith('=== run')] == names
+    with open(out / 'results.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert [r['run'] for r in rows] == names
+    for row in rows:
+        record = json.loads((tmp_path / 'digits' / 'save_dir' / 'runs' / row['run'] /
+                             'history.json').read_text())
+        assert float(row['best valid acc %']) == pytest.approx(
+            100 * max(e['valid_accuracy'] for e in record['epochs']))
+        assert float(row['test acc % (best epoch)']) == pytest.approx(100 * record['best']['test_accuracy'])
+        assert row['epochs'] == '1' and row['device'].startswith('CPU')
+    assert (out / 'results.md').read_text().count('| custom_model_') == 5
+    assert (out / 'validation.pdf').read_bytes().startswith(b'%PDF')
+
+    again = run_experiments(tmp_path, 'max_epochs=1')
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count('complete, skipped') == 5 and 'EPOCH STATISTICS' not in again.stdout
+
+    more = run_experiments(tmp_path, 'max_epochs=2')
+    assert more.returncode == 0, more.stderr
+    assert more.stdout.count('resuming') == 5
+    assert more.stdout.count('Train error: epoch 2 ') == 5 and 'Train error: epoch 1 ' not in more.stdout
+    with open(out / 'results.csv') as f:
+        assert {r['epochs'] for r in csv.DictReader(f)} == {'2'}
