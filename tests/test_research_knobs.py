@@ -612,3 +612,35 @@ def test_weight_penalty_covers_this_models_weights_when_built_inside_another_sco
                  if op.type == 'L2Loss'}  # L2Loss <- ReadVariableOp <- the variable
     assert penalised and all(name.startswith('other/custom_model/') for name in penalised)
     assert all(v.name.startswith('other/') for v in inner.trainable_variables())
+
+
+def _augmented_batch(session, source, seed):
+    source.start(session, 'train', training=True, seed=seed)
+    images, _ = session.run(source.next_batch)
+    data = source.data
+    return np.rint(images * data.std + data.mean).astype(np.int64)  # back to pixel values
+
+
+@pytest.mark.parametrize('flip', [False, True])
+def test_augment_gives_reproducible_shifted_crops_of_the_padded_image(session, flip):
+    import loaders
+    from input_pipeline import ArrayInput
+    data = loaders.load_digits(None, 0, False)
+    source = ArrayInput(data, 64, 250, augmentation=(1, flip))
+    batch = _augmented_batch(session, source, seed=7)
+    order = np.random.default_rng(7).permutation(data.num_examples('train'))[:64]
+    originals = data.train.images[order].astype(np.int64)
+    shifted = flipped = 0
+    for image, original in zip(batch, originals):
+        padded = np.pad(original, [(1, 1), (1, 1), (0, 0)], mode='reflect')  # TF's REFLECT
+        windows = {(dy, dx, mirrored) for dy in range(3) for dx in range(3) for mirrored in (0, 1)
+                   if np.array_equal(image, padded[dy:dy + 8, dx:dx + 8][:, ::-1 if mirrored else 1])}
+        assert windows, 'not a crop of the padded image'
+        shifted += (1, 1, 0) not in windows
+        flipped += all(mirrored for _, _, mirrored in windows)
+    assert shifted > 32  # 8 of 9 offsets move the image
+    assert (flipped > 16) if flip else (flipped == 0)
+    np.testing.assert_array_equal(_augmented_batch(session, source, seed=7), batch)  # reproducible
+    source.start(session, 'valid', training=False)  # evaluation is never augmented
+    images, _ = session.run(source.next_batch)
+    np.testing.assert_allclose(images[0] * data.std + data.mean, data.valid.images[0], atol=1e-3)
