@@ -97,8 +97,13 @@ class Model:
 
         self.global_step = v1.train.get_or_create_global_step()
         self.learning_rate = learning_rate_schedule(config, self.global_step, steps_per_epoch)
-        # What the optimiser minimises: the training loss plus the L2 penalty.
+        # What the optimiser minimises: the training loss plus the L2 penalty;
+        # under a distribution strategy, divided by the replicas, whose
+        # gradients are summed: the step then follows the global batch's mean.
         self.objective = self.train_loss + self.weight_penalty()
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        if replicas > 1:
+            self.objective = self.objective / replicas
         optimizer = make_optimizer(config, self.learning_rate)
         if config['mixed_precision']:
             # float16 gradients underflow without loss scaling; the dynamic

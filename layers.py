@@ -174,10 +174,14 @@ def batch_normalization(x, is_training, decay=BN_DECAY, epsilon=BN_EPSILON,
     with v1.variable_scope(name):
         gamma = v1.get_variable("gamma", [channels], initializer=v1.ones_initializer())
         beta = v1.get_variable("beta", [channels], initializer=v1.zeros_initializer())
+        # Under several replicas (replicas.py), each replica's update counts
+        # for its share: the moving averages follow the mean over replicas.
         moving_mean = v1.get_variable("moving_mean", [channels], trainable=False,
-                                      initializer=v1.zeros_initializer())
+                                      initializer=v1.zeros_initializer(),
+                                      aggregation=v1.VariableAggregation.MEAN)
         moving_variance = v1.get_variable("moving_variance", [channels], trainable=False,
-                                          initializer=v1.ones_initializer())
+                                          initializer=v1.ones_initializer(),
+                                          aggregation=v1.VariableAggregation.MEAN)
         # Fused batch norm is several times faster, and takes 4-D input only.
         x4 = x if x.shape.rank == 4 else tf.reshape(x, [-1, 1, 1, channels])
 

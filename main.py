@@ -23,12 +23,12 @@ import history  # noqa: E402
 import interruption  # noqa: E402
 import loaders  # noqa: E402
 import malloc_tuning  # noqa: E402
+import replicas  # noqa: E402
 import safe_io  # noqa: E402
 import settings  # noqa: E402
 import util  # noqa: E402
 from download import DataError  # noqa: E402
 from input_pipeline import make_input  # noqa: E402
-from Model import Model  # noqa: E402
 
 v1 = tf.compat.v1
 CHECKPOINT_NAME = 'model.ckpt'
@@ -91,8 +91,7 @@ def build_graph(cfg, data):
         source = make_input(data, cfg)
         images, labels = source.next_batch
         steps_per_epoch = math.ceil(data.num_examples('train') / cfg['batch_size'])
-        with tf.device(cfg['device']):
-            model = Model(cfg, data.image_shape, images, labels, steps_per_epoch)
+        model = replicas.build_model(cfg, data.image_shape, images, labels, steps_per_epoch)
         progress = RunProgress()
         saver = v1.train.Saver(max_to_keep=cfg['keep_checkpoints'])
         best_saver = v1.train.Saver(max_to_keep=1)

@@ -211,6 +211,7 @@ RULES = {
     'experiment_grids': _grids,
     'experiment_grid': _choice('experiment_grids'),
     'device': _text,
+    'num_gpus': _integer(1),
     'gpu_memory_growth': _boolean,
     'gpu_memory_fraction': _optional(_number(0.0, 1.0)),
     'log_device_placement': _boolean,

@@ -1,0 +1,93 @@
+"""num_gpus: data-parallel replicas under MirroredStrategy, tested on a CPU
+split into two logical devices (in a child process: the split must come
+before TensorFlow starts its runtime)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SPLIT_CPU = """
+import json, os, sys
+sys.path.insert(0, {project!r})
+os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
+import numpy as np
+import tensorflow as tf
+v1 = tf.compat.v1
+v1.disable_eager_execution()
+cpu = tf.config.list_physical_devices('CPU')[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import settings, replicas
+from Model import Model
+"""
+
+EQUIVALENCE = SPLIT_CPU + """
+def variables_after_one_step(num_gpus, initial=None):
+    cfg = settings.load_config(['num_gpus=%d' % num_gpus, 'learning_rate=0.05'] + sys.argv[1:])
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(10, 8, 8, 1)).astype(np.float32)
+    labels = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 10)]
+    with tf.Graph().as_default():
+        model = replicas.build_model(cfg, (8, 8, 1), tf.constant(images), tf.constant(labels), 10)
+        variables = v1.global_variables()
+        names = [v.name for v in variables]
+        loads = [v.assign(initial[v.name]) for v in variables] if initial else []
+        with v1.Session(config=v1.ConfigProto(allow_soft_placement=True)) as session:
+            session.run(v1.global_variables_initializer())
+            session.run(loads)
+            before = dict(zip(names, session.run(variables)))
+            loss, _ = session.run([model.train_loss, model.train_op])
+            return before, dict(zip(names, session.run(variables))), float(loss), \\
+                len(getattr(model, 'replicas', [model]))
+
+before, one, loss_one, n_one = variables_after_one_step(1)
+_, two, loss_two, n_two = variables_after_one_step(2, before)
+moved = max(float(np.abs(one[k] - before[k]).max()) for k in one if 'global_step' not in k)
+print(json.dumps({'replicas': [n_one, n_two], 'same_names': sorted(one) == sorted(two),
+                  'max_difference': max(float(np.abs(one[k] - two[k]).max()) for k in one),
+                  'moved': moved, 'losses': [loss_one, loss_two]}))
+"""
+
+
+def run_child(script, *args):
+    env = {**os.environ, 'CUDA_VISIBLE_DEVICES': ''}
+    result = subprocess.run([sys.executable, '-c', script.replace('{project!r}', repr(PROJECT_DIR)), *args],
+                            capture_output=True, text=True, timeout=300, env=env, cwd=PROJECT_DIR)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.parametrize('options', [[], ['optimizer=momentum', 'use_se=True', 'weight_decay=0.01']])
+def test_one_step_on_two_replicas_equals_one_step_on_one_device(options):
+    """Same global batch (10 images, split 5 + 5), same initial weights: the
+    variables after one step agree within float tolerance."""
+    result = json.loads(run_child(EQUIVALENCE, *options).stdout.strip().splitlines()[-1])
+    assert result['replicas'] == [1, 2] and result['same_names']
+    assert result['moved'] > 1e-3  # the step did change the weights
+    # Float sums in another order: Adam divides tiny gradients by their own
+    # size, which turns round-off into up to about 1e-3 of its step.
+    assert result['max_difference'] < 1e-3 * result['moved'], result
+    assert result['losses'][0] == pytest.approx(result['losses'][1], rel=1e-5)
+
+
+TRAIN_AND_RESUME = SPLIT_CPU + """
+import main
+root = sys.argv[1]
+first = main.train(settings.load_config(['num_gpus=2', 'max_epochs=1', 'datasets_root=' + root]))
+second = main.train(settings.load_config(['num_gpus=2', 'max_epochs=2', 'resume=True',
+                                          'datasets_root=' + root]))
+print(json.dumps([first, second]))
+"""
+
+
+def test_main_trains_on_two_replicas_and_resumes_from_their_checkpoint(tmp_path):
+    result = run_child(TRAIN_AND_RESUME, str(tmp_path))
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [0, 0]
+    assert 'Resuming from' in result.stdout and '1 epoch(s) done' in result.stdout
+    record = json.loads((tmp_path / 'digits' / 'save_dir' / 'runs' / 'custom_model_relu' /
+                         'history.json').read_text())
+    assert [e['epoch'] for e in record['epochs']] == [1, 2]
+    assert record['epochs'][-1]['valid_accuracy'] > 0.8  # two replicas learn like one
