@@ -89,7 +89,8 @@ def network_only(cfg, x):
     net.activation = cfg['activation_functions'][cfg['activation_fn']]
     net.initializer = layers.initializer_for(cfg['activation_fn'])
     net.is_training = v1.placeholder_with_default(False, [])
-    with v1.variable_scope(net.scope):
+    with v1.variable_scope(net.scope) as scope:
+        net.variables_prefix, net.ops_prefix = scope.name + '/', scope.original_name_scope
         logits = net.network(x, net.is_training)
     return net, logits
 
