@@ -225,10 +225,11 @@ def save_if_best(session, best_saver, record, row, run_dir):
         path = best_saver.save(session, os.path.join(run_dir, BEST_DIR, CHECKPOINT_NAME),
                                global_step=row['epoch'], latest_filename='checkpoint')
         record['best'] = {'epoch': row['epoch'], 'valid_loss': row['valid_loss'],
-                          'valid_accuracy': row['valid_accuracy'], 'checkpoint': path}
+                          'valid_accuracy': row['valid_accuracy'],
+                          'checkpoint': os.path.relpath(path, run_dir)}  # the run may move
 
 
-def evaluate_best(session, best_saver, model, source, record, stop, final_test):
+def evaluate_best(session, best_saver, model, source, record, stop, final_test, run_dir):
     """Test loss and accuracy of the best validation epoch's weights (the
     final weights' `final_test` when the last epoch was the best), into
     record['best']; leaves the best weights in the session."""
@@ -238,11 +239,12 @@ def evaluate_best(session, best_saver, model, source, record, stop, final_test):
     if best['epoch'] == record['epochs'][-1]['epoch']:
         best['test_loss'], best['test_accuracy'] = final_test
         return
+    checkpoint = os.path.join(run_dir, best['checkpoint'])
     try:
-        best_saver.restore(session, best['checkpoint'])
+        best_saver.restore(session, checkpoint)
     except (tf.errors.OpError, ValueError) as error:
         reason = str(getattr(error, 'message', error)).strip().split('\n')[0]
-        print(f"warning: the best epoch's checkpoint {best['checkpoint']} is unreadable ({reason}); "
+        print(f"warning: the best epoch's checkpoint {checkpoint} is unreadable ({reason}); "
               f"no test figure for it", file=sys.stderr, flush=True)
         return
     best['test_loss'], best['test_accuracy'] = evaluate(session, model, source, 'test', stop)
@@ -358,7 +360,8 @@ def train(cfg):
             epoch = None
             test_loss, test_acc = evaluate(session, model, source, 'test', stop)
             first_kernel = session.run(model.first_conv_kernel)
-            evaluate_best(session, best_saver, model, source, record, stop, (test_loss, test_acc))
+            evaluate_best(session, best_saver, model, source, record, stop, (test_loss, test_acc),
+                          run_dir)
         except interruption.Interrupted as stopped:
             return save_interrupted(session, saver, progress, source, checkpoint_prefix,
                                     epoch, stopped)

@@ -128,7 +128,8 @@ def test_the_best_epochs_weights_are_restored_and_tested(tmp_path):
             session.run(kernel.assign(kernel + 1.0))
         assert record['best']['epoch'] == 1
         main.evaluate_best(session, built.best_saver, built.model, built.source, record, None,
-                       final_test=(9.0, 0.0))
+                       final_test=(9.0, 0.0), run_dir=str(tmp_path))
+        assert record['best']['checkpoint'] == os.path.join('best', 'model.ckpt-1')
         np.testing.assert_array_equal(session.run(kernel), best_weights)
         expected = main.evaluate(session, built.model, built.source, 'test')
     assert (record['best']['test_loss'], record['best']['test_accuracy']) == expected
