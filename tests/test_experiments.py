@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -176,3 +177,31 @@ def test_a_sweep_writes_its_table_and_plot_skips_what_is_done_and_resumes(tmp_pa
     assert more.stdout.count('Train error: epoch 2 ') == 5 and 'Train error: epoch 1 ' not in more.stdout
     with open(out / 'results.csv') as f:
         assert {r['epochs'] for r in csv.DictReader(f)} == {'2'}
+
+
+def test_an_interrupted_sweep_writes_what_it_has_and_the_same_command_resumes_it(tmp_path):
+    args = [sys.executable, os.path.join(PROJECT_DIR, 'experiments.py'), f'datasets_root={tmp_path}',
+            'experiment_grid=se_ablation', 'max_epochs=1000', 'log_every=100000']
+    env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+    sweep = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        for line in sweep.stdout:  # stop it inside its first run, after an epoch
+            if line.startswith('Train error: epoch 2 '):
+                sweep.send_signal(signal.SIGINT)
+                break
+        out, err = sweep.communicate(timeout=120)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 130, err
+    assert 'run the same command again to continue it' in err
+    with open(tmp_path / 'digits' / 'save_dir' / 'experiments' / 'se_ablation' / 'results.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert [r['run'] for r in rows] == ['custom_model_relu'] and rows[0]['note'] == 'incomplete'
+    done = int(rows[0]['epochs'])  # 2 or more, by when the signal came
+    again = subprocess.run(args[:-2] + [f'max_epochs={done + 1}', 'log_every=100000'], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines()[1] == '=== run 1 / 5: custom_model_relu: resuming'
+    first_run = again.stdout.split('=== run 2')[0]
+    assert f'Train error: epoch {done + 1} ' in first_run and 'Train error: epoch 1 ' not in first_run
