@@ -91,6 +91,7 @@ class Model:
         correct = tf.equal(tf.argmax(self.logits, 1), tf.argmax(self.Yoh, 1))
         self.accuracy = tf.reduce_mean(tf.cast(correct, tf.float32), name='accuracy')
         self.batch_size = tf.shape(self.X)[0]
+        self.train_batch_size = self.batch_size  # all replicas' in replicas.ReplicatedModel
         self.weights_finite = tf.reduce_all(
             [tf.reduce_all(tf.math.is_finite(v)) for v in self.trainable_variables()],
             name='weights_finite')

@@ -43,24 +43,43 @@ def random_shift_flip(seed, pad, flip):
     return augment
 
 
-def make_input(data, cfg):
-    """The input source for a loaded dataset: arrays or TFRecords."""
+def make_input(data, cfg, shard=None):
+    """The input source for a loaded dataset: arrays or TFRecords; `shard`:
+    (this worker, workers) of a multi-worker job (arrays only)."""
     import TFRecordsReader
     if isinstance(data, TFRecordsReader.RecordDataset):
         return TFRecordsReader.TFRecordInput(data, cfg)
     augmentation = AUGMENTATION[cfg['dataset_name']] if cfg['augment'] else None
     return ArrayInput(data, cfg['batch_size'], cfg['eval_batch_size'], cfg['train_eval_images'],
-                      augmentation)
+                      augmentation, shard)
+
+
+def worker_part(order, batch_size, worker, workers):
+    """This worker's images of a training pass in `order`: its slice of
+    every global batch of `batch_size`, so that the workers together train
+    each global batch once, in the same number of steps. A last batch too
+    small to give every worker an image is left out."""
+    parts = []
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        if len(batch) >= workers:
+            parts.append(batch[worker * len(batch) // workers:(worker + 1) * len(batch) // workers])
+    return np.concatenate(parts) if parts else order[:0]
 
 
 class ArrayInput:
     """Numpy arrays, fed to the pipeline once per pass (at iterator start),
     never batch by batch."""
 
-    def __init__(self, data, batch_size, eval_batch_size, train_eval_images=None, augmentation=None):
+    def __init__(self, data, batch_size, eval_batch_size, train_eval_images=None, augmentation=None,
+                 shard=None):
         """`augmentation`: (pad, flip) for random_shift_flip of training
-        images, or None."""
+        images, or None; `shard`: (worker, workers) of a multi-worker job,
+        whose training batches are this worker's parts of the global ones."""
         self.data = data
+        self.batch_size, self.shard = batch_size, shard
+        if shard:
+            batch_size //= shard[1]
         self.train_eval_images = train_eval_images
         self.images = v1.placeholder(tf.uint8, [None, *data.image_shape], 'array_images')
         self.labels = v1.placeholder(tf.int64, [None], 'array_labels')
@@ -93,6 +112,8 @@ class ArrayInput:
         images, labels = part.images, part.labels
         if training:
             order = np.random.default_rng(seed).permutation(len(labels))[skip:]
+            if self.shard:
+                order = worker_part(order, self.batch_size, *self.shard)
             images, labels = images[order], labels[order]
         elif split == 'train' and self.train_eval_images:
             images, labels = images[:self.train_eval_images], labels[:self.train_eval_images]

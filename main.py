@@ -18,6 +18,7 @@ import time  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.core.protobuf import rewriter_config_pb2  # noqa: E402
 
+import cluster  # noqa: E402
 import constant  # noqa: E402
 import history  # noqa: E402
 import interruption  # noqa: E402
@@ -79,28 +80,34 @@ class RunProgress:
 
 
 TrainingGraph = collections.namedtuple(
-    'TrainingGraph', 'graph source model progress saver best_saver')
+    'TrainingGraph', 'graph source model progress saver best_saver agreement')
 
 
-def build_graph(cfg, data):
+def build_graph(cfg, data, strategy=None, role=None):
     """A TrainingGraph: the input source, the model reading from it, the
-    run's progress, its saver and the saver of its best epoch, in a new graph."""
+    run's progress, its saver and the saver of its best epoch, in a new graph;
+    in a multi-worker job (`strategy`, this worker's `role`), also the op
+    that averages the progress over the workers (`agreement`)."""
     graph = tf.Graph()
     with graph.as_default():
         v1.set_random_seed(cfg['seed'])
-        source = make_input(data, cfg)
+        shard = (role.index, len(role.workers)) if role else None
+        source = make_input(data, cfg, shard)
         images, labels = source.next_batch
         steps_per_epoch = math.ceil(data.num_examples('train') / cfg['batch_size'])
-        model = replicas.build_model(cfg, data.image_shape, images, labels, steps_per_epoch)
         progress = RunProgress()
+        model = replicas.build_model(cfg, data.image_shape, images, labels, steps_per_epoch,
+                                     strategy)
+        agreement = (model.mean_over_workers(tf.stack([progress.epochs, progress.images]))
+                     if strategy else None)
         saver = v1.train.Saver(max_to_keep=cfg['keep_checkpoints'])
         best_saver = v1.train.Saver(max_to_keep=1)
-    return TrainingGraph(graph, source, model, progress, saver, best_saver)
+    return TrainingGraph(graph, source, model, progress, saver, best_saver, agreement)
 
 
 def train_step(session, model):
     """One optimiser step on the next training batch; returns (loss, images)."""
-    _, loss, batch = session.run([model.train_op, model.train_loss, model.batch_size])
+    _, loss, batch = session.run([model.train_op, model.train_loss, model.train_batch_size])
     return loss, batch
 
 
@@ -280,11 +287,12 @@ def restore_newest_readable(session, saver, run_dir):
     return None
 
 
-def start_or_resume(session, saver, progress, run_dir, cfg):
+def start_or_resume(session, saver, progress, run_dir, cfg, chief=True):
     """Restores the run's last good checkpoint when resuming; returns (record,
     epochs done, images done of the next epoch).
 
     A fresh start keeps the previous run of the same name as <run>.previous.
+    Only the `chief` of a multi-worker job touches the files.
     """
     if cfg['resume'] and os.path.isdir(run_dir):
         record = history.load(run_dir)
@@ -298,10 +306,11 @@ def start_or_resume(session, saver, progress, run_dir, cfg):
             return record, done, images
     if cfg['resume']:
         print(f'No readable checkpoint in {run_dir}: starting from epoch 1', flush=True)
-    if os.path.isdir(run_dir):
-        shutil.rmtree(run_dir + '.previous', ignore_errors=True)
-        os.replace(run_dir, run_dir + '.previous')
-    os.makedirs(run_dir)
+    if chief:
+        if os.path.isdir(run_dir):
+            shutil.rmtree(run_dir + '.previous', ignore_errors=True)
+            os.replace(run_dir, run_dir + '.previous')
+        os.makedirs(run_dir)
     session.run(v1.global_variables_initializer())
     return {'epochs': []}, 0, 0
 
@@ -332,12 +341,29 @@ def train(cfg):
     if data.num_classes != cfg['output_shape']:
         raise DataError(f"{dirs['DATA_DIR']} holds {data.num_classes} classes but output_shape="
                         f"{cfg['output_shape']}; set output_shape={data.num_classes}")
-    safe_io.check_writable(dirs['SAVE_DIR'])  # now, not after the first epoch
-    graph, source, model, progress, saver, best_saver = build_graph(cfg, data)
+    role = cluster.role_from_environment()
+    proto, target, strategy = session_config(cfg), '', None
+    if role:
+        cluster.check_config(cfg, role, streamed=not isinstance(data, loaders.ArrayDataset))
+        strategy, server, proto = cluster.start(role, proto)
+        target = server.target
+        cfg = {**cfg, 'resume': True}  # a job always goes on from the chief's newest checkpoint
+    chief = cluster.is_chief(role)
+    if chief:
+        safe_io.check_writable(dirs['SAVE_DIR'])  # now, not after the first epoch
+    graph, source, model, progress, saver, best_saver, agreement = build_graph(cfg, data, strategy,
+                                                                               role)
     checkpoint_prefix = os.path.join(run_dir, CHECKPOINT_NAME)
-    with graph.as_default(), v1.Session(config=session_config(cfg)) as session, \
+    with graph.as_default(), v1.Session(target, config=proto) as session, \
             interruption.stop_requests() as stop:
-        record, done, skip = start_or_resume(session, saver, progress, run_dir, cfg)
+        record, done, skip = start_or_resume(session, saver, progress, run_dir, cfg, chief)
+        if agreement is not None:
+            if done >= cfg['max_epochs']:  # a worker started after the job ended: no peers left
+                print(f'{name} has trained {done} epoch(s) already: nothing to do', flush=True)
+                return 0
+            check_agreement(session, agreement, done, skip)
+        if not chief:
+            return train_as_worker(session, model, source, cfg, done, skip, stop)
         record['config'] = {k: v for k, v in cfg.items() if k not in settings.MENU_KEYS}
         record['device'] = device_name(cfg)
         record.pop('diverged', None)
@@ -395,6 +421,29 @@ def train(cfg):
     return 0
 
 
+def check_agreement(session, agreement, done, images):
+    """Raises cluster.PeerLost unless every worker of the job restored the
+    same progress (the chief's newest checkpoint)."""
+    mean = session.run(agreement)
+    if abs(mean[0] - done) > 1e-6 or abs(mean[1] - images) > 1e-3:
+        raise cluster.PeerLost(f'the workers restored different checkpoints (this one: {done} '
+                               f'epochs and {images} images; the mean: {mean[0]:g} and {mean[1]:g})')
+
+
+def train_as_worker(session, model, source, cfg, done, skip, stop):
+    """A worker other than the chief: trains its part of every epoch's
+    batches and writes nothing; returns the exit status."""
+    try:
+        for epoch in range(done + 1, cfg['max_epochs'] + 1):
+            train_epoch(session, model, source, cfg, epoch, stop, skip)
+            skip = 0
+    except interruption.Interrupted as stopped:
+        print(f'Interrupted ({stopped}); the chief keeps the checkpoints', file=sys.stderr)
+        return 128 + stopped.signum
+    print(f"Worker done: {cfg['max_epochs']} epoch(s); the chief evaluates and writes the results")
+    return 0
+
+
 def save_interrupted(session, saver, progress, source, checkpoint_prefix, epoch, stopped):
     """Checkpoints a run stopped in `epoch` (None: after its last epoch, whose
     checkpoint stands); returns the exit status 128 + signal number."""
@@ -411,7 +460,8 @@ def save_interrupted(session, saver, progress, source, checkpoint_prefix, epoch,
 
 
 # What a user can fix: reported in one line, exit status 2.
-USER_ERRORS = (settings.ConfigError, DataError, ResumeError, safe_io.NotWritableError)
+USER_ERRORS = (settings.ConfigError, DataError, ResumeError, safe_io.NotWritableError,
+               cluster.ClusterError)
 
 
 def main(argv):
@@ -419,6 +469,13 @@ def main(argv):
     try:
         cfg = settings.load_config(argv)
         return train(cfg)
+    except cluster.PeerLost as lost:
+        cluster.restart_process(str(lost))
+    except cluster.PEER_ERRORS as error:
+        if cluster.role_from_environment() is None:
+            raise
+        reason = str(getattr(error, 'message', error)).strip().split('\n')[0]
+        cluster.restart_process(f'a worker of the job was lost ({type(error).__name__}: {reason})')
     except USER_ERRORS as error:
         print(f'error: {error}', file=sys.stderr)
         return 2

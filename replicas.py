@@ -35,13 +35,16 @@ def replica_devices(cfg):
     return [cfg['device']]
 
 
-def build_model(cfg, image_shape, images, labels, steps_per_epoch):
-    """A Model on cfg['device'], or a ReplicatedModel over replica_devices."""
-    devices = replica_devices(cfg)
-    if len(devices) == 1:
-        with tf.device(devices[0]):
-            return Model(cfg, image_shape, images, labels, steps_per_epoch)
-    return ReplicatedModel(cfg, image_shape, images, labels, steps_per_epoch, devices)
+def build_model(cfg, image_shape, images, labels, steps_per_epoch, strategy=None):
+    """A Model on cfg['device'], or a ReplicatedModel over replica_devices,
+    or over the workers of `strategy` (cluster.py)."""
+    if strategy is None:
+        devices = replica_devices(cfg)
+        if len(devices) == 1:
+            with tf.device(devices[0]):
+                return Model(cfg, image_shape, images, labels, steps_per_epoch)
+        strategy = v1.distribute.MirroredStrategy(devices)
+    return ReplicatedModel(cfg, image_shape, images, labels, steps_per_epoch, strategy)
 
 
 def _slice(tensor, replica, replicas):
@@ -51,25 +54,30 @@ def _slice(tensor, replica, replicas):
 
 
 class ReplicatedModel:
-    """One Model per device, sharing mirrored variables, with what main.py
+    """One Model per device of this process, sharing mirrored variables (with
+    the other workers' too, under a multi-worker strategy), with what main.py
     uses of a Model: train_op, train_loss, loss, accuracy, batch_size,
     learning_rate, weights_finite, first_conv_kernel, replicas."""
 
-    def __init__(self, cfg, image_shape, images, labels, steps_per_epoch, devices):
-        self.strategy = v1.distribute.MirroredStrategy(devices)
+    def __init__(self, cfg, image_shape, images, labels, steps_per_epoch, strategy):
+        self.strategy = strategy
         self.replicas = []
+        local = len(strategy.extended.worker_devices)  # this process's replicas
 
         def replica_step(images, labels):
-            context = tf.distribute.get_replica_context()
-            index, count = context.replica_id_in_sync_group, context.num_replicas_in_sync
-            model = Model(cfg, image_shape, _slice(images, index, count),
-                          _slice(labels, index, count), steps_per_epoch)
+            index = tf.distribute.get_replica_context().replica_id_in_sync_group % local
+            model = Model(cfg, image_shape, _slice(images, index, local),
+                          _slice(labels, index, local), steps_per_epoch)
             self.replicas.append(model)
-            return model.train_op
+            return model.train_op, model.batch_size
 
         with self.strategy.scope():
-            self.train_op = self.strategy.group(
-                self.strategy.run(replica_step, args=(images, labels)))
+            train_ops, sizes = self.strategy.run(replica_step, args=(images, labels))
+            self.train_op = self.strategy.group(train_ops)
+            # Images of the step over all replicas of the job (across workers:
+            # all-reduced, so fetch it only along with train_op).
+            self.train_batch_size = self.strategy.reduce(tf.distribute.ReduceOp.SUM, sizes,
+                                                         axis=None)
         first = self.replicas[0]
         self.batch_size = tf.add_n([m.batch_size for m in self.replicas])
         self.train_loss = self._batch_mean('train_loss')
@@ -79,6 +87,13 @@ class ReplicatedModel:
         self.global_step = first.global_step
         self.weights_finite = first.weights_finite  # every replica holds the same weights
         self.first_conv_kernel = first.first_conv_kernel
+
+    def mean_over_workers(self, tensor):
+        """An op giving the mean of `tensor` over all replicas of the job
+        (all-reduced across workers), e.g. to check that they agree."""
+        with self.strategy.scope():
+            per_replica = self.strategy.run(lambda: tf.identity(tf.cast(tensor, tf.float32)))
+            return self.strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
 
     def _batch_mean(self, name):
         """The mean of a per-replica mean over the whole batch."""

@@ -1,0 +1,99 @@
+"""Several machines: synchronous data-parallel training across processes on
+TensorFlow's own runtime, with collective all-reduce
+(tf.compat.v1.distribute.experimental.MultiWorkerMirroredStrategy) in graph
+mode. Each process learns its place from TF_CONFIG, as TensorFlow jobs do:
+
+    TF_CONFIG='{"cluster": {"worker": ["host0:2222", "host1:2222"]},
+                "task": {"type": "worker", "index": 0}}' python main.py ...
+
+Worker 0 is the chief: it alone evaluates and writes checkpoints, history,
+plots and filters. Every worker trains on its own slice of every global batch.
+A worker that loses a peer mid-step starts itself afresh (same command) and,
+like a worker started again by hand, continues from the chief's newest
+checkpoint once all workers are back.
+"""
+import collections
+import json
+import os
+import sys
+import time
+
+import tensorflow as tf
+
+v1 = tf.compat.v1
+
+RESTART_DELAY_SECONDS = 2
+# What a lost peer looks like to the collective ops.
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError,
+               tf.errors.DeadlineExceededError, tf.errors.CancelledError)
+
+
+class ClusterError(ValueError):
+    """TF_CONFIG that cannot work."""
+
+
+class PeerLost(RuntimeError):
+    """A worker of the job stopped answering, or the workers disagree on
+    where the job stands: this process must start again to rejoin."""
+
+
+Role = collections.namedtuple('Role', 'workers index')  # addresses, this task's index
+
+
+def is_chief(role):
+    return role is None or role.index == 0
+
+
+def role_from_environment(environ=os.environ):
+    """This process's Role from TF_CONFIG; None when it trains alone (no
+    TF_CONFIG, or a cluster of one worker)."""
+    text = environ.get('TF_CONFIG')
+    if not text:
+        return None
+    try:
+        config = json.loads(text)
+        workers = list(config['cluster']['worker'])
+        task = config['task']
+        kind, index = task['type'], int(task['index'])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ClusterError(f'TF_CONFIG is not valid ({error}); expected '
+                           f'{{"cluster": {{"worker": ["host:port", ...]}}, "task": {{"type": '
+                           f'"worker", "index": i}}}}') from None
+    others = sorted(set(config['cluster']) - {'worker'})
+    if others or kind != 'worker':
+        raise ClusterError(f"TF_CONFIG: this trainer runs jobs of workers only (collective "
+                           f"all-reduce; worker 0 is the chief), not {others or [kind]}")
+    if not 0 <= index < len(workers):
+        raise ClusterError(f'TF_CONFIG: task index {index} is not in the {len(workers)} workers')
+    return Role(workers, index) if len(workers) > 1 else None
+
+
+def check_config(cfg, role, streamed):
+    """What a multi-worker run needs of the config."""
+    count = len(role.workers)
+    if cfg['batch_size'] % count:
+        raise ClusterError(f"batch_size={cfg['batch_size']} (the global batch) does not split "
+                           f"evenly among {count} workers; choose a multiple of {count}")
+    if streamed:
+        raise ClusterError(f"dataset_name={cfg['dataset_name']!r} streams TFRecords; several "
+                           f"workers train on the in-memory datasets only so far")
+
+
+def start(role, session_proto):
+    """The strategy and this task's server; returns (strategy, server, proto)."""
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec({'worker': role.workers}), task_type='worker', task_id=role.index)
+    strategy = v1.distribute.experimental.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    proto = strategy.update_config_proto(session_proto)
+    server = tf.distribute.Server(resolver.cluster_spec(), job_name='worker',
+                                  task_index=role.index, config=proto, start=True)
+    return strategy, server, proto
+
+
+def restart_process(reason):
+    """Replaces this process by a fresh run of the same command (same PID):
+    the only way to reset TensorFlow's collective runtime after a lost peer."""
+    print(f'{reason}; starting again to rejoin the job from the newest checkpoint',
+          file=sys.stderr, flush=True)
+    time.sleep(RESTART_DELAY_SECONDS)  # lets the chief write what it was writing
+    os.execv(sys.executable, [sys.executable] + sys.argv)
