@@ -15,6 +15,7 @@ checkpoint once all workers are back.
 import collections
 import json
 import os
+import socket
 import sys
 import time
 
@@ -66,6 +67,25 @@ def role_from_environment(environ=os.environ):
     if not 0 <= index < len(workers):
         raise ClusterError(f'TF_CONFIG: task index {index} is not in the {len(workers)} workers')
     return Role(workers, index) if len(workers) > 1 else None
+
+
+def tf_config(addresses, index):
+    """The TF_CONFIG text of worker `index` of a job on `addresses`."""
+    return json.dumps({'cluster': {'worker': list(addresses)},
+                       'task': {'type': 'worker', 'index': index}})
+
+
+def loopback_addresses(count):
+    """`count` addresses on 127.0.0.1 with ports free now, for a job on one
+    machine (tests, benchmarks, trying a job out)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(('127.0.0.1', 0))
+        return [f'127.0.0.1:{s.getsockname()[1]}' for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def check_config(cfg, role, streamed):

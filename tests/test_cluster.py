@@ -3,7 +3,6 @@ chief-only writes, and a worker killed mid-epoch and started again."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,20 +17,16 @@ PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOB_SECONDS = 240  # a job of two workers on digits must end by itself within this
 
 
-def tf_config(ports, index):
-    return json.dumps({'cluster': {'worker': [f'127.0.0.1:{port}' for port in ports]},
-                       'task': {'type': 'worker', 'index': index}})
-
-
 def test_role_comes_from_tf_config():
+    two = ['127.0.0.1:1', '127.0.0.1:2']
     assert cluster.role_from_environment({}) is None
-    role = cluster.role_from_environment({'TF_CONFIG': tf_config([1, 2], 1)})
-    assert role == cluster.Role(['127.0.0.1:1', '127.0.0.1:2'], 1) and not cluster.is_chief(role)
-    assert cluster.is_chief(cluster.role_from_environment({'TF_CONFIG': tf_config([1, 2], 0)}))
-    assert cluster.role_from_environment({'TF_CONFIG': tf_config([1], 0)}) is None  # alone
+    role = cluster.role_from_environment({'TF_CONFIG': cluster.tf_config(two, 1)})
+    assert role == cluster.Role(two, 1) and not cluster.is_chief(role)
+    assert cluster.is_chief(cluster.role_from_environment({'TF_CONFIG': cluster.tf_config(two, 0)}))
+    assert cluster.role_from_environment({'TF_CONFIG': cluster.tf_config(two[:1], 0)}) is None
     for text, message in [('{"cluster": {}}', 'not valid'),
                           ('not json', 'not valid'),
-                          (tf_config([1, 2], 2), 'task index 2 is not in the 2 workers'),
+                          (cluster.tf_config(two, 2), 'task index 2 is not in the 2 workers'),
                           (json.dumps({'cluster': {'worker': ['a:1'], 'ps': ['b:1']},
                                        'task': {'type': 'ps', 'index': 0}}), 'workers only')]:
         with pytest.raises(cluster.ClusterError, match=message):
@@ -50,30 +45,20 @@ def test_every_worker_gets_its_part_of_every_global_batch():
     assert len(np.concatenate([worker_part(order[:101], 50, w, 3) for w in range(3)])) == 100
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(('127.0.0.1', 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 class Job:
     """Workers of one job as child processes running `python main.py`,
     their output in files; every process is killed at the end."""
 
     def __init__(self, root, args, workers=2):
-        self.root, self.args, self.ports = root, args, free_ports(workers)
+        self.root, self.args = root, args
+        self.addresses = cluster.loopback_addresses(workers)
         self.processes = {}
 
     def log(self, index):
         return self.root / f'worker{index}.log'
 
     def start(self, index):
-        env = {**os.environ, 'TF_CONFIG': tf_config(self.ports, index)}
+        env = {**os.environ, 'TF_CONFIG': cluster.tf_config(self.addresses, index)}
         env.pop('TF_CPP_MIN_LOG_LEVEL', None)
         with open(self.log(index), 'a') as out:
             self.processes[index] = subprocess.Popen(

@@ -1,0 +1,81 @@
+"""The same epochs trained by one process and by a loopback job of two
+workers (cluster.py), back to back: wall time of the whole command and the
+chief's training seconds per epoch.
+
+    python bench/cluster.py                                   # digits, 3 epochs
+    python bench/cluster.py dataset_name=mnist data_dir=../shared/datasets/mnist max_epochs=1
+
+Prints a table and writes bench/results/cluster.json.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, PROJECT_DIR)
+
+import tf_quiet  # noqa: E402
+
+tf_quiet.import_tensorflow_quietly()
+
+import cluster  # noqa: E402
+import constant  # noqa: E402
+import settings  # noqa: E402
+
+
+def run_job(args, workers, root):
+    """Runs `python main.py args` as `workers` processes (1: alone); returns
+    (wall seconds, the chief's history record)."""
+    addresses = cluster.loopback_addresses(workers)
+    command = [sys.executable, os.path.join(PROJECT_DIR, 'main.py'), f'datasets_root={root}', *args]
+    started = time.perf_counter()
+    processes = []
+    for index in range(workers):
+        env = dict(os.environ)
+        if workers > 1:
+            env['TF_CONFIG'] = cluster.tf_config(addresses, index)
+        processes.append(subprocess.Popen(command, env=env, cwd=PROJECT_DIR, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE, text=True))
+    try:
+        for process in processes:
+            _, err = process.communicate(timeout=3600)
+            if process.returncode:
+                raise RuntimeError(f'{" ".join(command)} failed:\n{err[-2000:]}')
+    finally:
+        for process in processes:
+            process.kill()
+    wall = time.perf_counter() - started
+    cfg = settings.load_config(args + [f'datasets_root={root}'])
+    run = os.path.join(constant.derived_dirs(cfg)['RUNS_SAVE_DIR'], constant.run_name(cfg))
+    with open(os.path.join(run, 'history.json')) as f:
+        return wall, json.load(f)
+
+
+def main(argv):
+    args = argv or ['max_epochs=3']
+    rows = []
+    for workers in (1, 2):
+        with tempfile.TemporaryDirectory() as root:
+            wall, record = run_job(args, workers, root)
+        epochs = record['epochs']
+        train = [e['train_seconds'] for e in epochs]
+        rows.append({'workers': workers, 'wall_s': wall, 'train_s_per_epoch': sum(train) / len(train),
+                     'last_train_s': train[-1], 'valid_accuracy': epochs[-1]['valid_accuracy'],
+                     'epochs': len(epochs)})
+    base = rows[0]['train_s_per_epoch']
+    print(f"{'workers':>7} | {'wall s':>7} | {'train s/epoch':>13} | {'vs one':>6} | "
+          f"{'last epoch s':>12} | {'valid acc':>9}")
+    for row in rows:
+        print(f"{row['workers']:>7} | {row['wall_s']:7.1f} | {row['train_s_per_epoch']:13.2f} | "
+              f"{base / row['train_s_per_epoch']:5.2f}x | {row['last_train_s']:12.2f} | "
+              f"{row['valid_accuracy']:9.4f}")
+    os.makedirs(os.path.join(PROJECT_DIR, 'bench', 'results'), exist_ok=True)
+    with open(os.path.join(PROJECT_DIR, 'bench', 'results', 'cluster.json'), 'w') as f:
+        json.dump({'args': args, 'rows': rows}, f, indent=1)
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])
