@@ -212,11 +212,21 @@ def records(files, training, seed, skip_bad):
                             num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
-def make_dataset(data, split, training, batch_size, cfg, seed=None, limit=None, skip=None):
+def make_dataset(data, split, training, batch_size, cfg, seed=None, limit=None, skip=None,
+                 shard=None):
     """The batched (normalised images, one-hot labels) of one split; a
-    training pass leaves out its first `skip` images (resuming an epoch)."""
+    training pass leaves out its first `skip` images (resuming an epoch).
+
+    `shard` (worker, workers) of a multi-worker job: the worker reads its own
+    files (every workers-th) and takes exactly records / workers of them, its
+    files read again from the start if they hold fewer: every worker then
+    takes the same number of steps, which the all-reduce needs.
+    """
     skip_bad = cfg['skip_bad_records']
-    dataset = records(data.files[split], training, seed, skip_bad)
+    files = data.files[split][shard[0]::shard[1]] if shard else data.files[split]
+    dataset = records(files, training, seed, skip_bad)
+    if shard:
+        dataset = dataset.repeat()
     if training:
         dataset = dataset.shuffle(cfg['shuffle_buffer'], seed=seed)
     if data.format == 'cifar_raw':
@@ -227,6 +237,8 @@ def make_dataset(data, split, training, batch_size, cfg, seed=None, limit=None, 
     if training and cfg['augment'] and data.format == 'cifar_raw':
         dataset = dataset.enumerate().map(random_shift_flip(seed, *AUGMENTATION['cifar_128']),
                                           num_parallel_calls=AUTOTUNE)
+    if shard:
+        limit = data.num_examples(split) // shard[1]
     if limit:
         dataset = dataset.take(limit)
     if skip is not None:
@@ -240,12 +252,14 @@ def make_dataset(data, split, training, batch_size, cfg, seed=None, limit=None, 
 class TFRecordInput:
     """The input source (as input_pipeline.ArrayInput) for TFRecords."""
 
-    def __init__(self, data, cfg):
+    def __init__(self, data, cfg, shard=None):
         self.data = data
+        self.workers = shard[1] if shard else 1
         self.seed = v1.placeholder_with_default(tf.constant(0, tf.int64), [], 'shuffle_seed')
         self.skip = v1.placeholder_with_default(tf.constant(0, tf.int64), [], 'skip_images')
-        passes = {('train', True): make_dataset(data, 'train', True, cfg['batch_size'], cfg,
-                                                self.seed, skip=self.skip),
+        passes = {('train', True): make_dataset(data, 'train', True,
+                                                cfg['batch_size'] // self.workers, cfg,
+                                                self.seed, skip=self.skip, shard=shard),
                   ('train', False): make_dataset(data, 'train', False, cfg['eval_batch_size'], cfg,
                                                  limit=cfg['train_eval_images'])}
         for split in ('valid', 'test'):
@@ -260,8 +274,13 @@ class TFRecordInput:
     def num_examples(self, split):
         return self.data.num_examples(split)
 
+    def training_images(self):
+        """Images of a whole training pass, over all workers of a job."""
+        return self.num_examples('train') // self.workers * self.workers
+
     def start(self, session, split, training, seed=None, skip=0):
-        feed = {self.seed: seed or 0, self.skip: skip} if training else {}
+        # `skip` counts the whole job's images; each worker did its share of them.
+        feed = {self.seed: seed or 0, self.skip: skip // self.workers} if training else {}
         session.run(self._initializers[split, training], feed)
 
     def explain(self, error):

@@ -88,15 +88,17 @@ def loopback_addresses(count):
             s.close()
 
 
-def check_config(cfg, role, streamed):
-    """What a multi-worker run needs of the config."""
+def check_config(cfg, role, train_files=None):
+    """What a multi-worker run needs of the config (and of the training
+    files, for streamed datasets: one at least for every worker)."""
     count = len(role.workers)
     if cfg['batch_size'] % count:
         raise ClusterError(f"batch_size={cfg['batch_size']} (the global batch) does not split "
                            f"evenly among {count} workers; choose a multiple of {count}")
-    if streamed:
-        raise ClusterError(f"dataset_name={cfg['dataset_name']!r} streams TFRecords; several "
-                           f"workers train on the in-memory datasets only so far")
+    if train_files is not None and len(train_files) < count:
+        raise ClusterError(f"the training split has {len(train_files)} file(s) for {count} "
+                           f"workers, which read one part of the files each; write at least "
+                           f"{count} training shards (tfrecord_shards)")
 
 
 def start(role, session_proto):

@@ -45,10 +45,10 @@ def random_shift_flip(seed, pad, flip):
 
 def make_input(data, cfg, shard=None):
     """The input source for a loaded dataset: arrays or TFRecords; `shard`:
-    (this worker, workers) of a multi-worker job (arrays only)."""
+    (this worker, workers) of a multi-worker job."""
     import TFRecordsReader
     if isinstance(data, TFRecordsReader.RecordDataset):
-        return TFRecordsReader.TFRecordInput(data, cfg)
+        return TFRecordsReader.TFRecordInput(data, cfg, shard)
     augmentation = AUGMENTATION[cfg['dataset_name']] if cfg['augment'] else None
     return ArrayInput(data, cfg['batch_size'], cfg['eval_batch_size'], cfg['train_eval_images'],
                       augmentation, shard)
@@ -104,6 +104,14 @@ class ArrayInput:
 
     def num_examples(self, split):
         return self.data.num_examples(split)
+
+    def training_images(self):
+        """Images of a whole training pass, over all workers of a job."""
+        total = self.num_examples('train')
+        if not self.shard:
+            return total
+        last = total % self.batch_size
+        return total - last + (last if last >= self.shard[1] else 0)
 
     def start(self, session, split, training, seed=None, skip=0):
         """Begins a pass over `split`; training passes are shuffled by `seed`

@@ -119,7 +119,7 @@ def train_epoch(session, model, source, cfg, epoch, stop, skip=0):
     after the last batch. Raises Divergence at the first non-finite loss and
     Interrupted (with the images done) when a stop was requested.
     """
-    total = source.num_examples('train')
+    total, last = source.num_examples('train'), source.training_images()
     log_every = cfg['log_every']
     source.start(session, 'train', training=True, seed=cfg['seed'] * 100_003 + epoch, skip=skip)
     seen, loss_sum, batches_since_log = skip, 0.0, 0
@@ -135,14 +135,14 @@ def train_epoch(session, model, source, cfg, epoch, stop, skip=0):
             raise Divergence(f'loss became {loss} at epoch {epoch}, step {seen}')
         loss_sum += loss * batch
         batches_since_log += 1
-        if seen >= next_log or seen == total:
+        if seen >= next_log or seen == last:
             now = time.perf_counter()
             print(f'epoch {epoch}, step {seen} / {total}, loss = {loss:.2f} '
                   f'({(now - last_log) / batches_since_log:.3f} sec/batch)', flush=True)
             next_log = (seen // log_every + 1) * log_every
             last_log, batches_since_log = now, 0
-    if seen < total:
-        print(f'epoch {epoch}: skipped {total - seen} of {total} training records that could '
+    if seen < last:
+        print(f'epoch {epoch}: skipped {last - seen} of {total} training records that could '
               f'not be read', flush=True)
     return float(loss_sum / max(seen - skip, 1))
 
@@ -344,7 +344,7 @@ def train(cfg):
     role = cluster.role_from_environment()
     proto, target, strategy = session_config(cfg), '', None
     if role:
-        cluster.check_config(cfg, role, streamed=not isinstance(data, loaders.ArrayDataset))
+        cluster.check_config(cfg, role, getattr(data, 'files', {}).get('train'))
         strategy, server, proto = cluster.start(role, proto)
         target = server.target
         cfg = {**cfg, 'resume': True}  # a job always goes on from the chief's newest checkpoint

@@ -21,3 +21,17 @@ def graph():
 def session(graph):
     with tf.compat.v1.Session(graph=graph) as s:
         yield s
+
+
+@pytest.fixture
+def job(tmp_path):
+    """Makes multi-worker jobs (tests.fixtures.Job); kills what is left of them at the end."""
+    jobs = []
+
+    def make(args):
+        from tests.fixtures import Job
+        jobs.append(Job(tmp_path, args))
+        return jobs[-1]
+    yield make
+    for j in jobs:
+        j.kill_all()

@@ -37,6 +37,8 @@ API
         .url (http://127.0.0.1:PORT/, serving `directory`) and .requests (list of
         request paths); shut down on exit
     closed_port_url(name='x') -> an http://127.0.0.1 URL nobody listens on
+    Job(root, args, workers=2)                     a multi-worker job of main.py on
+        loopback: start(index), wait_for(index, text, timeout), wait(timeout), kill_all()
 """
 import contextlib
 import functools
@@ -48,10 +50,17 @@ import os
 import pickle
 import socket
 import struct
+import subprocess
+import sys
 import tarfile
 import threading
+import time
 
 import numpy as np
+
+import cluster
+
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MNIST_GZ_NAMES = {
     'train_images': 'train-images-idx3-ubyte.gz',
@@ -267,3 +276,47 @@ def closed_port_url(name='x'):
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
     return f'http://127.0.0.1:{port}/{name}'
+
+
+class Job:
+    """Workers of one multi-worker job on loopback, as child processes
+    running `python main.py`, their output in files."""
+    SECONDS = 240  # a job of two workers on a test dataset must end by itself within this
+
+    def __init__(self, root, args, workers=2):
+        self.root, self.args = root, args
+        self.addresses = cluster.loopback_addresses(workers)
+        self.processes = {}
+
+    def log(self, index):
+        return self.root / f'worker{index}.log'
+
+    def start(self, index):
+        env = {**os.environ, 'TF_CONFIG': cluster.tf_config(self.addresses, index)}
+        env.pop('TF_CPP_MIN_LOG_LEVEL', None)
+        with open(self.log(index), 'a') as out:
+            self.processes[index] = subprocess.Popen(
+                [sys.executable, os.path.join(PROJECT_DIR, 'main.py'),
+                 f'datasets_root={self.root / "datasets"}', *self.args],
+                cwd=self.root, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def wait_for(self, index, text, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log(index).read_text():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f'worker {index} never printed {text!r}:\n{self.log(index).read_text()[-3000:]}')
+
+    def wait(self, timeout):
+        deadline = time.monotonic() + timeout
+        codes = {}
+        for index, process in self.processes.items():
+            codes[index] = process.wait(timeout=max(deadline - time.monotonic(), 1))
+        return codes
+
+    def kill_all(self):
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()

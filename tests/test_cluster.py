@@ -3,8 +3,6 @@ chief-only writes, and a worker killed mid-epoch and started again."""
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -12,9 +10,7 @@ import pytest
 
 import cluster
 from input_pipeline import worker_part
-
-PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-JOB_SECONDS = 240  # a job of two workers on digits must end by itself within this
+from tests.fixtures import Job
 
 
 def test_role_comes_from_tf_config():
@@ -45,61 +41,6 @@ def test_every_worker_gets_its_part_of_every_global_batch():
     assert len(np.concatenate([worker_part(order[:101], 50, w, 3) for w in range(3)])) == 100
 
 
-class Job:
-    """Workers of one job as child processes running `python main.py`,
-    their output in files; every process is killed at the end."""
-
-    def __init__(self, root, args, workers=2):
-        self.root, self.args = root, args
-        self.addresses = cluster.loopback_addresses(workers)
-        self.processes = {}
-
-    def log(self, index):
-        return self.root / f'worker{index}.log'
-
-    def start(self, index):
-        env = {**os.environ, 'TF_CONFIG': cluster.tf_config(self.addresses, index)}
-        env.pop('TF_CPP_MIN_LOG_LEVEL', None)
-        with open(self.log(index), 'a') as out:
-            self.processes[index] = subprocess.Popen(
-                [sys.executable, os.path.join(PROJECT_DIR, 'main.py'),
-                 f'datasets_root={self.root / "datasets"}', *self.args],
-                cwd=self.root, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-    def wait_for(self, index, text, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log(index).read_text():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f'worker {index} never printed {text!r}:\n{self.log(index).read_text()[-3000:]}')
-
-    def wait(self, timeout):
-        deadline = time.monotonic() + timeout
-        codes = {}
-        for index, process in self.processes.items():
-            codes[index] = process.wait(timeout=max(deadline - time.monotonic(), 1))
-        return codes
-
-    def kill_all(self):
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-
-
-@pytest.fixture
-def job(tmp_path):
-    jobs = []
-
-    def make(args):
-        jobs.append(Job(tmp_path, args))
-        return jobs[-1]
-    yield make
-    for j in jobs:
-        j.kill_all()
-
-
 def chief_record(root):
     run = root / 'datasets' / 'digits' / 'save_dir' / 'runs' / 'custom_model_relu'
     return json.loads((run / 'history.json').read_text())
@@ -110,7 +51,7 @@ def test_two_workers_train_an_epoch_and_only_the_chief_writes(job, tmp_path):
     two = job(['max_epochs=1', 'log_every=500'])
     for index in (0, 1):
         two.start(index)
-    assert two.wait(JOB_SECONDS) == {0: 0, 1: 0}, two.log(0).read_text()[-3000:]
+    assert two.wait(Job.SECONDS) == {0: 0, 1: 0}, two.log(0).read_text()[-3000:]
     print(f'two workers: {time.monotonic() - started:.1f} s')
     record = chief_record(tmp_path)
     assert [e['epoch'] for e in record['epochs']] == [1] and 'test' in record
@@ -126,11 +67,11 @@ def test_a_worker_killed_mid_epoch_and_started_again_lets_the_job_finish(job, tm
     two = job(['max_epochs=3', 'log_every=100'])
     for index in (0, 1):
         two.start(index)
-    two.wait_for(1, 'epoch 2, step 500 / 1437', JOB_SECONDS)
+    two.wait_for(1, 'epoch 2, step 500 / 1437', Job.SECONDS)
     two.processes[1].send_signal(signal.SIGKILL)
     two.processes[1].wait()
     two.start(1)  # the same command again
-    assert two.wait(JOB_SECONDS) == {0: 0, 1: 0}, two.log(0).read_text()[-3000:]
+    assert two.wait(Job.SECONDS) == {0: 0, 1: 0}, two.log(0).read_text()[-3000:]
     chief = two.log(0).read_text()
     assert 'a worker of the job was lost' in chief and 'starting again' in chief
     assert 'Resuming from' in chief and '1 epoch(s) done' in chief

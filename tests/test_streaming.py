@@ -697,3 +697,21 @@ def test_seed_style_create_iterator_reads_num_epochs_passes(cifar_source, sessio
         assert x.shape[1:] == (SIZE, SIZE, 3) and y.shape[1] == 10
         seen.append(len(x))
     assert sum(seen) == 2 * data.num_examples('valid')
+
+
+
+def test_two_workers_read_their_own_shards_and_train_the_epoch_in_equal_steps(two_step, tmp_path, job):
+    """Each worker reads every other training file and takes half of the
+    records; the chief trains, evaluates and writes as alone."""
+    copy_dataset(two_step['root'], tmp_path, resized=False)
+    two = job([f'datasets_root={tmp_path}', 'dataset_name=cifar_128', 'batch_size=16',
+               'train_eval_images=20', 'max_epochs=1', 'log_every=1000'])
+    for index in (0, 1):
+        two.start(index)
+    assert two.wait(two.SECONDS) == {0: 0, 1: 0}, two.log(0).read_text()[-3000:]
+    for index in (0, 1):  # 135 records: 67 per worker, the whole job 134 a pass
+        assert 'epoch 1, step 134 / 135' in two.log(index).read_text()
+    assert 'skipped' not in two.log(0).read_text()
+    record = json.loads((tmp_path / 'cifar_128' / 'save_dir' / 'runs' / 'custom_model_relu' /
+                         'history.json').read_text())
+    assert [e['epoch'] for e in record['epochs']] == [1] and 'test' in record
