@@ -181,12 +181,54 @@ def _formatted(column, value):
     return str(value)
 
 
-def results_markdown(rows, title):
-    lines = [f'# {title}', '', '| ' + ' | '.join(COLUMNS) + ' |',
-             '|' + ' --- |' * len(COLUMNS)]
-    lines += ['| ' + ' | '.join(_formatted(c, row[c]) for c in COLUMNS) + ' |' for row in rows]
-    lines += ['', 'Best value over all epochs. Test accuracy with the weights of the epoch '
-              'of best validation accuracy.']
+def _markdown_table(header, lines):
+    return ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)] + [
+        '| ' + ' | '.join(line) + ' |' for line in lines]
+
+
+def without_activation(cfg):
+    """The run's name with its activation left out: resnet50_se_relu_se_r-8
+    -> resnet50_se_se_r-8 (experiment_name puts the activation after the
+    model and SE parts)."""
+    base = constant.run_name({**cfg, 'run_name': None})
+    return base[:-len(cfg['activation_fn']) - 1] + cfg['run_name'][len(base):]
+
+
+def seed_layout_lines(runs, rows):
+    """The table of SPEC 8: one line per network, train / valid figures of
+    each activation side by side; [] unless the runs compare activations."""
+    activations = list(dict.fromkeys(cfg['activation_fn'] for cfg in runs))
+    if len(activations) < 2:
+        return []
+    networks = {}  # network -> activation -> row
+    for cfg, row in zip(runs, rows):
+        networks.setdefault(without_activation(cfg), {})[cfg['activation_fn']] = row
+
+    def cells(by_activation, *columns):
+        """Per activation, its row's `columns` joined by ' / ' ('-' if not run)."""
+        return [' / '.join(_formatted(c, by_activation[af][c]) for c in columns)
+                if af in by_activation else '-' for af in activations]
+
+    header = ['network', *(f'{af} loss' for af in activations), *(f'{af} acc %' for af in activations),
+              'time', 'epochs']
+    lines = [[network, *cells(by_activation, 'best train loss', 'best valid loss'),
+              *cells(by_activation, 'best train acc %', 'best valid acc %'),
+              ' / '.join(cells(by_activation, 'time')), ' / '.join(cells(by_activation, 'epochs'))]
+             for network, by_activation in networks.items()]
+    return ['', "## In the seed's layout (SPEC 8)", '', *_markdown_table(header, lines), '',
+            f"Train / valid, best over the epochs; time and epochs per activation "
+            f"({' / '.join(activations)}); '-': not run."]
+
+
+def results_markdown(rows, title, runs=None):
+    """The results table; with the runs' configs, also the seed's layout
+    where the runs compare activations."""
+    lines = [f'# {title}', '',
+             *_markdown_table(COLUMNS, [[_formatted(c, row[c]) for c in COLUMNS] for row in rows]),
+             '', 'Best value over all epochs. Test accuracy with the weights of the epoch '
+             'of best validation accuracy.']
+    if runs:
+        lines += seed_layout_lines(runs, rows)
     return '\n'.join(lines) + '\n'
 
 
@@ -200,17 +242,20 @@ def results_csv(rows):
 
 def write_results(grid, runs):
     """results.md, results.csv and validation.pdf of the runs that have
-    trained, in SAVE_DIR/experiments/<grid>; returns that directory."""
+    trained, in SAVE_DIR/experiments/<grid>; returns (that directory, the
+    markdown)."""
     out_dir = os.path.join(constant.derived_dirs(runs[0])['SAVE_DIR'], 'experiments', grid)
     records = [(cfg, history.load(run_dir(cfg))) for cfg in runs]
     records = [(cfg, record) for cfg, record in records if record['epochs'] or record.get('diverged')]
+    trained = [cfg for cfg, _ in records]
     rows = [result_row(cfg, record) for cfg, record in records]
     title = f"{grid} grid on {runs[0]['dataset_name']}"
-    safe_io.write_text(os.path.join(out_dir, 'results.md'), results_markdown(rows, title))
+    markdown = results_markdown(rows, title, trained)
+    safe_io.write_text(os.path.join(out_dir, 'results.md'), markdown)
     safe_io.write_text(os.path.join(out_dir, 'results.csv'), results_csv(rows))
     util.plot_validation_curves({cfg['run_name']: record['epochs'] for cfg, record in records},
                                 os.path.join(out_dir, 'validation.pdf'), title)
-    return out_dir, rows, title
+    return out_dir, markdown
 
 
 def run_experiments(argv):
@@ -218,8 +263,8 @@ def run_experiments(argv):
     grid, runs = plan(argv)
     print(f"Grid {grid!r}: {len(runs)} runs on {runs[0]['dataset_name']}", flush=True)
     status = run_all(runs)
-    out_dir, rows, title = write_results(grid, runs)
-    print(results_markdown(rows, title))
+    out_dir, markdown = write_results(grid, runs)
+    print(markdown)
     print(f'Results in: {os.path.relpath(out_dir)} (results.md, results.csv, validation.pdf)')
     return status
 

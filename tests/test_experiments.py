@@ -111,6 +111,33 @@ def test_result_row_takes_the_best_of_every_column_over_the_epochs():
                     '| CPU (2 cores) | 2 | diverged: loss became nan |')
 
 
+def test_results_compare_activations_side_by_side_in_the_seeds_layout():
+    _, runs = experiments.plan(['max_epochs=2'])
+    trained = [cfg for cfg in runs if cfg['run_name'] != 'resnet50_se_selu']  # one not run
+    rows = []
+    for number, cfg in enumerate(trained):
+        epochs = [{'epoch': e, 'train_loss': number + e / 10, 'train_accuracy': 0.5 + e / 10,
+                   'valid_loss': number + e / 5, 'valid_accuracy': 0.4 + e / 10,
+                   'epoch_seconds': 60.0 * (number + 1)} for e in (1, 2)]
+        rows.append(experiments.result_row(cfg, {'epochs': epochs, 'device': 'CPU'}))
+    text = experiments.results_markdown(rows, 'seed grid', trained)
+    layout = text.split("## In the seed's layout (SPEC 8)")[1].strip().splitlines()
+    assert layout[0] == '| network | relu loss | selu loss | relu acc % | selu acc % | time | epochs |'
+    # custom_model_relu is row 0 (losses 0.1, 0.2), custom_model_selu row 1
+    assert layout[2] == ('| custom_model | 0.1000 / 0.2000 | 1.1000 / 1.2000 | 70.00 / 60.00 '
+                         '| 70.00 / 60.00 | 0:02:00 / 0:04:00 | 2 / 2 |')
+    assert [line.split(' | ')[0] for line in layout[2:6]] == [
+        '| custom_model', '| custom_model_se', '| resnet50', '| resnet50_se']
+    assert layout[5].endswith('| 0:14:00 / - | 2 / - |') and '| - |' in layout[5]
+    # one activation only: nothing to put side by side
+    _, ablation = experiments.plan(['experiment_grid=se_ablation'])
+    assert "seed's layout" not in experiments.results_markdown(rows[:5], 't', ablation)
+    # knobs in the name stay, the activation goes
+    cfg = {**runs[0], 'activation_fn': 'selu', 'use_se': True,
+           'run_name': 'custom_model_se_selu_se_excitation-relu'}
+    assert experiments.without_activation(cfg) == 'custom_model_se_se_excitation-relu'
+
+
 def test_the_best_epochs_weights_are_restored_and_tested(tmp_path):
     """The test figure of a sweep comes from the best validation epoch, not the last."""
     cfg = settings.load_config([f'datasets_root={tmp_path}', 'max_epochs=2'])
