@@ -77,6 +77,14 @@ config = {
             {'use_se': [True], 'se_squeeze': ['max']},
             {'use_se': [True], 'se_excitation': ['tanh', 'relu']},
         ],
+        'se_ratio': [  # the SE paper's reduction ratios (its Table 5) on config['model']
+            {'use_se': [False]},
+            {'use_se': [True], 'se_r': [2, 4, 8, 16, 32]},
+        ],
+        'se_stages': [  # the SE paper's SE in one stage only, and in all (its Table 9): ResNet50
+            {'model': ['resnet50'], 'use_se': [False]},
+            {'model': ['resnet50'], 'use_se': [True], 'se_stages': [[2], [3], [4], [2, 3, 4, 5]]},
+        ],
         'se_integration': [  # the SE paper's Fig. 5 variants (residual blocks: ResNet50 only)
             {'model': ['resnet50'], 'use_se': [False, True]},
             {'model': ['resnet50'], 'use_se': [True], 'se_integration': ['pre', 'post', 'identity']},
