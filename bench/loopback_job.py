@@ -2,10 +2,10 @@
 workers (cluster.py), back to back: wall time of the whole command and the
 chief's training seconds per epoch.
 
-    python bench/cluster.py                                   # digits, 3 epochs
-    python bench/cluster.py dataset_name=mnist data_dir=../shared/datasets/mnist max_epochs=1
+    python bench/loopback_job.py                                   # digits, 3 epochs
+    python bench/loopback_job.py dataset_name=mnist data_dir=../shared/datasets/mnist max_epochs=1
 
-Prints a table and writes bench/results/cluster.json.
+Prints a table and writes bench/results/loopback_job.json.
 """
 import json
 import os
@@ -73,7 +73,7 @@ def main(argv):
               f"{base / row['train_s_per_epoch']:5.2f}x | {row['last_train_s']:12.2f} | "
               f"{row['valid_accuracy']:9.4f}")
     os.makedirs(os.path.join(PROJECT_DIR, 'bench', 'results'), exist_ok=True)
-    with open(os.path.join(PROJECT_DIR, 'bench', 'results', 'cluster.json'), 'w') as f:
+    with open(os.path.join(PROJECT_DIR, 'bench', 'results', 'loopback_job.json'), 'w') as f:
         json.dump({'args': args, 'rows': rows}, f, indent=1)
 
 
