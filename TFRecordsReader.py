@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from download import DataError
-from input_pipeline import AUGMENTATION, PREFETCH_BATCHES, normalise, random_shift_flip
+from input_pipeline import AUGMENTATION, PREFETCH_BATCHES, normalise, pass_iterator, random_shift_flip
 
 v1 = tf.compat.v1
 AUTOTUNE = tf.data.AUTOTUNE
@@ -264,11 +264,7 @@ class TFRecordInput:
                                                  limit=cfg['train_eval_images'])}
         for split in ('valid', 'test'):
             passes[split, False] = make_dataset(data, split, False, cfg['eval_batch_size'], cfg)
-        first = passes['train', True]
-        iterator = v1.data.Iterator.from_structure(v1.data.get_output_types(first),
-                                                   v1.data.get_output_shapes(first))
-        self._initializers = {key: iterator.make_initializer(d) for key, d in passes.items()}
-        self.next_batch = iterator.get_next()
+        self._initializers, self.next_batch = pass_iterator(passes)
         self.image_shape = data.image_shape
 
     def num_examples(self, split):

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 v1 = tf.compat.v1
 PREFETCH_BATCHES = 2
+AUTOTUNE_PASSES = False  # tf.data autotuning of the passes: see pass_iterator
 # augment=True: (pixels of padding on each side of the random crop, mirror flip).
 # About 1/8 of the side, as the usual 4 px for 32 px CIFAR; handwritten digits
 # are not mirrored (a flipped 2 is no digit).
@@ -41,6 +42,26 @@ def random_shift_flip(seed, pad, flip):
             image = tf.image.stateless_random_flip_left_right(image, seed=pair + 1)
         return image, label
     return augment
+
+
+def pass_iterator(passes):
+    """One iterator over the same-structured datasets of `passes` ({key:
+    dataset}): ({key: the op that starts a pass over that dataset}, the
+    iterator's next batch).
+
+    tf.data's autotuning is left off (AUTOTUNE_PASSES): with it, starting a
+    pass after a whole training epoch waited for the old pass's tuning thread,
+    14 to 16 s on MNIST (half as long as the epoch) and up to 8 s on TFRecords;
+    without it, well under a second, and training is no slower
+    (bench/pass_restart.py).
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = AUTOTUNE_PASSES
+    passes = {key: dataset.with_options(options) for key, dataset in passes.items()}
+    first = next(iter(passes.values()))
+    iterator = v1.data.Iterator.from_structure(v1.data.get_output_types(first),
+                                               v1.data.get_output_shapes(first))
+    return {key: iterator.make_initializer(d) for key, d in passes.items()}, iterator.get_next()
 
 
 def make_input(data, cfg, shard=None):
@@ -95,12 +116,8 @@ class ArrayInput:
                                                   num_parallel_calls=tf.data.AUTOTUNE)
             return dataset.batch(size).map(prepare).prefetch(PREFETCH_BATCHES)
 
-        train, evaluation = pipeline(batch_size, augmentation), pipeline(eval_batch_size, None)
-        iterator = v1.data.Iterator.from_structure(v1.data.get_output_types(train),
-                                                   v1.data.get_output_shapes(train))
-        self._initializers = {True: iterator.make_initializer(train),
-                              False: iterator.make_initializer(evaluation)}
-        self.next_batch = iterator.get_next()
+        self._initializers, self.next_batch = pass_iterator(
+            {True: pipeline(batch_size, augmentation), False: pipeline(eval_batch_size, None)})
 
     def num_examples(self, split):
         return self.data.num_examples(split)

@@ -384,6 +384,31 @@ def check_normalised(images, labels, lookup, mean, std, num_classes=10):
     return keys
 
 
+def pass_options(graph):
+    """The tf.data options of every dataset the graph's iterators can start on."""
+    from tensorflow.core.framework import dataset_options_pb2
+    starts = [op for op in graph.get_operations() if op.type == 'MakeIterator']
+    found = []
+    for start in starts:
+        dataset = start.inputs[0].op
+        assert dataset.type == 'OptionsDataset', dataset.type
+        options = dataset_options_pb2.Options()
+        options.ParseFromString(dataset.get_attr('serialized_options'))
+        found.append(options)
+    return found
+
+
+def test_every_pass_runs_without_tf_data_autotuning(cifar_source, graph):
+    """With autotuning, starting a pass after a whole one waited for the old
+    pass's tuning thread, up to 16 s (bench/pass_restart.py)."""
+    cifar_source()
+    data = loaders.DATASETS['digits'].load(None, 0, False)
+    make_input(data, settings.load_config(['augment=True']))  # the array source too
+    options = pass_options(graph)
+    assert len(options) == 4 + 2  # train, train evaluation, valid, test; arrays: train, evaluation
+    assert all(o.HasField('autotune_options') and not o.autotune_options.enabled for o in options)
+
+
 def test_reader_dataset_description(cifar_source, cifar):
     data, _ = cifar_source()
     assert data.counts == {'train': 135, 'valid': 15, 'test': 30}
