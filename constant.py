@@ -91,6 +91,7 @@ config = {
         ],
     },
     'experiment_grid': 'seed',  # which grid experiments.py runs
+    'experiment_seeds': None,  # e.g. [1, 2, 3]: every configuration once per seed, mean ± sd tabled (None: seed)
 
     # --- device ------------------------------------------------------------
     'device': '/device:GPU:0',  # where the model is built; falls back to the CPU when absent

@@ -24,6 +24,7 @@ import json  # noqa: E402
 import math  # noqa: E402
 import re  # noqa: E402
 
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import constant  # noqa: E402
@@ -40,10 +41,11 @@ NOT_RESULT_KEYS = ('max_epochs', 'resume', 'run_name', 'log_every', 'eval_batch_
                    'keep_checkpoints', 'datasets_root', 'data_dir', 'download',
                    'resize_batch_size', 'tfrecord_shards', 'one_pass', 'imagenet_dir',
                    'malloc_mmap_threshold', 'device', 'gpu_memory_growth', 'gpu_memory_fraction',
-                   'log_device_placement', 'experiment_grid')
+                   'log_device_placement', 'experiment_grid', 'experiment_seeds')
 NOT_IN_NAME = NOT_RESULT_KEYS + NAME_KEYS + settings.AUTO_KEYS + ('dataset_name', 'output_shape')
 COLUMNS = ('run', 'best train loss', 'best valid loss', 'best train acc %', 'best valid acc %',
            'best epoch', 'test acc % (best epoch)', 'time', 'device', 'epochs', 'note')
+SEED_COLUMNS = ('best valid acc %', 'test acc % (best epoch)', 'best valid loss', 'time')
 
 
 def grid_points(grid):
@@ -77,17 +79,31 @@ def experiment_name(raw):
     return name
 
 
+def configuration_name(cfg):
+    """The run's name without its seed: what runs that repeat one
+    configuration with other seeds share."""
+    return experiment_name({**cfg, 'seed': constant.config['seed']})
+
+
 def plan(argv):
     """(grid name, [config of each run]) for the chosen grid with the
-    key=value overrides of argv on top; every config checked before any runs."""
+    key=value overrides of argv on top, each point once per seed of
+    experiment_seeds; every config checked before any runs."""
     chosen = settings.load_config(argv)
     overrides = settings.parse_overrides(argv, set(constant.config))
     if 'run_name' in overrides:
         raise settings.ConfigError('run_name is chosen for each run by experiments.py; '
                                    'leave it out')
     grid = chosen['experiment_grid']
+    points = grid_points(chosen['experiment_grids'][grid])
+    seeds = chosen['experiment_seeds']
+    if seeds:
+        if 'seed' in overrides or any('seed' in point for point in points):
+            raise settings.ConfigError(f"experiment_seeds={seeds} sets the seed of every run; "
+                                       f"leave seed out of the arguments and of grid {grid!r}")
+        points = [{**point, 'seed': seed} for point in points for seed in seeds]
     runs = []
-    for point in grid_points(chosen['experiment_grids'][grid]):
+    for point in points:
         raw = {**constant.config, **point, **overrides}
         try:
             cfg = settings.load_config([], base=raw)
@@ -220,15 +236,40 @@ def seed_layout_lines(runs, rows):
             f"({' / '.join(activations)}); '-': not run."]
 
 
+def _mean_and_spread(column, values):
+    """'mean ± sample standard deviation' of a column's values ('-' if none)."""
+    values = [v for v in values if v is not None]
+    if len(values) < 2:
+        return _formatted(column, values[0] if values else None)
+    mean, spread = float(np.mean(values)), float(np.std(values, ddof=1))  # NaN stays NaN
+    return f'{_formatted(column, mean)} ± {_formatted(column, spread)}'
+
+
+def over_seeds_lines(runs, rows):
+    """Per configuration, the mean and spread of its runs with other seeds;
+    [] unless some configuration ran with several seeds."""
+    groups = {}  # configuration -> [(seed, row)]
+    for cfg, row in zip(runs, rows):
+        groups.setdefault(configuration_name(cfg), []).append((cfg['seed'], row))
+    if all(len(members) < 2 for members in groups.values()):
+        return []
+    lines = [[name, ', '.join(str(seed) for seed, _ in members),
+              *(_mean_and_spread(c, [row[c] for _, row in members]) for c in SEED_COLUMNS)]
+             for name, members in groups.items()]
+    return ['', '## Over seeds', '', *_markdown_table(['configuration', 'seeds', *SEED_COLUMNS], lines),
+            '', 'Mean ± sample standard deviation over the seeds of each configuration.']
+
+
 def results_markdown(rows, title, runs=None):
-    """The results table; with the runs' configs, also the seed's layout
-    where the runs compare activations."""
+    """The results table; with the runs' configs, also the mean and spread
+    over seeds where configurations repeat with several, and the seed's
+    layout where the runs compare activations."""
     lines = [f'# {title}', '',
              *_markdown_table(COLUMNS, [[_formatted(c, row[c]) for c in COLUMNS] for row in rows]),
              '', 'Best value over all epochs. Test accuracy with the weights of the epoch '
              'of best validation accuracy.']
     if runs:
-        lines += seed_layout_lines(runs, rows)
+        lines += over_seeds_lines(runs, rows) + seed_layout_lines(runs, rows)
     return '\n'.join(lines) + '\n'
 
 

@@ -210,6 +210,7 @@ RULES = {
     'imagenet_dir': _optional(_text),
     'experiment_grids': _grids,
     'experiment_grid': _choice('experiment_grids'),
+    'experiment_seeds': _optional(_whole_numbers(0)),
     'device': _text,
     'num_gpus': _integer(1),
     'gpu_memory_growth': _boolean,

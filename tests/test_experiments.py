@@ -68,6 +68,20 @@ def test_a_configuration_of_the_grid_that_cannot_work_is_refused_before_any_run(
         experiments.plan(['experiment_grid=nope'])
 
 
+def test_experiment_seeds_run_every_configuration_once_per_seed():
+    _, runs = experiments.plan(['experiment_grid=se_ablation', 'experiment_seeds=[42, 7]'])
+    assert len(runs) == 10
+    assert [(cfg['run_name'], cfg['seed']) for cfg in runs[:6]] == [
+        ('custom_model_relu', 42), ('custom_model_relu_seed-7', 7),  # seed 42 is main.py's run
+        ('custom_model_se_relu', 42), ('custom_model_se_relu_seed-7', 7),
+        ('custom_model_se_relu_se_squeeze-max', 42), ('custom_model_se_relu_se_squeeze-max_seed-7', 7)]
+    assert [experiments.configuration_name(cfg) for cfg in runs[:4]] == [
+        'custom_model_relu', 'custom_model_relu', 'custom_model_se_relu', 'custom_model_se_relu']
+    with pytest.raises(settings.ConfigError, match=r'experiment_seeds=\[1, 2\] sets the seed of '
+                       r'every run; leave seed out of the arguments'):
+        experiments.plan(['experiment_seeds=[1, 2]', 'seed=3'])
+
+
 def record_for(cfg, epochs, **extra):
     saved = json.loads(json.dumps({k: v for k, v in cfg.items() if k not in settings.MENU_KEYS}))
     rows = [{'epoch': e, 'train_loss': 1.0, 'train_accuracy': 0.5, 'valid_loss': 1.0,
@@ -136,6 +150,32 @@ def test_results_compare_activations_side_by_side_in_the_seeds_layout():
     cfg = {**runs[0], 'activation_fn': 'selu', 'use_se': True,
            'run_name': 'custom_model_se_selu_se_excitation-relu'}
     assert experiments.without_activation(cfg) == 'custom_model_se_se_excitation-relu'
+
+
+def test_results_give_the_mean_and_spread_of_each_configuration_over_its_seeds():
+    _, runs = experiments.plan(['experiment_grid=se_ablation', 'experiment_seeds=[1, 2, 3]'])
+    runs = runs[:5]  # custom_model_relu with 3 seeds, custom_model_se_relu with 2 (one not run)
+    accuracies = [0.91, 0.95, 0.96, 0.80, 0.84]
+    rows = []
+    for cfg, accuracy in zip(runs, accuracies):
+        epochs = [{'epoch': 1, 'train_loss': 0.5, 'train_accuracy': 0.9, 'valid_loss': 1 - accuracy,
+                   'valid_accuracy': accuracy, 'epoch_seconds': 60.0}]
+        rows.append(experiments.result_row(cfg, {'epochs': epochs, 'device': 'CPU',
+                                                 'best': {'epoch': 1, 'test_accuracy': accuracy}}))
+    rows[4]['test acc % (best epoch)'] = None  # no test figure: left out of the mean
+    text = experiments.results_markdown(rows, 'se_ablation grid', runs)
+    lines = text.split('## Over seeds')[1].strip().splitlines()
+    assert lines[0] == ('| configuration | seeds | best valid acc % | test acc % (best epoch) '
+                        '| best valid loss | time |')
+    mean, sd = np.mean([91, 95, 96]), np.std([91, 95, 96], ddof=1)
+    loss_sd = np.std([0.09, 0.05, 0.04], ddof=1)
+    assert lines[2] == (f'| custom_model_relu | 1, 2, 3 | {mean:.2f} ± {sd:.2f} | {mean:.2f} ± {sd:.2f} '
+                        f'| {0.06:.4f} ± {loss_sd:.4f} | 0:01:00 ± 0:00:00 |')
+    assert lines[3] == ('| custom_model_se_relu | 1, 2 | 82.00 ± 2.83 | 80.00 | 0.1800 ± 0.0283 '
+                        '| 0:01:00 ± 0:00:00 |')
+    # one seed per configuration: nothing to summarise
+    assert '## Over seeds' not in experiments.results_markdown(rows[:1] + rows[3:4], 't',
+                                                               [runs[0], runs[3]])
 
 
 def test_the_best_epochs_weights_are_restored_and_tested(tmp_path):

@@ -69,6 +69,7 @@ def test_overrides_leave_constant_config_alone():
     (['output_shape=1000'], 'output_shape=1000 but digits has 10 classes; set output_shape=10'),
     (['use_se=True', 'se_r=65'], 'se_r=65 leaves an SE block of custom_model with fewer than one hidden unit'),
     (['use_se=True', 'model=resnet50', 'se_r=512'], 'choose se_r <= 256'),
+    (['experiment_seeds=[1, 1]'], 'experiment_seeds must be a list of distinct whole numbers >= 0'),
 ])
 def test_bad_keys_and_values_name_the_valid_choices(args, message):
     with pytest.raises(ConfigError) as error:
