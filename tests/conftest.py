@@ -1,7 +1,8 @@
 """Shared test set-up: graph mode, as in main.py, and a fresh graph per test."""
-import os
+import tf_quiet
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+# pytest-xdist's workers print what fd 2 gets at start-up, TensorFlow's C++ notices too
+tf_quiet.import_tensorflow_quietly()
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -66,7 +66,7 @@ def test_one_step_on_two_replicas_equals_one_step_on_one_device(options):
     variables after one step agree within float tolerance."""
     result = json.loads(run_child(EQUIVALENCE, *options).stdout.strip().splitlines()[-1])
     print(f"{options}: largest difference {result['max_difference']:.1e}, "
-          f"largest change of a weight {result['moved']:.1e}")  # shown by pytest -s
+          f"largest change of a weight {result['moved']:.1e}")  # shown by pytest -n 0 -s
     assert result['replicas'] == [1, 2] and result['same_names']
     assert result['moved'] > 1e-3  # the step did change the weights
     # Float sums in another order: Adam divides tiny gradients by their own
