@@ -273,11 +273,19 @@ def results_markdown(rows, title, runs=None):
     return '\n'.join(lines) + '\n'
 
 
+def _csv_value(value):
+    """Floats to the 7 significant digits float32 metrics hold (98.96, not
+    98.9599996805191); None as an empty cell."""
+    if isinstance(value, float):
+        return f'{value:.7g}'
+    return '' if value is None else value
+
+
 def results_csv(rows):
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=COLUMNS)
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({c: _csv_value(row[c]) for c in COLUMNS} for row in rows)
     return text.getvalue()
 
 

@@ -125,6 +125,18 @@ def test_result_row_takes_the_best_of_every_column_over_the_epochs():
                     '| CPU (2 cores) | 2 | diverged: loss became nan |')
 
 
+def test_results_csv_keeps_the_float32_digits_of_the_metrics_and_nothing_more():
+    accuracy = float(np.float32(0.9896))  # as history.json holds a float32 metric
+    row = {**dict.fromkeys(experiments.COLUMNS), 'run': 'r', 'best valid acc %': 100 * accuracy,
+           'best train loss': float(np.float32(0.01719644499826245)), 'best valid loss': float('nan'),
+           'time': 50.036960441999966, 'epochs': 3, 'device': 'CPU (2 cores)', 'note': ''}
+    line = dict(next(csv.DictReader(experiments.results_csv([row]).splitlines()[1:],
+                                    fieldnames=experiments.COLUMNS)))
+    assert line['best valid acc %'] == '98.96' and line['time'] == '50.03696'
+    assert float(line['best train loss']) == pytest.approx(row['best train loss'], rel=1e-6)
+    assert line['best valid loss'] == 'nan' and line['best epoch'] == '' and line['epochs'] == '3'
+
+
 def test_results_compare_activations_side_by_side_in_the_seeds_layout():
     _, runs = experiments.plan(['max_epochs=2'])
     trained = [cfg for cfg in runs if cfg['run_name'] != 'resnet50_se_selu']  # one not run
