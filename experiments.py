@@ -225,10 +225,15 @@ def seed_layout_lines(runs, rows):
         return [' / '.join(_formatted(c, by_activation[af][c]) for c in columns)
                 if af in by_activation else '-' for af in activations]
 
-    header = ['network', *(f'{af} loss' for af in activations), *(f'{af} acc %' for af in activations),
+    def loss_and_accuracy(by_activation):
+        """Per activation, as the seed ordered them: its losses, then its accuracies."""
+        losses = cells(by_activation, 'best train loss', 'best valid loss')
+        accuracies = cells(by_activation, 'best train acc %', 'best valid acc %')
+        return [cell for pair in zip(losses, accuracies) for cell in pair]
+
+    header = ['network', *(f'{af} {what}' for af in activations for what in ('loss', 'acc %')),
               'time', 'epochs']
-    lines = [[network, *cells(by_activation, 'best train loss', 'best valid loss'),
-              *cells(by_activation, 'best train acc %', 'best valid acc %'),
+    lines = [[network, *loss_and_accuracy(by_activation),
               ' / '.join(cells(by_activation, 'time')), ' / '.join(cells(by_activation, 'epochs'))]
              for network, by_activation in networks.items()]
     return ['', "## In the seed's layout (SPEC 8)", '', *_markdown_table(header, lines), '',

@@ -148,9 +148,10 @@ def test_results_compare_activations_side_by_side_in_the_seeds_layout():
         rows.append(experiments.result_row(cfg, {'epochs': epochs, 'device': 'CPU'}))
     text = experiments.results_markdown(rows, 'seed grid', trained)
     layout = text.split("## In the seed's layout (SPEC 8)")[1].strip().splitlines()
-    assert layout[0] == '| network | relu loss | selu loss | relu acc % | selu acc % | time | epochs |'
+    # the seed's columns (SPEC 8): each activation's loss, then its accuracy
+    assert layout[0] == '| network | relu loss | relu acc % | selu loss | selu acc % | time | epochs |'
     # custom_model_relu is row 0 (losses 0.1, 0.2), custom_model_selu row 1
-    assert layout[2] == ('| custom_model | 0.1000 / 0.2000 | 1.1000 / 1.2000 | 70.00 / 60.00 '
+    assert layout[2] == ('| custom_model | 0.1000 / 0.2000 | 70.00 / 60.00 | 1.1000 / 1.2000 '
                          '| 70.00 / 60.00 | 0:02:00 / 0:04:00 | 2 / 2 |')
     assert [line.split(' | ')[0] for line in layout[2:6]] == [
         '| custom_model', '| custom_model_se', '| resnet50', '| resnet50_se']
