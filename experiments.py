@@ -280,10 +280,8 @@ def results_markdown(rows, title, runs=None):
 
 def _csv_value(value):
     """Floats to the 7 significant digits float32 metrics hold (98.96, not
-    98.9599996805191); None as an empty cell."""
-    if isinstance(value, float):
-        return f'{value:.7g}'
-    return '' if value is None else value
+    98.9599996805191); the rest as csv writes it (None: an empty cell)."""
+    return f'{value:.7g}' if isinstance(value, float) else value
 
 
 def results_csv(rows):
