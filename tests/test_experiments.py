@@ -39,6 +39,16 @@ def test_the_default_grid_is_the_seeds_eight_runs_under_main_pys_names():
     assert all(cfg['run_name'] == constant.run_name({**cfg, 'run_name': None}) for cfg in runs)
 
 
+@pytest.mark.parametrize('grid, size', [('seed', 8), ('se_ablation', 5), ('se_ratio', 6),
+                                        ('se_stages', 5), ('se_integration', 5)])
+def test_every_grid_of_constant_py_plans_the_runs_the_readme_lists(grid, size):
+    """A grid with a configuration settings refuses, or two points that name
+    the same run, would fail only when a user starts it."""
+    _, runs = experiments.plan([f'experiment_grid={grid}'])
+    names = [cfg['run_name'] for cfg in runs]
+    assert len(names) == size and len(set(names)) == size, names
+
+
 def test_overrides_apply_to_every_run_and_win_over_the_grid():
     _, runs = experiments.plan(['dataset_name=mnist', 'max_epochs=3', 'model=resnet50'])
     assert len(runs) == 4  # model=resnet50 merged the custom_model points into these
