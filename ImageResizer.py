@@ -11,16 +11,15 @@ import contextlib
 import os
 import sys
 
-import tf_quiet
+from trainer import command
 
-tf_quiet.import_tensorflow_quietly()
-
+command.answer_early(__name__, __doc__, command.RECORDS_DEFAULTS)
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import malloc_tuning  # noqa: E402
-import safe_io  # noqa: E402
+import constant  # noqa: E402
+from trainer import loaders, malloc_tuning, safe_io, settings  # noqa: E402
 
 v1 = tf.compat.v1
 SPLITS = ('train', 'valid', 'test')
@@ -127,26 +126,24 @@ def write_resized(chunks, counts, directory, size):
 
 
 def main(argv):
-    import constant
-    import loaders
-    import settings
-    from download import DataError
-    try:
-        cfg = settings.load_config(['dataset_name=cifar_128', *argv])
-        malloc_tuning.set_mmap_threshold(cfg['malloc_mmap_threshold'])
-        source_dir = constant.derived_dirs(dict(cfg, dataset_name='cifar_32'))['DATA_DIR']
-        out_dir = os.path.join(constant.derived_dirs(cfg)['DATA_DIR'], 'resized')
-        counts = loaders.cifar_split_counts(source_dir, cfg['download'])
-        size = loaders.DATASETS['cifar_128'].image_shape[0]
-        resizer = BicubicResizer(size, cfg['resize_batch_size'])
-        print(f'Resizing {sum(counts.values())} CIFAR-10 images from {source_dir} to '
-              f'{size} px into {out_dir}', flush=True)
-        write_resized(resizer.stream(loaders.cifar_split_stream(source_dir, cfg['download'], counts)),
-                      counts, out_dir, size)
-        resizer.close()
-    except (settings.ConfigError, DataError) as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 2
+    """python ImageResizer.py [key=value ...]: the exit status."""
+    return command.run(resize, argv)
+
+
+def resize(argv):
+    """Resizes the CIFAR-10 batches into .npy files for TFRecordsWriter; returns the exit status."""
+    cfg = settings.load_config([*command.RECORDS_DEFAULTS, *argv])
+    malloc_tuning.set_mmap_threshold(cfg['malloc_mmap_threshold'])
+    source_dir = constant.derived_dirs(dict(cfg, dataset_name='cifar_32'))['DATA_DIR']
+    out_dir = os.path.join(constant.derived_dirs(cfg)['DATA_DIR'], 'resized')
+    counts = loaders.cifar_split_counts(source_dir, cfg['download'])
+    size = loaders.DATASETS['cifar_128'].image_shape[0]
+    resizer = BicubicResizer(size, cfg['resize_batch_size'])
+    print(f'Resizing {sum(counts.values())} CIFAR-10 images from {source_dir} to '
+          f'{size} px into {out_dir}', flush=True)
+    write_resized(resizer.stream(loaders.cifar_split_stream(source_dir, cfg['download'], counts)),
+                  counts, out_dir, size)
+    resizer.close()
     print(f'Done: {", ".join(f"{s} {n}" for s, n in counts.items())} images. '
           f'Next: python TFRecordsWriter.py')
     return 0

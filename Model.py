@@ -1,26 +1,135 @@
-"""The networks: the custom "Sample" CNN (SPEC 5.1) and ResNet50 (SPEC 5.2),
-each optionally with Squeeze-and-Excitation blocks (SPEC 5.3), with their loss,
-accuracy, learning-rate schedule and training op (Adam or SGD with momentum)."""
+"""The networks of SPEC 5 as functions, and `Model`, which composes one of
+them with its loss, accuracy, learning-rate schedule and training op.
+
+    logits = network(images, training, architecture)
+
+builds, in the current variable scope, the network that an Architecture
+(trainer.architecture.from_config(cfg)) describes: the custom "Sample" CNN
+(`model_net`) or ResNet50 (`resnet50`, of `bottleneck` blocks), each with
+optional Squeeze-and-Excitation blocks (`squeeze_excite`) and ReLU or SELU.
+"""
 import numpy as np
 import tensorflow as tf
 
 import layers
+from trainer import architecture, replicas
+from trainer.architecture import CUSTOM_FILTERS, EXPANSION, RESNET50_STAGES, STEM_CHANNELS
 
 v1 = tf.compat.v1
 
-RESNET50_STAGES = ((64, 3), (128, 4), (256, 6), (512, 3))  # (bottleneck width m, blocks)
-CUSTOM_FILTERS = (16, 32, 64)
-
-
-def _input(default, dtype, shape, name):
-    """A placeholder; with `default`, one that reads the input pipeline unless fed."""
-    if default is None:
-        return v1.placeholder(dtype, shape, name)
-    return v1.placeholder_with_default(default, shape, name)
-
-
 SE_GATES = {'sigmoid': layers.sigmoid, 'tanh': layers.tanh, 'relu': layers.relu}
 
+
+# --- building blocks ----------------------------------------------------------
+
+def squeeze_excite(x, se, data_format='NHWC', name='se'):
+    """SE(U) = gate(W2 relu(W1 squeeze(U))) * U, with W1: C -> C/r, W2: C/r -> C;
+    `se` (an architecture.SqueezeExcite) gives r, the squeeze (global average
+    or max pool) and the gate (sigmoid, tanh or relu)."""
+    axis = layers.channel_axis(data_format)
+    channels = int(x.shape[axis])
+    with v1.variable_scope(name):
+        z = layers.global_pool(x, se.squeeze, data_format)
+        s = layers.fc(z, channels // se.ratio, layers.relu, name='fc1')
+        s = layers.fc(s, channels, SE_GATES[se.excitation], name='fc2')
+        return x * tf.reshape(s, [-1, channels, 1, 1] if axis == 1 else [-1, 1, 1, channels])
+
+
+def conv_bn(x, filters, kernel_size, strides, training, arch, activate=True, name='conv'):
+    """conv (no bias: batch norm's beta replaces it) + BN (+ the activation)."""
+    with v1.variable_scope(name):
+        x = layers.conv2d(x, filters, kernel_size, strides, use_bias=False,
+                          initializer=layers.initializer_for(arch.activation_name), data_format=arch.data_format)
+        x = layers.batch_normalization(x, training, data_format=arch.data_format)
+        return arch.activation(x) if activate else x
+
+
+def bottleneck(x, width, strides, projection, training, arch, se=None, name='block'):
+    """[1x1, m; 3x3, m; 1x1, 4m] with the stride on the first 1x1 and, if
+    `projection`, a projection shortcut; `se` (an architecture.SqueezeExcite
+    or None) puts an SE block where its integration says (SE paper, Fig. 5):
+    on the residual before the addition (standard), on the residual branch's
+    input (pre), after the addition and activation (post), or on the
+    shortcut (identity)."""
+    where = se.integration if se else None
+
+    def excite(tensor):
+        return squeeze_excite(tensor, se, arch.data_format)
+
+    with v1.variable_scope(name):
+        residual = excite(x) if where == 'pre' else x
+        residual = conv_bn(residual, width, 1, strides, training, arch, name='conv1')
+        residual = conv_bn(residual, width, 3, 1, training, arch, name='conv2')
+        residual = conv_bn(residual, EXPANSION * width, 1, 1, training, arch, activate=False,
+                           name='conv3')
+        if where == 'standard':
+            residual = excite(residual)
+        shortcut = (conv_bn(x, EXPANSION * width, 1, strides, training, arch, activate=False,
+                            name='shortcut') if projection else x)
+        if where == 'identity':
+            shortcut = excite(shortcut)
+        total = residual + shortcut
+        if arch.selu_residual_scale != 1:
+            # The sum of two unit-variance branches has variance 2; SELU's
+            # self-normalisation wants 1 at its input.
+            total = total * arch.selu_residual_scale
+        y = arch.activation(total)
+        return excite(y) if where == 'post' else y
+
+
+def classifier(x, training, arch):
+    """FC + activation (+ dropout while training) for each of arch.head's
+    hidden layers, then FC to the classes. Dropout is alpha dropout under
+    SELU, which plain dropout would pull off its fixed point."""
+    initializer = layers.initializer_for(arch.activation_name)
+    with v1.variable_scope('head'):
+        for i, units in enumerate(arch.head, start=1):
+            x = layers.fc(x, units, arch.activation, initializer=initializer, name=f'fc{i}')
+            x = layers.dropout(x, arch.dropout, training, arch.selu, name=f'dropout{i}')
+        return layers.fc(x, arch.num_classes, initializer=initializer, name='logits')
+
+
+# --- the two networks -----------------------------------------------------------
+
+def model_net(x, training, arch):
+    """The custom "Sample" CNN: 3 x (conv 5x5 + AF, max pool), [SE], FC 256, 128, c."""
+    for i, filters in enumerate(CUSTOM_FILTERS, start=1):
+        x = layers.conv2d(x, filters, 5, activation=arch.activation,
+                          initializer=layers.initializer_for(arch.activation_name),
+                          data_format=arch.data_format, name=f'conv{i}')
+        x = layers.max_pool2d(x, arch.pool_size, arch.pool_strides, data_format=arch.data_format,
+                              name=f'pool{i}')
+    if arch.se:
+        x = squeeze_excite(x, arch.se, arch.data_format)
+    return classifier(layers.flatten(x, arch.data_format), training, arch)
+
+
+def resnet50(x, training, arch):
+    """ResNet50 (He et al. 2015): conv 7x7/2, max pool 3x3/2, [SE-]bottlenecks
+    3, 4, 6, 3 (RESNET50_STAGES), global average pool, then the SPEC head."""
+    x = conv_bn(x, STEM_CHANNELS, 7, 2, training, arch, name='conv1')
+    x = layers.max_pool2d(x, 3, 2, data_format=arch.data_format, name='pool1')
+    for stage, width, blocks in RESNET50_STAGES:
+        se = arch.se if arch.se and stage in arch.se.stages else None
+        for block in range(blocks):
+            first = block == 0
+            x = bottleneck(x, width, 2 if first and stage > 2 else 1, first, training, arch, se,
+                           f'stage{stage}/block{block + 1}')
+    x = layers.global_pool(x, 'avg', arch.data_format)
+    return classifier(x, training, arch)
+
+
+NETWORKS = {'custom_model': model_net, 'resnet50': resnet50}
+
+
+def network(images, training, arch):
+    """Logits of the network `arch` describes, for NHWC `images`, built in the
+    current variable scope; batch norm in training mode if `training` (a bool,
+    or a boolean tensor that decides at run time)."""
+    return NETWORKS[arch.model](layers.to_data_format(images, arch.data_format), training, arch)
+
+
+# --- training ---------------------------------------------------------------------
 
 def learning_rate_schedule(config, global_step, steps_per_epoch=None):
     """The learning rate at `global_step` under config['lr_schedule']:
@@ -45,17 +154,52 @@ def learning_rate_schedule(config, global_step, steps_per_epoch=None):
 
 
 def make_optimizer(config, learning_rate):
+    """Adam or SGD with momentum; with mixed precision, wrapped in dynamic
+    loss scaling: float16 gradients underflow without it, and the scale skips
+    a step whose gradients overflow and lowers itself."""
     if config['optimizer'] == 'momentum':
-        return v1.train.MomentumOptimizer(learning_rate, config['momentum'])
-    return v1.train.AdamOptimizer(learning_rate)
+        optimizer = v1.train.MomentumOptimizer(learning_rate, config['momentum'])
+    else:
+        optimizer = v1.train.AdamOptimizer(learning_rate)
+    if config['mixed_precision']:
+        optimizer = v1.mixed_precision.MixedPrecisionLossScaleOptimizer(optimizer, 'dynamic')
+    return optimizer
+
+
+def cross_entropy(logits, labels, name, label_smoothing=0.0):
+    """Mean softmax cross-entropy of `logits` against one-hot `labels`,
+    smoothed towards the uniform distribution by `label_smoothing`."""
+    if label_smoothing:
+        labels = labels * (1.0 - label_smoothing) + label_smoothing / int(labels.shape[-1])
+    return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits),
+                          name=name)
+
+
+def weight_penalty(weight_decay, variables_prefix):
+    """weight_decay * sum(w**2) / 2 over the conv kernels and FC weights under
+    `variables_prefix`: its gradient is weight_decay * w. Biases and batch norm
+    are left alone."""
+    if not weight_decay:
+        return tf.constant(0.0)
+    weights = v1.get_collection(v1.GraphKeys.WEIGHTS, variables_prefix)
+    return tf.multiply(weight_decay, tf.add_n([tf.nn.l2_loss(w) for w in weights]),
+                       name='weight_penalty')
 
 
 def count_parameters(variables):
     return int(sum(np.prod(v.shape.as_list()) for v in variables))
 
 
+def _input(default, dtype, shape, name):
+    """A placeholder; with `default`, one that reads the input pipeline unless fed."""
+    if default is None:
+        return v1.placeholder(dtype, shape, name)
+    return v1.placeholder_with_default(default, shape, name)
+
+
 class Model:
-    """Builds the network named by config['model'] into the current graph.
+    """The network of config['model'] with its loss, accuracy, learning-rate
+    schedule and train_op, in the current graph.
 
     `images` and `labels` (optional) are the input pipeline's tensors: X and
     Yoh read them unless a feed_dict overrides them. `logits`, `loss` and
@@ -64,170 +208,78 @@ class Model:
     `train_loss`, from a second copy of the network (same variables) with batch
     norm fixed in training mode: no switch between the two modes in every
     batch-norm layer, which cost ResNet50 10 % of its speed at 128 px and a
-    third at 32 px on the CPU.
+    third at 32 px on the CPU. Under a distribution `strategy`
+    (trainer.replicas), every replica computes both on its slice of the batch
+    and the figures are their means over the whole batch.
     """
 
-    def __init__(self, config, image_shape, images=None, labels=None, steps_per_epoch=None):
+    def __init__(self, config, image_shape, images=None, labels=None, steps_per_epoch=None,
+                 strategy=None):
         self.config = config
-        self.activation = config['activation_functions'][config['activation_fn']]
-        self.initializer = layers.initializer_for(config['activation_fn'])
-        num_classes = config['output_shape']
-        self.X = _input(images, tf.float32, [None, *image_shape], 'X')
-        self.Yoh = _input(labels, tf.float32, [None, num_classes], 'Yoh')
-        self.is_training = v1.placeholder_with_default(False, [], 'is_training')
+        self.architecture = architecture.from_config(config)
         self.scope = config['model']
-        self.data_format = config['data_format']
-        with v1.variable_scope(self.scope) as scope:
-            # Its full names, also when built inside another scope.
-            self.variables_prefix, self.ops_prefix = scope.name + '/', scope.original_name_scope
-            self.logits = self.network(self.X, self.is_training)
-        self.loss = self.cross_entropy(self.logits, 'loss')
-        updates_before = len(v1.get_collection(v1.GraphKeys.UPDATE_OPS))
-        with v1.variable_scope(scope, reuse=True, auxiliary_name_scope=False), \
-                tf.name_scope(f'{self.scope}_training/'):
-            self.train_loss = self.cross_entropy(self.network(self.X, True), 'train_loss',
-                                                 config['label_smoothing'])
-        training_updates = v1.get_collection(v1.GraphKeys.UPDATE_OPS)[updates_before:]
-        correct = tf.equal(tf.argmax(self.logits, 1), tf.argmax(self.Yoh, 1))
-        self.accuracy = tf.reduce_mean(tf.cast(correct, tf.float32), name='accuracy')
-        self.batch_size = tf.shape(self.X)[0]
-        self.train_batch_size = self.batch_size  # all replicas' in replicas.ReplicatedModel
+        self.steps_per_epoch = steps_per_epoch
+        self.X = _input(images, tf.float32, [None, *image_shape], 'X')
+        self.Yoh = _input(labels, tf.float32, [None, config['output_shape']], 'Yoh')
+        self.is_training = v1.placeholder_with_default(False, [], 'is_training')
+        # Nothing else before the network: its random initial weights follow
+        # the ops created before them, and equal seeds give equal runs.
+        if strategy:
+            # train_batch_size: images of the step over all replicas of the job
+            # (across workers: all-reduced, so fetch it only along with train_op).
+            towers, self.train_batch_size = replicas.run_towers(strategy, self.tower, self.X,
+                                                                self.Yoh)
+        else:
+            towers = [self.tower(self.X, self.Yoh)]
+            self.train_batch_size = towers[0]['batch_size']
+        self.replica_count = len(towers)
+        self.batch_size = tf.shape(self.X)[0] if strategy else towers[0]['batch_size']
+        self.variables_prefix, self.ops_prefix = towers[0]['prefixes']
+        self.logits = replicas.concatenated(towers, 'logits')
+        self.loss, self.accuracy, self.train_loss = (replicas.batch_mean(towers, name)
+                                                     for name in ('loss', 'accuracy', 'train_loss'))
+        self.train_op = replicas.grouped(towers, 'train_op')
+        self.objective = replicas.summed(towers, 'objective')  # what train_op minimises
         self.weights_finite = tf.reduce_all(
             [tf.reduce_all(tf.math.is_finite(v)) for v in self.trainable_variables()],
             name='weights_finite')
 
-        self.global_step = v1.train.get_or_create_global_step()
-        self.learning_rate = learning_rate_schedule(config, self.global_step, steps_per_epoch)
-        # What the optimiser minimises: the training loss plus the L2 penalty;
-        # under a distribution strategy, divided by the replicas, whose
-        # gradients are summed: the step then follows the global batch's mean.
-        self.objective = self.train_loss + self.weight_penalty()
-        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-        if replicas > 1:
-            self.objective = self.objective / replicas
-        optimizer = make_optimizer(config, self.learning_rate)
-        if config['mixed_precision']:
-            # float16 gradients underflow without loss scaling; the dynamic
-            # scale skips a step whose gradients overflow and lowers the scale.
-            optimizer = v1.mixed_precision.MixedPrecisionLossScaleOptimizer(optimizer, 'dynamic')
-        # Batch norm's moving averages advance with every training step.
-        with tf.control_dependencies(training_updates):
-            self.train_op = optimizer.minimize(self.objective, global_step=self.global_step)
+    def tower(self, images, labels):
+        """The network on one device's `images`, twice (batch norm following
+        is_training; fixed in training mode for the train_op), with losses,
+        accuracy and the step that minimises the training loss."""
+        with v1.variable_scope(self.scope) as scope:
+            logits = network(images, self.is_training, self.architecture)
+        loss = cross_entropy(logits, labels, 'loss')
+        updates_before = len(v1.get_collection(v1.GraphKeys.UPDATE_OPS))
+        with v1.variable_scope(scope, reuse=True, auxiliary_name_scope=False), \
+                tf.name_scope(f'{self.scope}_training/'):
+            train_logits = network(images, True, self.architecture)
+        training_updates = v1.get_collection(v1.GraphKeys.UPDATE_OPS)[updates_before:]
+        train_loss = cross_entropy(train_logits, labels, 'train_loss', self.config['label_smoothing'])
+        correct = tf.equal(tf.argmax(logits, 1), tf.argmax(labels, 1))
+        accuracy = tf.reduce_mean(tf.cast(correct, tf.float32), name='accuracy')
+        # What the optimiser minimises: the training loss plus the L2 penalty,
+        # this replica's share of it under a distribution strategy.
+        penalty = weight_penalty(self.config['weight_decay'], scope.name + '/')
+        objective = replicas.share_of_replica(train_loss + penalty)
+        optimizer = self._optimizer()
+        with tf.control_dependencies(training_updates):  # batch norm's moving averages advance
+            train_op = optimizer.minimize(objective, global_step=self.global_step)
+        return {'logits': logits, 'loss': loss, 'accuracy': accuracy, 'train_loss': train_loss,
+                'batch_size': tf.shape(images)[0], 'objective': objective, 'train_op': train_op,
+                # Its full names, also when built inside another scope or replica.
+                'prefixes': (scope.name + '/', scope.original_name_scope)}
 
-    def network(self, images, training):
-        """Logits of config['model'] for NHWC `images`, in the current variable
-        scope; batch norm in training mode if `training` (a bool, or a boolean
-        tensor that decides at run time)."""
-        x = layers.to_data_format(images, self.data_format)
-        if self.scope == 'resnet50':
-            return self.resnet50(x, training)
-        return self.model_net(x, training)
-
-    def cross_entropy(self, logits, name, label_smoothing=0.0):
-        """Mean softmax cross-entropy of `logits` against Yoh, smoothed towards
-        the uniform distribution by `label_smoothing`."""
-        labels = self.Yoh
-        if label_smoothing:
-            labels = labels * (1.0 - label_smoothing) + label_smoothing / self.config['output_shape']
-        return tf.reduce_mean(
-            tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits), name=name)
-
-    def weight_penalty(self):
-        """weight_decay * sum(w**2) / 2 over conv kernels and FC weights: its
-        gradient is weight_decay * w. Biases and batch norm are left alone."""
-        if not self.config['weight_decay']:
-            return tf.constant(0.0)
-        weights = self.X.graph.get_collection(v1.GraphKeys.WEIGHTS, self.variables_prefix)
-        return tf.multiply(self.config['weight_decay'], tf.add_n([tf.nn.l2_loss(w) for w in weights]),
-                           name='weight_penalty')
-
-    # --- building blocks ------------------------------------------------------
-
-    def classifier(self, x, hidden_units, training):
-        """FC + activation (+ dropout while training) for each of
-        `hidden_units`, then FC to the classes. Dropout is alpha dropout
-        under SELU, which plain dropout would pull off its fixed point."""
-        rate, alpha = self.config['dropout'], self.config['activation_fn'] == 'selu'
-        with v1.variable_scope('head'):
-            for i, units in enumerate(hidden_units, start=1):
-                x = layers.fc(x, units, self.activation, initializer=self.initializer, name=f'fc{i}')
-                x = layers.dropout(x, rate, training, alpha, name=f'dropout{i}')
-            return layers.fc(x, self.config['output_shape'], initializer=self.initializer,
-                             name='logits')
-
-    def squeeze_excite(self, x, name='se'):
-        """SE(U) = gate(W2 relu(W1 squeeze(U))) * U, with W1: C -> C/r, W2: C/r -> C;
-        squeeze is a global average (or max) pool, gate a sigmoid (or tanh, relu)."""
-        axis = layers.channel_axis(self.data_format)
-        channels = int(x.shape[axis])
-        gate = SE_GATES[self.config['se_excitation']]
-        with v1.variable_scope(name):
-            z = layers.global_pool(x, self.config['se_squeeze'], self.data_format)
-            s = layers.fc(z, channels // self.config['se_r'], layers.relu, name='fc1')
-            s = layers.fc(s, channels, gate, name='fc2')
-            return x * tf.reshape(s, [-1, channels, 1, 1] if axis == 1 else [-1, 1, 1, channels])
-
-    def conv_bn(self, x, filters, kernel_size, strides, activate, training, name):
-        """conv (no bias: batch norm's beta replaces it) + BN (+ activation)."""
-        with v1.variable_scope(name):
-            x = layers.conv2d(x, filters, kernel_size, strides, use_bias=False,
-                              initializer=self.initializer, data_format=self.data_format)
-            x = layers.batch_normalization(x, training, data_format=self.data_format)
-            return self.activation(x) if activate else x
-
-    def bottleneck(self, x, width, strides, projection, training, se, name):
-        """[1x1, m; 3x3, m; 1x1, 4m] with the stride on the first 1x1 and a
-        projection shortcut on first blocks; with `se`, an SE block where
-        se_integration puts it (SE paper, Fig. 5): on the residual before the
-        addition (standard), on the residual branch's input (pre), after the
-        addition and activation (post), or on the shortcut (identity)."""
-        se = se and self.config['se_integration']
-        with v1.variable_scope(name):
-            residual = self.squeeze_excite(x) if se == 'pre' else x
-            residual = self.conv_bn(residual, width, 1, strides, True, training, 'conv1')
-            residual = self.conv_bn(residual, width, 3, 1, True, training, 'conv2')
-            residual = self.conv_bn(residual, 4 * width, 1, 1, False, training, 'conv3')
-            if se == 'standard':
-                residual = self.squeeze_excite(residual)
-            shortcut = (self.conv_bn(x, 4 * width, 1, strides, False, training, 'shortcut')
-                        if projection else x)
-            if se == 'identity':
-                shortcut = self.squeeze_excite(shortcut)
-            total = residual + shortcut
-            if self.config['activation_fn'] == 'selu' and self.config['selu_residual_scale'] != 1:
-                # The sum of two unit-variance branches has variance 2; SELU's
-                # self-normalisation wants 1 at its input.
-                total = total * self.config['selu_residual_scale']
-            y = self.activation(total)
-            return self.squeeze_excite(y) if se == 'post' else y
-
-    # --- the two networks -----------------------------------------------------
-
-    def model_net(self, x, training):
-        """The custom "Sample" CNN: 3 x (conv 5x5 + AF, max pool), [SE], FC 256, 128, c."""
-        for i, filters in enumerate(CUSTOM_FILTERS, start=1):
-            x = layers.conv2d(x, filters, 5, activation=self.activation, initializer=self.initializer,
-                              data_format=self.data_format, name=f'conv{i}')
-            x = layers.max_pool2d(x, self.config['pool_size'], self.config['strides'],
-                                  data_format=self.data_format, name=f'pool{i}')
-        if self.config['use_se']:
-            x = self.squeeze_excite(x)
-        return self.classifier(layers.flatten(x, self.data_format), (256, 128), training)
-
-    def resnet50(self, x, training):
-        """ResNet50 (He et al. 2015), [SE-]bottlenecks 3, 4, 6, 3, then the SPEC head."""
-        x = self.conv_bn(x, 64, 7, 2, True, training, 'conv1')
-        x = layers.max_pool2d(x, 3, 2, data_format=self.data_format, name='pool1')
-        for stage, (width, blocks) in enumerate(RESNET50_STAGES, start=2):
-            for block in range(blocks):
-                first = block == 0
-                strides = 2 if first and stage > 2 else 1
-                se = self.config['use_se'] and stage in self.config['se_stages']
-                x = self.bottleneck(x, width, strides, first, training, se,
-                                    f'stage{stage}/block{block + 1}')
-        x = layers.global_pool(x, 'avg', self.data_format)
-        hidden = (512,) if self.config['dataset_name'] == 'imagenet' else (512, 256)
-        return self.classifier(x, hidden, training)
+    def _optimizer(self):
+        """The optimiser, made with the global step and learning rate at its
+        first use (by the first replica, under a strategy)."""
+        if not hasattr(self, 'optimizer'):
+            self.global_step = v1.train.get_or_create_global_step()
+            self.learning_rate = learning_rate_schedule(self.config, self.global_step,
+                                                        self.steps_per_epoch)
+            self.optimizer = make_optimizer(self.config, self.learning_rate)
+        return self.optimizer
 
     # --- introspection --------------------------------------------------------
 

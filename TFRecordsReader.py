@@ -14,8 +14,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from download import DataError
-from input_pipeline import AUGMENTATION, PREFETCH_BATCHES, normalise, pass_iterator, random_shift_flip
+from trainer.errors import DataError
+from trainer.input_pipeline import AUGMENTATION, batches, pass_iterator, random_shift_flip
 
 v1 = tf.compat.v1
 AUTOTUNE = tf.data.AUTOTUNE
@@ -78,7 +78,7 @@ def pixel_stats(metadata, split):
     return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
 
 
-def open_cifar_128(data_dir, seed=None, download=None):
+def open_cifar_128(data_dir):
     """The 128 px CIFAR-10 TFRecords that TFRecordsWriter wrote into data_dir."""
     metadata = read_metadata(data_dir)
     if metadata is None:
@@ -103,7 +103,7 @@ def count_records(files):
     return sum(1 for f in files for _ in v1.io.tf_record_iterator(f))
 
 
-def open_imagenet(data_dir, seed=None, download=None):
+def open_imagenet(data_dir):
     """ImageNet shards train-*-of-* and validation-*-of-* (TensorFlow's format);
     the official validation set serves as validation and test split."""
     metadata = read_metadata(data_dir) or {}
@@ -243,10 +243,7 @@ def make_dataset(data, split, training, batch_size, cfg, seed=None, limit=None, 
         dataset = dataset.take(limit)
     if skip is not None:
         dataset = dataset.skip(skip)
-
-    def prepare(images, labels):
-        return normalise(images, data.mean, data.std), tf.one_hot(labels, data.num_classes)
-    return dataset.batch(batch_size).map(prepare).prefetch(PREFETCH_BATCHES)
+    return batches(dataset, batch_size, data.mean, data.std, data.num_classes)
 
 
 class TFRecordInput:
@@ -307,12 +304,4 @@ def first_unreadable(files):
     return None
 
 
-def create_iterator(data, dataset_type, num_epochs, batch_size, capacity, cfg=None):
-    """The seed's entry point: (images, one-hot labels) tensors of a one-shot
-    iterator over `num_epochs` passes of split `dataset_type`, shuffled with
-    a buffer of `capacity` records for the training split."""
-    import constant
-    cfg = dict(cfg or constant.config, shuffle_buffer=capacity)
-    training = dataset_type == 'train'
-    dataset = make_dataset(data, dataset_type, training, batch_size, cfg).repeat(num_epochs)
-    return v1.data.make_one_shot_iterator(dataset).get_next()
+OPENERS = {'cifar_128': open_cifar_128, 'imagenet': open_imagenet}  # dataset -> (data_dir) -> RecordDataset

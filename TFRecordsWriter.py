@@ -15,23 +15,33 @@ import os
 import random
 import sys
 
-import tf_quiet
+from trainer import command
 
-tf_quiet.import_tensorflow_quietly()
-
+command.answer_early(__name__, __doc__, command.RECORDS_DEFAULTS)
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from PIL import Image  # noqa: E402
 
-import malloc_tuning  # noqa: E402
-import safe_io  # noqa: E402
-import settings  # noqa: E402
-from download import DataError  # noqa: E402
+import constant  # noqa: E402
+import ImageResizer  # noqa: E402
+from trainer import loaders, malloc_tuning, safe_io, settings  # noqa: E402
+from trainer.errors import ConfigError, DataError  # noqa: E402
 from TFRecordsReader import IMAGENET_SHARDS, METADATA, read_metadata  # noqa: E402
-from util import bytes_feature, int64_feature  # noqa: E402
 
 CIFAR_SHARDS = {'train': 8, 'valid': 2, 'test': 2}
 IMAGENET_SPLIT_DIRS = {'train': 'train', 'validation': 'val'}
+
+
+def int64_feature(values):
+    """A tf.train.Feature of int64s (one value or a list)."""
+    values = values if isinstance(values, (list, tuple)) else [values]
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+
+
+def bytes_feature(value):
+    """A tf.train.Feature holding one bytes value."""
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 
 
 def cifar_example(split, image, label):
@@ -168,7 +178,7 @@ def write_splits(out_dir, stream, counts, shards, suffix, make_records, descript
     None) is only called for chunks that fall into incomplete shards.
     """
     if set(shards) != set(counts):
-        raise settings.ConfigError(f"tfrecord_shards must give a shard count for each of "
+        raise ConfigError(f"tfrecord_shards must give a shard count for each of "
                                    f"{', '.join(counts)}, got {shards!r}")
     os.makedirs(out_dir, exist_ok=True)
     remove_stale_partials(out_dir)
@@ -203,9 +213,6 @@ def cifar_records(split, images, labels):
 def write_cifar_128(cfg, one_pass):
     """CIFAR-10 -> 128 px TFRecords in DATA_DIR of cifar_128, from ImageResizer's
     .npy files or (one_pass) straight from the CIFAR batches."""
-    import constant
-    import ImageResizer
-    import loaders
     out_dir = constant.derived_dirs(cfg)['DATA_DIR']
     size = loaders.DATASETS['cifar_128'].image_shape[0]
     shards = cfg['tfrecord_shards'] or CIFAR_SHARDS
@@ -262,7 +269,6 @@ def imagenet_files(root, seed):
 def jpeg_record(path, label, wnid):
     """RGB JPEG bytes of an image file (re-encoded only when it is not an RGB JPEG,
     as TensorFlow's scripts do for the PNG and CMYK files of ImageNet)."""
-    from PIL import Image
     with open(path, 'rb') as f:
         data = f.read()
     try:
@@ -278,7 +284,6 @@ def jpeg_record(path, label, wnid):
 
 
 def write_imagenet(cfg):
-    import constant
     if not cfg['imagenet_dir']:
         raise DataError('set imagenet_dir=PATH to the folder that holds train/<wnid>/*.JPEG '
                         'and val/<wnid>/*.JPEG')
@@ -300,19 +305,21 @@ def write_imagenet(cfg):
 
 
 def main(argv):
-    try:
-        cfg = settings.load_config(['dataset_name=cifar_128', *argv])
-        malloc_tuning.set_mmap_threshold(cfg['malloc_mmap_threshold'])
-        if cfg['dataset_name'] == 'imagenet':
-            metadata = write_imagenet(cfg)
-        elif cfg['dataset_name'] == 'cifar_128':
-            metadata = write_cifar_128(cfg, cfg['one_pass'])
-        else:
-            raise settings.ConfigError(f"dataset_name={cfg['dataset_name']!r} is held in memory, "
-                                       f"not in TFRecords; choose cifar_128 or imagenet")
-    except (settings.ConfigError, DataError) as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 2
+    """python TFRecordsWriter.py [key=value ...]: the exit status."""
+    return command.run(write, argv)
+
+
+def write(argv):
+    """Writes the TFRecords of dataset_name (cifar_128 unless told); returns the exit status."""
+    cfg = settings.load_config([*command.RECORDS_DEFAULTS, *argv])
+    malloc_tuning.set_mmap_threshold(cfg['malloc_mmap_threshold'])
+    if cfg['dataset_name'] == 'imagenet':
+        metadata = write_imagenet(cfg)
+    elif cfg['dataset_name'] == 'cifar_128':
+        metadata = write_cifar_128(cfg, cfg['one_pass'])
+    else:
+        raise ConfigError(f"dataset_name={cfg['dataset_name']!r} is held in memory, not in "
+                          f"TFRecords; choose cifar_128 or imagenet")
     counts = ', '.join(f"{s} {v['count']}" for s, v in metadata['splits'].items())
     print(f'Done: {counts} records.')
     return 0

@@ -9,40 +9,37 @@ of all validation curves.
 Runs already complete are skipped and an interrupted one resumes, so running
 the same command again continues a stopped sweep.
 """
+import csv
+import datetime
+import io
+import itertools
+import json
+import math
 import os
+import re
 import sys
 
-import tf_quiet
+from trainer import command
 
-tf_quiet.import_tensorflow_quietly()
-
-import csv  # noqa: E402
-import datetime  # noqa: E402
-import io  # noqa: E402
-import itertools  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import re  # noqa: E402
+command.answer_early(__name__, __doc__)  # --help and mistakes answered before TensorFlow loads
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import constant  # noqa: E402
-import history  # noqa: E402
 import main  # noqa: E402
-import safe_io  # noqa: E402
-import settings  # noqa: E402
 import util  # noqa: E402
+from trainer import history, safe_io, settings  # noqa: E402
+from trainer.errors import ConfigError  # noqa: E402
 
-NAME_KEYS = ('model', 'use_se', 'activation_fn')  # already in every run's base name
 # Keys that change how a run goes or where its files are, not its results: a
 # finished run that differs only in these counts as done.
-NOT_RESULT_KEYS = ('max_epochs', 'resume', 'run_name', 'log_every', 'eval_batch_size',
-                   'keep_checkpoints', 'datasets_root', 'data_dir', 'download',
-                   'resize_batch_size', 'tfrecord_shards', 'one_pass', 'imagenet_dir',
-                   'malloc_mmap_threshold', 'device', 'gpu_memory_growth', 'gpu_memory_fraction',
-                   'log_device_placement', 'experiment_grid', 'experiment_seeds')
-NOT_IN_NAME = NOT_RESULT_KEYS + NAME_KEYS + settings.AUTO_KEYS + ('dataset_name', 'output_shape')
+NOT_RESULT_KEYS = settings.keys_tagged(settings.HOW)
+# Keys a run's name leaves out: those above, those already in its base name
+# (resnet50_se_selu), those decided for the machine and those of the dataset,
+# whose folder holds the run.
+NOT_IN_NAME = NOT_RESULT_KEYS + sum((settings.keys_tagged(tag) for tag in (
+    settings.NAME, settings.AUTO, settings.DATASET)), ())
 COLUMNS = ('run', 'best train loss', 'best valid loss', 'best train acc %', 'best valid acc %',
            'best epoch', 'test acc % (best epoch)', 'time', 'device', 'epochs', 'note')
 SEED_COLUMNS = ('best valid acc %', 'test acc % (best epoch)', 'best valid loss', 'time')
@@ -73,7 +70,7 @@ def experiment_name(raw):
     name = constant.run_name({**raw, 'run_name': None})
     for key, value in raw.items():
         irrelevant = key in NOT_IN_NAME or key in settings.MENU_KEYS or (
-            key.startswith('se_') and not raw['use_se'])
+            settings.SE in settings.KEYS[key].tags and not raw['use_se'])
         if not irrelevant and value != constant.config[key]:
             name += f'_{key}-{_name_part(value)}'
     return name
@@ -92,14 +89,14 @@ def plan(argv):
     chosen = settings.load_config(argv)
     overrides = settings.parse_overrides(argv, set(constant.config))
     if 'run_name' in overrides:
-        raise settings.ConfigError('run_name is chosen for each run by experiments.py; '
+        raise ConfigError('run_name is chosen for each run by experiments.py; '
                                    'leave it out')
     grid = chosen['experiment_grid']
     points = grid_points(chosen['experiment_grids'][grid])
     seeds = chosen['experiment_seeds']
     if seeds:
         if 'seed' in overrides or any('seed' in point for point in points):
-            raise settings.ConfigError(f"experiment_seeds={seeds} sets the seed of every run; "
+            raise ConfigError(f"experiment_seeds={seeds} sets the seed of every run; "
                                        f"leave seed out of the arguments and of grid {grid!r}")
         points = [{**point, 'seed': seed} for point in points for seed in seeds]
     runs = []
@@ -107,8 +104,8 @@ def plan(argv):
         raw = {**constant.config, **point, **overrides}
         try:
             cfg = settings.load_config([], base=raw)
-        except settings.ConfigError as error:
-            raise settings.ConfigError(f'grid {grid!r}, configuration {point}: {error}') from None
+        except ConfigError as error:
+            raise ConfigError(f'grid {grid!r}, configuration {point}: {error}') from None
         cfg['run_name'] = experiment_name(raw)
         if all(cfg['run_name'] != other['run_name'] for other in runs):  # overrides can merge points
             runs.append(cfg)
@@ -323,11 +320,7 @@ def run_experiments(argv):
 
 def cli(argv):
     tf.compat.v1.disable_eager_execution()
-    try:
-        return run_experiments(argv)
-    except main.USER_ERRORS as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 2
+    return command.run(run_experiments, argv)
 
 
 if __name__ == '__main__':

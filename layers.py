@@ -5,9 +5,12 @@ tf.compat.v1.layers and this project does not depend on Keras.
 Image tensors are NHWC (channels last, the CPU's fast layout) unless a
 function is given data_format="NCHW" (channels first, often faster with cuDNN).
 """
-import tensorflow as tf
+from trainer.tf_quiet import OnFirstUse
 
-v1 = tf.compat.v1
+# TensorFlow loads at the first layer built, not when constant.py imports this
+# file for its activation functions: a config is checked before it loads.
+tf = OnFirstUse()
+v1 = OnFirstUse('compat.v1')
 
 # SELU constants of Klambauer et al. (2017); tf.nn.selu uses the same values.
 SELU_ALPHA = 1.6732632423543772848170429916717

@@ -1,23 +1,16 @@
-"""Small helpers: one-hot labels, the training-progress PDF, conv filter images."""
+"""Pictures of a run: the training-progress PDF, a sweep's validation curves, conv filter images."""
 import math
 import os
 
 import numpy as np
+from matplotlib.figure import Figure  # not pyplot: no global figure state
+from skimage import io as skio
 
-import safe_io
-
-
-def one_hot(labels, num_classes):
-    """int labels [N] -> float32 [N, num_classes]."""
-    labels = np.asarray(labels)
-    out = np.zeros((len(labels), num_classes), dtype=np.float32)
-    out[np.arange(len(labels)), labels] = 1.0
-    return out
+from trainer import safe_io
 
 
 def plot_training_progress(epochs, path, title):
     """Per epoch: train and valid loss, train and valid accuracy, learning rate."""
-    from matplotlib.figure import Figure  # no pyplot: no global figure state
     x = [e['epoch'] for e in epochs]
     fig = Figure(figsize=(8, 10))
     ax_loss, ax_acc, ax_lr = fig.subplots(3, 1, sharex=True)
@@ -40,7 +33,6 @@ def plot_training_progress(epochs, path, title):
 def plot_validation_curves(runs, path, title):
     """Validation loss and accuracy per epoch of several runs ({name: epochs}),
     one line per run, on one page."""
-    from matplotlib.figure import Figure
     fig = Figure(figsize=(9, 9))
     ax_loss, ax_acc = fig.subplots(2, 1, sharex=True)
     for name, epochs in runs.items():
@@ -86,7 +78,6 @@ def filter_grid(images, scale, gap=1):
 def draw_filters(kernel, directory, scale=8):
     """Writes each filter of a first conv layer (1 or 3 input channels) as a
     PNG, and all of them as one grid, into `directory`; returns the grid path."""
-    from skimage import io as skio
     images = filter_images(kernel)
     os.makedirs(directory, exist_ok=True)
 
@@ -101,16 +92,3 @@ def draw_filters(kernel, directory, scale=8):
     grid_path = os.path.join(directory, 'filters.png')
     save(grid_path, filter_grid(images, scale))
     return grid_path
-
-
-def int64_feature(values):
-    """A tf.train.Feature of int64s (one value or a list)."""
-    import tensorflow as tf
-    values = values if isinstance(values, (list, tuple)) else [values]
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
-
-
-def bytes_feature(value):
-    """A tf.train.Feature holding one bytes value."""
-    import tensorflow as tf
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))

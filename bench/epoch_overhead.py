@@ -1,7 +1,7 @@
 """What a main.py epoch costs beyond its training steps: logging, evaluation,
 checkpoint, history and plot.
 
-    python bench/epoch_overhead.py data_dir=../shared/datasets/mnist [key=value ...]
+    python -m bench.epoch_overhead data_dir=../shared/datasets/mnist [key=value ...]
 
 Runs main.py's `train` on MNIST (custom model by default) for 1 and for 3
 epochs into a temporary datasets_root; the difference over 2 epochs is what
@@ -20,21 +20,17 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import tf_quiet  # noqa: E402
+from trainer import tf_quiet  # noqa: E402
 
 tf_quiet.import_tensorflow_quietly()
 
 import tensorflow as tf  # noqa: E402
 
 import constant  # noqa: E402
-import history  # noqa: E402
-import loaders  # noqa: E402
+from trainer import history, inputs, settings  # noqa: E402
 import main  # noqa: E402
-import settings  # noqa: E402
-from throughput import median_rate, project_steps  # noqa: E402
+from bench.throughput import median_rate, project_steps  # noqa: E402
 
 v1 = tf.compat.v1
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
@@ -64,8 +60,7 @@ def run(argv):
     with tempfile.TemporaryDirectory(prefix='bench_epoch_') as root:
         cfg = settings.load_config(['dataset_name=mnist', f'datasets_root={root}',
                                     'download=False', *argv])
-        data = loaders.DATASETS[cfg['dataset_name']].load(
-            constant.derived_dirs(cfg)['DATA_DIR'], cfg['seed'], False)
+        data = inputs.open_dataset(cfg, constant.derived_dirs(cfg)['DATA_DIR'])
         images = data.num_examples('train')
         rate_before = bare_rate(cfg, data)
         one, _ = timed_training(cfg, 1)

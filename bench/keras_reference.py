@@ -6,17 +6,12 @@ loop on exactly the same architecture (layers, order, shapes, initialisers,
 batch norm settings, loss and optimiser). Layer names follow Model.py's
 variable scopes with '_' for '/' (Keras refuses '/' in names).
 """
-import os
-import sys
 import time
 
 import keras
 import numpy as np
 
-# Model's constants fix the architecture; bench scripts run from bench/.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from Model import CUSTOM_FILTERS, RESNET50_STAGES  # noqa: E402
+from trainer.architecture import CUSTOM_FILTERS, RESNET50_STAGES
 
 DATA_FORMAT = 'channels_last'  # Model.py is NHWC throughout
 BN_MOMENTUM = 0.9  # layers.BN_DECAY
@@ -113,7 +108,7 @@ def _resnet50(x, cfg):
     act, scale = cfg['activation_fn'], _initializer_scale(cfg['activation_fn'])
     x = _conv_bn(x, 64, 7, 2, act, scale, 'conv1')
     x = keras.layers.MaxPooling2D(3, 2, padding='same', data_format=DATA_FORMAT, name='pool1')(x)
-    for stage, (width, blocks) in enumerate(RESNET50_STAGES, start=2):
+    for stage, width, blocks in RESNET50_STAGES:
         for block in range(blocks):
             first = block == 0
             strides = 2 if first and stage > 2 else 1

@@ -5,8 +5,8 @@ default thread pools (each worker sizes them to every core of the machine)
 and with one intra-op thread per worker (TF_NUM_INTRAOP_THREADS=1: a core
 each), which tells the cores' contention from the all-reduce's cost.
 
-    python bench/loopback_job.py                                   # digits, 3 epochs
-    python bench/loopback_job.py dataset_name=mnist data_dir=../shared/datasets/mnist max_epochs=1
+    python -m bench.loopback_job                                   # digits, 3 epochs
+    python -m bench.loopback_job dataset_name=mnist data_dir=../shared/datasets/mnist max_epochs=1
 
 Prints a table and writes bench/results/loopback_job.json.
 """
@@ -18,15 +18,13 @@ import tempfile
 import time
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, PROJECT_DIR)
 
-import tf_quiet  # noqa: E402
+from trainer import tf_quiet  # noqa: E402
 
 tf_quiet.import_tensorflow_quietly()
 
-import cluster  # noqa: E402
+from trainer import cluster, settings  # noqa: E402
 import constant  # noqa: E402
-import settings  # noqa: E402
 
 
 def run_job(args, workers, root, threads=None):

@@ -1,8 +1,8 @@
 """What it costs to start an evaluation pass right after a whole training
 epoch, with tf.data's autotuning on and off (input_pipeline.pass_iterator).
 
-    python bench/pass_restart.py                                  # digits + 6000 cifar_128 records
-    python bench/pass_restart.py data_dir=../shared/datasets/mnist  # MNIST instead of digits
+    python -m bench.pass_restart                                  # digits + 6000 cifar_128 records
+    python -m bench.pass_restart data_dir=../shared/datasets/mnist  # MNIST instead of digits
 
 For the array input (digits, or MNIST with data_dir) and the TFRecords input
 (cifar_128 records written by the project's TFRecordsWriter into a temporary
@@ -19,22 +19,16 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import tf_quiet  # noqa: E402
+from trainer import tf_quiet  # noqa: E402
 
 tf_quiet.import_tensorflow_quietly()
 
 import tensorflow as tf  # noqa: E402
 
-import input_pipeline  # noqa: E402
-import interruption  # noqa: E402
-import loaders  # noqa: E402
-import main  # noqa: E402
-import malloc_tuning  # noqa: E402
-import settings  # noqa: E402
-import throughput  # noqa: E402
+from trainer import input_pipeline, inputs, interruption, loaders, malloc_tuning, passes, settings, training_graph  # noqa: E402
+import constant  # noqa: E402
+from bench import throughput  # noqa: E402
 
 v1 = tf.compat.v1
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
@@ -45,16 +39,16 @@ def epochs_and_restarts(cfg, autotune):
     """([seconds of each training epoch], [seconds to start the evaluation
     pass after it]) with tf.data autotuning on or off."""
     input_pipeline.AUTOTUNE_PASSES = autotune
-    data_dir = main.constant.derived_dirs(cfg)['DATA_DIR']
-    data = loaders.DATASETS[cfg['dataset_name']].load(data_dir, cfg['seed'], False)
-    built = main.build_graph(cfg, data)
+    data_dir = constant.derived_dirs(cfg)['DATA_DIR']
+    data = inputs.open_dataset(dict(cfg, download=False), data_dir)
+    built = training_graph.build_graph(cfg, data)
     epochs, restarts = [], []
-    with built.graph.as_default(), v1.Session(config=main.session_config(cfg)) as session, \
+    with built.graph.as_default(), v1.Session(config=training_graph.session_config(cfg)) as session, \
             interruption.stop_requests() as stop:
         session.run(v1.global_variables_initializer())
         for epoch in range(1, EPOCHS + 1):
             started = time.perf_counter()
-            main.train_epoch(session, built.model, built.source, cfg, epoch, stop)
+            passes.train_epoch(session, built.model, built.source, cfg, epoch, stop)
             epochs.append(time.perf_counter() - started)
             started = time.perf_counter()
             built.source.start(session, 'valid', training=False)
@@ -84,7 +78,7 @@ def run(argv):
         records = settings.load_config(['dataset_name=cifar_128', f'datasets_root={root}',
                                         *common])
         images = throughput.synthetic_arrays(loaders.DATASETS['cifar_128'].image_shape, 6000, 10, 0)
-        throughput.as_records(images, main.constant.derived_dirs(records)['DATA_DIR'])
+        throughput.as_records(images, constant.derived_dirs(records)['DATA_DIR'])
         del images
         rows += measure('TFRecords (cifar_128)', records)
     print('\n| input | autotune | training epoch s (median) | evaluation start s (median) '

@@ -1,6 +1,6 @@
 """ImageResizer and TFRecordsWriter: how many images per second, how much memory?
 
-    python bench/preprocess.py [images=6000] [datasets_root=PATH] [key=value ...]
+    python -m bench.preprocess [images=6000] [datasets_root=PATH] [key=value ...]
 
 writes a synthetic CIFAR-10 of `images` random images in the official python
 format (cifar-10-batches-py/data_batch_1..5 and test_batch, images/6 each;
@@ -34,7 +34,6 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 RESULTS = os.path.join(REPO, 'bench', 'results')
 DEFAULT_IMAGES = 6000
@@ -72,7 +71,7 @@ def parse_args(argv):
 
 def write_synthetic_cifar(data_dir, n_per_batch):
     """The official cifar-10-batches-py folder, random pixels (tests/fixtures.py)."""
-    from tests import fixtures
+    from tests import fixtures  # in the spawned child only: its RSS is what is measured
     fixtures.write_cifar_batches(data_dir, n_per_batch=n_per_batch, seed=0)
 
 

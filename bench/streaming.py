@@ -1,6 +1,6 @@
 """Reader alone against training: can the cifar_128 pipeline keep the model fed?
 
-    python bench/streaming.py [datasets_root=PATH] [key=value ...]
+    python -m bench.streaming [datasets_root=PATH] [key=value ...]
 
 reads 128 px CIFAR TFRecords under PATH/cifar_128/data_dir (ImageResizer +
 TFRecordsWriter); without datasets_root, 6000 random images written by the
@@ -15,20 +15,17 @@ import os
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import tf_quiet  # noqa: E402
+from trainer import tf_quiet  # noqa: E402
 
 tf_quiet.import_tensorflow_quietly()
 
 import tensorflow as tf  # noqa: E402
 
-import loaders  # noqa: E402
-import main  # noqa: E402
-import malloc_tuning  # noqa: E402
-import settings  # noqa: E402
-import throughput  # noqa: E402
+from trainer import loaders, malloc_tuning, settings, training_graph  # noqa: E402
+import constant  # noqa: E402
+import TFRecordsReader  # noqa: E402
+from bench import throughput  # noqa: E402
 
 v1 = tf.compat.v1
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
@@ -39,8 +36,8 @@ def measure(cfg, data, with_model, warmup, windows, steps):
     if with_model:
         with throughput.project_steps(cfg, data) as (step, _):
             return throughput.median_rate(step, cfg['batch_size'], warmup, windows, steps)
-    graph, source, *_ = main.build_graph(cfg, data)
-    with graph.as_default(), v1.Session(config=main.session_config(cfg)) as session:
+    graph, source, *_ = training_graph.build_graph(cfg, data)
+    with graph.as_default(), v1.Session(config=training_graph.session_config(cfg)) as session:
         session.run(v1.global_variables_initializer())
         source.start(session, 'train', training=True, seed=1)
 
@@ -59,7 +56,7 @@ def run(argv):
     with tempfile.TemporaryDirectory(prefix='bench_streaming_') as root:
         cfg = settings.load_config(['dataset_name=cifar_128', f'datasets_root={root}'])
         arrays = throughput.synthetic_arrays(loaders.DATASETS['cifar_128'].image_shape, 6000, 10, 0)
-        throughput.as_records(arrays, main.constant.derived_dirs(cfg)['DATA_DIR'])
+        throughput.as_records(arrays, constant.derived_dirs(cfg)['DATA_DIR'])
         del arrays
         return measure_all([f'datasets_root={root}', *argv])
 
@@ -67,8 +64,8 @@ def run(argv):
 def measure_all(argv):
     cfg = settings.load_config(['dataset_name=cifar_128', *argv])
     malloc_tuning.set_mmap_threshold(cfg['malloc_mmap_threshold'])  # as main.py runs
-    data_dir = main.constant.derived_dirs(cfg)['DATA_DIR']
-    data = loaders.DATASETS['cifar_128'].load(data_dir, cfg['seed'], False)
+    data_dir = constant.derived_dirs(cfg)['DATA_DIR']
+    data = TFRecordsReader.open_cifar_128(data_dir)
     cases = [
         ('reader, no model', dict(cfg), False, (5, 5, 40)),
         ('reader + augment, no model', dict(cfg, augment=True), False, (5, 5, 40)),

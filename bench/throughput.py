@@ -1,7 +1,7 @@
 """Training throughput of every model configuration against Keras 3 `fit` of
 the same architecture, and how much of the machine's matmul rate ResNet50 uses.
 
-    python bench/throughput.py [only=custom_28,resnet50_128] [key=value ...]
+    python -m bench.throughput [only=custom_28,resnet50_128] [key=value ...]
 
 For each architecture (custom model at 28x28x1 and 32x32x3, ResNet50 at 32 and
 128 px), with and without SE, with ReLU and SELU: images per second of the
@@ -27,18 +27,15 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import tf_quiet  # noqa: E402
+from trainer import tf_quiet  # noqa: E402
 
 tf_quiet.import_tensorflow_quietly()
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import loaders  # noqa: E402
-import main  # noqa: E402
-import settings  # noqa: E402
+from trainer import loaders, passes, settings, training_graph  # noqa: E402
 import TFRecordsReader  # noqa: E402
 import TFRecordsWriter  # noqa: E402
 from Model import count_parameters  # noqa: E402
@@ -112,22 +109,22 @@ def as_records(arrays, out_dir):
 def project_steps(cfg, data):
     """The project's training step, fed by its input pipeline, as main.py runs
     it; yields (run_step, the Model)."""
-    graph, source, model, *_ = main.build_graph(cfg, data)
+    graph, source, model, *_ = training_graph.build_graph(cfg, data)
     with graph.as_default():
         initialize = v1.global_variables_initializer()
     # Not `with session`: that would make this graph the default one, and Keras'
     # eager code run between our steps would try to build into it.
-    session = v1.Session(graph=graph, config=main.session_config(cfg))
+    session = v1.Session(graph=graph, config=training_graph.session_config(cfg))
     try:
         session.run(initialize)
         source.start(session, 'train', training=True, seed=1)
 
         def step():
             try:
-                main.train_step(session, model)
+                passes.train_step(session, model)
             except tf.errors.OutOfRangeError:  # the pass ended: start another
                 source.start(session, 'train', training=True, seed=1)
-                main.train_step(session, model)
+                passes.train_step(session, model)
         yield step, model
     finally:
         session.close()
@@ -136,8 +133,9 @@ def project_steps(cfg, data):
 def keras_model(cfg, arrays):
     """Keras 3 twin of the architecture, compiled, and the same images in a
     tf.data pipeline normalised the same way."""
+    # Here, not at the top: other benches use this module without Keras.
     import keras
-    import keras_reference
+    from bench import keras_reference
     keras.backend.clear_session()
     keras.utils.set_random_seed(cfg['seed'])
     model = keras_reference.compile_model(keras_reference.build(cfg, arrays.image_shape), cfg)
@@ -151,7 +149,7 @@ def keras_model(cfg, arrays):
 
 def compare(cfg, data, arrays, warmup, windows, steps):
     """The project's step against Keras fit, in interleaved windows; returns a row."""
-    import keras_reference  # here, so that other benches can use this module without Keras
+    from bench import keras_reference  # here: other benches use this module without Keras
     model, dataset = keras_model(cfg, arrays)
     batch = cfg['batch_size']
     with project_steps(cfg, data) as (step, ours):

@@ -1,5 +1,5 @@
 """Shared test set-up: graph mode, as in main.py, and a fresh graph per test."""
-import tf_quiet
+from trainer import tf_quiet
 
 # pytest-xdist's workers print what fd 2 gets at start-up, TensorFlow's C++ notices too
 tf_quiet.import_tensorflow_quietly()
@@ -7,7 +7,19 @@ tf_quiet.import_tensorflow_quietly()
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from trainer import machine  # noqa: E402
+
 tf.compat.v1.disable_eager_execution()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked nchw run NCHW kernels on the CPU: skipped where it has none
+    (TensorFlow's plain CPU kernels take NHWC only; oneDNN's take both)."""
+    nchw = [item for item in items if item.get_closest_marker('nchw')]
+    if nchw and not machine.cpu_runs_nchw():
+        skip = pytest.mark.skip(reason="this CPU's TensorFlow kernels run NHWC only")
+        for item in nchw:
+            item.add_marker(skip)
 
 
 @pytest.fixture

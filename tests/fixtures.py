@@ -58,7 +58,7 @@ import time
 
 import numpy as np
 
-import cluster
+from trainer import cluster
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

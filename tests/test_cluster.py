@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-import cluster
-from input_pipeline import worker_part
+from trainer import cluster
+from trainer.input_pipeline import worker_part
 from tests.fixtures import Job
 
 

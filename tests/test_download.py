@@ -8,10 +8,10 @@ import urllib.request
 import numpy as np
 import pytest
 
-import download
-import loaders
-import safe_io
-from download import ChecksumError, DataError, RemoteFile
+from trainer import download
+from trainer import loaders
+from trainer import safe_io
+from trainer.download import ChecksumError, DataError, RemoteFile
 from tests import fixtures
 
 PAYLOADS = {'a.bin': b'alpha' * 1000, 'b.bin': bytes(range(256)) * 10, 'c.bin': b'\x00gamma\n'}

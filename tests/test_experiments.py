@@ -12,9 +12,7 @@ import tensorflow as tf
 
 import constant
 import experiments
-import loaders
-import main
-import settings
+from trainer import callbacks, loaders, passes, runs, settings, training_graph
 
 v1 = tf.compat.v1
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -205,24 +203,24 @@ def test_the_best_epochs_weights_are_restored_and_tested(tmp_path):
     """The test figure of a sweep comes from the best validation epoch, not the last."""
     cfg = settings.load_config([f'datasets_root={tmp_path}', 'max_epochs=2'])
     data = loaders.DATASETS['digits'].load(None, 0, False)
-    built = main.build_graph(cfg, data)
+    built = training_graph.build_graph(cfg, data)
     kernel = built.model.first_conv_kernel
-    with built.graph.as_default(), v1.Session(config=main.session_config(cfg)) as session:
+    with built.graph.as_default(), v1.Session(config=training_graph.session_config(cfg)) as session:
         session.run(v1.global_variables_initializer())
         best_weights = session.run(kernel)
-        record = {'epochs': []}
+        run = runs.Run(cfg, 'r', {}, str(tmp_path), built, session, record={'epochs': []})
         rows = [{'epoch': 1, 'valid_accuracy': 0.9, 'valid_loss': 0.3},
                 {'epoch': 2, 'valid_accuracy': 0.9, 'valid_loss': 0.4}]  # a tie: lower loss wins
         for row in rows:
-            main.save_if_best(session, built.best_saver, record, row, str(tmp_path))
-            record['epochs'].append(row)
+            callbacks.BestCheckpoint().after_epoch(run, row)
+            run.record['epochs'].append(row)
             session.run(kernel.assign(kernel + 1.0))
+        record = run.record
         assert record['best']['epoch'] == 1
-        main.evaluate_best(session, built.best_saver, built.model, built.source, record, None,
-                       final_test=(9.0, 0.0), run_dir=str(tmp_path))
+        callbacks.TestEvaluation.test_best(run, final_test=(9.0, 0.0))
         assert record['best']['checkpoint'] == os.path.join('best', 'model.ckpt-1')
         np.testing.assert_array_equal(session.run(kernel), best_weights)
-        expected = main.evaluate(session, built.model, built.source, 'test')
+        expected = passes.evaluate(session, built.model, built.source, 'test')
     assert (record['best']['test_loss'], record['best']['test_accuracy']) == expected
     assert expected != (9.0, 0.0)
 

@@ -363,6 +363,7 @@ def test_to_data_format_transposes_nhwc_images(session):
     np.testing.assert_array_equal(nhwc, x)
 
 
+@pytest.mark.nchw
 @pytest.mark.parametrize('size, k, s', [(7, 3, 1), (7, 3, 2), (8, 5, 2), (6, 1, 2)])
 def test_conv2d_nchw_matches_nhwc(session, size, k, s):
     rng = np.random.default_rng(size * 100 + k * 10 + s)
@@ -382,6 +383,7 @@ def test_conv2d_nchw_matches_nhwc(session, size, k, s):
     np.testing.assert_allclose(to_nhwc(got_nchw), got_nhwc, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.nchw
 def test_conv2d_nchw_gradients_match_nhwc(session):
     """Training in NCHW moves the shared weights as NHWC training does."""
     rng = np.random.default_rng(2)
@@ -398,6 +400,7 @@ def test_conv2d_nchw_gradients_match_nhwc(session):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.nchw
 @pytest.mark.parametrize('size, pool, s', [(6, 2, 2), (7, 2, 2), (7, 3, 2), (5, [2, 2], 2),
                                            (6, 3, 1)])
 def test_max_pool2d_nchw_matches_nhwc(session, size, pool, s):

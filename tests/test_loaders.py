@@ -9,9 +9,9 @@ import textwrap
 import numpy as np
 import pytest
 
-import download
-import loaders
-from download import DataError
+from trainer import download
+from trainer import loaders
+from trainer.errors import DataError
 from tests import fixtures
 
 MAIN = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -365,7 +365,7 @@ class ObjectArrayFromBytes:
 def test_cifar_pickle_forging_object_pointers_is_refused(tmp_path):
     write_tampered_batch(tmp_path, 'data_batch_1', batch_dict_bytes(labels=ObjectArrayFromBytes()))
     script = textwrap.dedent(f"""
-        import loaders
+        from trainer import loaders
         try:
             loaders.load_cifar_32({str(tmp_path)!r}, 0, False)
         except loaders.DataError as error:

@@ -1,5 +1,6 @@
 """End to end: `python main.py` on digits, as a user runs it."""
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -7,7 +8,14 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import tensorflow as tf
+
+from Model import Model
+from trainer import loaders, passes, settings, training_graph
+from trainer.errors import DataError
+from trainer.input_pipeline import ArrayInput
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROGRESS = re.compile(r'^epoch (\d+), step (\d+) / (\d+), loss = \d+\.\d\d \(\d+\.\d{3} sec/batch\)$')
@@ -158,14 +166,10 @@ def test_bad_config_is_one_clear_line_before_any_graph(tmp_path, arg, expected):
     {'device': '/device:CPU:0'},
 ])
 def test_gpu_options_fall_back_cleanly_on_a_cpu_only_machine(options):
-    import tensorflow as tf
-    import loaders
-    import main
-    import settings
     cfg = dict(settings.load_config([]), **options)
     data = loaders.load_digits(None, 0, False)
-    graph, source, model, *_ = main.build_graph(cfg, data)
-    with graph.as_default(), tf.compat.v1.Session(config=main.session_config(cfg)) as session:
+    graph, source, model, *_ = training_graph.build_graph(cfg, data)
+    with graph.as_default(), tf.compat.v1.Session(config=training_graph.session_config(cfg)) as session:
         session.run(tf.compat.v1.global_variables_initializer())
         source.start(session, 'train', training=True, seed=0)
         _, loss = session.run([model.train_op, model.loss], {model.is_training: True})
@@ -208,9 +212,6 @@ def test_unwritable_output_is_refused_before_training(tmp_path):
 
 
 def test_non_finite_weights_are_detected(graph):
-    import tensorflow as tf
-    import settings
-    from Model import Model
     model = Model(settings.load_config([]), (8, 8, 1))
     with tf.compat.v1.Session(graph=graph) as session:
         session.run(tf.compat.v1.global_variables_initializer())
@@ -288,28 +289,18 @@ def test_kill_9_loses_at_most_the_work_since_the_last_checkpoint(tmp_path):
 
 
 def test_evaluating_a_split_that_gives_no_images_is_a_clear_error():
-    import dataclasses
-    import tensorflow as tf
-    import loaders
-    import main
-    import settings
-    from download import DataError
     data = loaders.load_digits(None, 0, False)
     empty = loaders.Split(data.valid.images[:0], data.valid.labels[:0])
     data = dataclasses.replace(data, valid=empty)
     cfg = settings.load_config([])
-    graph, source, model, *_ = main.build_graph(cfg, data)
-    with graph.as_default(), tf.compat.v1.Session(config=main.session_config(cfg)) as session:
+    graph, source, model, *_ = training_graph.build_graph(cfg, data)
+    with graph.as_default(), tf.compat.v1.Session(config=training_graph.session_config(cfg)) as session:
         session.run(tf.compat.v1.global_variables_initializer())
         with pytest.raises(DataError, match='the valid split gave no images'):
-            main.evaluate(session, model, source, 'valid')
+            passes.evaluate(session, model, source, 'valid')
 
 
 def test_array_input_resumes_a_training_pass_in_the_same_order(graph, session):
-    import numpy as np
-    import tensorflow as tf
-    import loaders
-    from input_pipeline import ArrayInput
     source = ArrayInput(loaders.load_digits(None, 0, False), 50, 250)
 
     def images(skip):
@@ -329,7 +320,6 @@ def test_array_input_resumes_a_training_pass_in_the_same_order(graph, session):
 
 def device_cfg(**options):
     """The default config with its device options given, not decided by the machine."""
-    import settings
     return settings.load_config([f'{k}={v}' for k, v in options.items()])
 
 
@@ -343,56 +333,44 @@ def rewrites_and_jit(proto):
 
 
 def no_gpu_here():
-    import tensorflow as tf
     return not tf.config.list_physical_devices('GPU')
 
 
 @pytest.mark.skipif('not no_gpu_here()', reason='a GPU takes float16, not bfloat16')
 def test_session_config_mixed_precision_without_gpu_is_onednn_bfloat16():
-    import main
-    proto = main.session_config(device_cfg(mixed_precision=True, xla=False))
+    proto = training_graph.session_config(device_cfg(mixed_precision=True, xla=False))
     bf16, fp16, _ = rewrites_and_jit(proto)
     assert bf16 and not fp16
 
 
 def test_session_config_xla_turns_on_the_global_jit():
-    import tensorflow as tf
-    import main
-    *_, jit = rewrites_and_jit(main.session_config(device_cfg(mixed_precision=False, xla=True)))
+    *_, jit = rewrites_and_jit(training_graph.session_config(device_cfg(mixed_precision=False, xla=True)))
     assert jit == tf.compat.v1.OptimizerOptions.ON_1
 
 
 def test_session_config_without_mixed_precision_and_xla_sets_neither():
-    import tensorflow as tf
-    import main
     bf16, fp16, jit = rewrites_and_jit(
-        main.session_config(device_cfg(mixed_precision=False, xla=False)))
+        training_graph.session_config(device_cfg(mixed_precision=False, xla=False)))
     assert not bf16 and not fp16
     assert jit == tf.compat.v1.OptimizerOptions.DEFAULT
 
 
 def loss_scale_variables(graph):
-    import tensorflow as tf
     return [v.op.name for v in graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
             if 'loss_scale' in v.op.name]
 
 
 def train_on_a_fixed_batch(cfg, steps):
     """The custom model on 4 digits-sized images, trained `steps` times on the same
-    batch through a session made by main.session_config: the losses, whether the
+    batch through a session made by training_graph.session_config: the losses, whether the
     weights are finite, and the loss-scale variables of the graph."""
-    import numpy as np
-    import tensorflow as tf
-    import main
-    import util
-    from Model import Model
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, size=(4, 8, 8, 1)).astype(np.float32)
-    y = util.one_hot([0, 3, 7, 9], 10)
+    y = np.eye(10, dtype=np.float32)[[0, 3, 7, 9]]
     with tf.Graph().as_default() as graph:
         tf.compat.v1.set_random_seed(0)
         model = Model(cfg, (8, 8, 1))
-        with tf.compat.v1.Session(config=main.session_config(cfg)) as session:
+        with tf.compat.v1.Session(config=training_graph.session_config(cfg)) as session:
             session.run(tf.compat.v1.global_variables_initializer())
             feed = {model.X: x, model.Yoh: y, model.is_training: True}
             losses = [session.run([model.train_op, model.loss], feed)[1] for _ in range(steps)]
@@ -402,7 +380,6 @@ def train_on_a_fixed_batch(cfg, steps):
 
 
 def test_mixed_precision_training_learns_a_fixed_batch_with_loss_scaling():
-    import numpy as np
     cfg = device_cfg(mixed_precision=True, xla=False, model='custom_model', dataset_name='digits')
     losses, finite, scale_vars = train_on_a_fixed_batch(cfg, 30)
     assert scale_vars  # Adam wrapped in MixedPrecisionLossScaleOptimizer
@@ -419,7 +396,6 @@ def test_float32_training_has_no_loss_scale():
 
 
 def test_xla_training_step_gives_a_finite_loss():
-    import numpy as np
     cfg = device_cfg(mixed_precision=False, xla=True, model='custom_model', dataset_name='digits')
     losses, finite, _ = train_on_a_fixed_batch(cfg, 1)
     assert finite and np.all(np.isfinite(losses)) and losses[0] > 0

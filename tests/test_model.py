@@ -2,6 +2,8 @@
 import contextlib
 import functools
 import itertools
+import json
+import os
 import types
 
 import numpy as np
@@ -9,10 +11,9 @@ import pytest
 import tensorflow as tf
 
 import constant
-import layers
-import settings
-import util
-from Model import Model, count_parameters
+from trainer import settings
+from Model import Model, count_parameters, network, squeeze_excite
+from trainer import architecture, loaders, training_graph
 
 v1 = tf.compat.v1
 
@@ -69,30 +70,25 @@ def resnet(dataset, use_se, act):
 
 @functools.lru_cache(maxsize=None)
 def resnet_network(dataset, use_se, act, dataset_name=None, classes=10, shape=None):
-    """Only the network, Model.resnet50 on a bare Model (no loss, no Adam): about
-    a third of the build time, for static checks. Mirrors Model.__init__."""
+    """Only the network (no loss, no Adam): about a third of the build time,
+    for static checks."""
     graph = tf.Graph()
     with graph.as_default():
         cfg = make_config(model='resnet50', use_se=use_se, activation_fn=act,
                           dataset_name=dataset_name or dataset, output_shape=classes)
         x = v1.placeholder(tf.float32, [None, *(shape or SHAPES[dataset])])
-        net, logits = network_only(cfg, x)
+        prefix, logits = network_only(cfg, x)
     graph.finalize()
-    return types.SimpleNamespace(graph=graph, model=net, logits=logits)
+    return types.SimpleNamespace(graph=graph, prefix=prefix, logits=logits)
 
 
 def network_only(cfg, x):
-    """The network of cfg['model'] on NHWC images x, on a bare Model (no loss, no
-    Adam), in the current variable scope. Mirrors Model.__init__."""
-    net = Model.__new__(Model)
-    net.X, net.config, net.scope, net.data_format = x, cfg, cfg['model'], cfg['data_format']
-    net.activation = cfg['activation_functions'][cfg['activation_fn']]
-    net.initializer = layers.initializer_for(cfg['activation_fn'])
-    net.is_training = v1.placeholder_with_default(False, [])
-    with v1.variable_scope(net.scope) as scope:
-        net.variables_prefix, net.ops_prefix = scope.name + '/', scope.original_name_scope
-        logits = net.network(x, net.is_training)
-    return net, logits
+    """The network of cfg['model'] on NHWC images x through Model.network, as
+    Model builds it (in variable scope cfg['model']), without loss or Adam;
+    returns (its variables' prefix, its logits)."""
+    with v1.variable_scope(cfg['model']) as scope:
+        logits = network(x, v1.placeholder_with_default(False, []), architecture.from_config(cfg))
+    return scope.name + '/', logits
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -100,11 +96,13 @@ def _free_cached_graphs():
     yield
     resnet.cache_clear()
     resnet_network.cache_clear()
+    se_resnet_network.cache_clear()
 
 
 def trainable(r, part=''):
-    with r.graph.as_default():
-        return r.model.trainable_variables(part)
+    """Trainable variables of a cached network or Model, or of a part ('head')."""
+    prefix = r.model.variables_prefix if hasattr(r, 'model') else r.prefix
+    return r.graph.get_collection(v1.GraphKeys.TRAINABLE_VARIABLES, prefix + part)
 
 
 def conv_part(r):
@@ -296,10 +294,9 @@ def randomise_biases(session, names, seed=0):
 @pytest.mark.parametrize('squeeze, excitation', [('avg', 'sigmoid'), ('max', 'sigmoid'),
                                                  ('avg', 'tanh'), ('avg', 'relu')])
 def test_squeeze_excite_values(session, squeeze, excitation):
-    owner = types.SimpleNamespace(config={'se_r': 4, 'se_squeeze': squeeze,
-                                          'se_excitation': excitation}, data_format='NHWC')
+    se = architecture.SqueezeExcite(ratio=4, squeeze=squeeze, excitation=excitation)
     u = np.random.default_rng(1).normal(size=(3, 5, 6, 8)).astype(np.float32)
-    out = Model.squeeze_excite(owner, tf.constant(u), name='se')
+    out = squeeze_excite(tf.constant(u), se, 'NHWC', name='se')
     assert out.shape.as_list() == [3, 5, 6, 8]
     init(session)
     randomise_biases(session, ['se/fc1/bias', 'se/fc2/bias'])
@@ -341,7 +338,7 @@ def test_custom_model_training_and_learning_rate(session):
     assert v1.get_collection(v1.GraphKeys.UPDATE_OPS) == []
     init(session)
     feed = {model.X: random_images(SHAPES['digits'], n=4), model.is_training: True,
-            model.Yoh: util.one_hot([0, 3, 9, 3], 10)}
+            model.Yoh: np.eye(10, dtype=np.float32)[[0, 3, 9, 3]]}
     variables = model.trainable_variables()
     before = session.run(variables)
     assert session.run([model.global_step, model.learning_rate]) == [0, pytest.approx(1e-3)]
@@ -364,7 +361,7 @@ def test_training_copy_shares_the_variables_and_trains_in_batch_norm_training_mo
     assert not [n for n in names if n.startswith('resnet50_training')]
     assert len([n for n in names if n.startswith('resnet50/')]) == 3 * (53 + 2 * 53 + 4 * 16 + 6) + 2 * 53
     x = random_images(SHAPES['cifar_32'], n=4, seed=8) * 3 + 1
-    feed = {model.X: x, model.Yoh: util.one_hot([1, 4, 1, 0], 10)}
+    feed = {model.X: x, model.Yoh: np.eye(10, dtype=np.float32)[[1, 4, 1, 0]]}
     with v1.Session(graph=graph, config=fast_session_config()) as s:
         s.run(r.init)
         train_loss = s.run(model.train_loss, feed)
@@ -379,7 +376,7 @@ def test_resnet50_training_step():
     r = resnet('cifar_32', False, 'relu')
     graph, model = r.graph, r.model
     x = random_images(SHAPES['cifar_32'], n=3, seed=5) * 2 + 1
-    feed = {model.X: x, model.Yoh: util.one_hot([1, 4, 1], 10), model.is_training: True}
+    feed = {model.X: x, model.Yoh: np.eye(10, dtype=np.float32)[[1, 4, 1]], model.is_training: True}
     p = 'resnet50/'
     watched = [var(p + n, graph) for n in ('conv1/conv/kernel', 'conv1/bn/gamma',
                                            'stage5/block3/conv3/conv/kernel',
@@ -456,7 +453,7 @@ def test_selu_training_step_with_raw_pixels_stays_finite(session):
                   SHAPES['mnist'])
     x = np.random.default_rng(0).integers(0, 256, size=(4, 28, 28, 1)).astype(np.float32)
     x[:, 8:20, 8:20, :] = 255.0
-    feed = {model.X: x, model.Yoh: util.one_hot([0, 1, 2, 3], 10), model.is_training: True}
+    feed = {model.X: x, model.Yoh: np.eye(10, dtype=np.float32)[[0, 1, 2, 3]], model.is_training: True}
     init(session)
     pre = session.run(v1.get_default_graph().get_tensor_by_name('custom_model/conv1/BiasAdd:0'),
                       feed)
@@ -491,6 +488,7 @@ def conv_data_format(graph, name):
     return graph.get_operation_by_name(name).get_attr('data_format').decode()
 
 
+@pytest.mark.nchw
 @pytest.mark.parametrize('use_se', [False, True])
 def test_custom_model_checkpoint_gives_the_same_logits_in_nchw(tmp_path, use_se):
     """Saved from an NHWC model, restored into an NCHW one: same variables, same logits."""
@@ -520,6 +518,7 @@ def test_custom_model_checkpoint_gives_the_same_logits_in_nchw(tmp_path, use_se)
     np.testing.assert_allclose(logits['NCHW'], logits['NHWC'], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.nchw
 def test_se_resnet50_gives_the_same_logits_in_nchw_with_nhwc_weights():
     """Both networks in one graph (bare: no Adam, which would triple the variables),
     NCHW variables loaded from the NHWC ones; inference, so batch norm uses the
@@ -609,3 +608,48 @@ def test_resnet50_multiply_adds_at_224_match_the_papers(graph):
     cfg = make_config(model='resnet50', dataset_name='imagenet', output_shape=1000)
     count = build(cfg, (224, 224, 3)).forward_multiply_adds()
     assert count == pytest.approx(3.86e9, rel=0.01)
+
+
+# --- checkpoints of earlier versions ---------------------------------------------------
+
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'expected_variables.json')) as f:
+    EXPECTED_VARIABLES = json.load(f)
+
+
+def listed(variables):
+    return [f'{v.op.name} {v.shape.as_list()}' for v in variables]
+
+
+@pytest.mark.parametrize('use_se, act', [(False, 'relu'), (True, 'selu')])
+def test_a_custom_model_run_holds_the_variables_of_earlier_checkpoints(use_se, act):
+    """Every variable a run saves (network, Adam's slots, progress) keeps its
+    name and shape: checkpoints written by earlier versions restore."""
+    cfg = make_config(model='custom_model', use_se=use_se, activation_fn=act, dataset_name='digits')
+    built = training_graph.build_graph(cfg, loaders.load_digits(None, 42, False))
+    with built.graph.as_default():
+        found = sorted(listed(v1.global_variables()))
+    assert found == EXPECTED_VARIABLES[f'custom_model|se={use_se}|{act}|standard']['all_global']
+
+
+@pytest.mark.parametrize('integration', ['standard', 'pre', 'post', 'identity'])
+def test_se_resnet50_holds_the_variables_of_earlier_checkpoints(integration):
+    plain = resnet_network('digits', False, 'relu')
+    se = se_resnet_network(integration)
+    plain_names = sorted(listed(trainable_and_moving(plain)))
+    assert plain_names == sorted(EXPECTED_VARIABLES['resnet50|se=False|relu|standard']['network'])
+    added = sorted(set(listed(trainable_and_moving(se))) - set(plain_names))
+    assert added == EXPECTED_VARIABLES[f'resnet50|se=True|selu|{integration}']['added_to_plain_resnet50']
+
+
+@functools.lru_cache(maxsize=None)
+def se_resnet_network(integration):
+    graph = tf.Graph()
+    with graph.as_default():
+        cfg = make_config(model='resnet50', use_se=True, activation_fn='selu', dataset_name='digits',
+                          se_integration=integration)
+        prefix, logits = network_only(cfg, v1.placeholder(tf.float32, [None, *SHAPES['digits']]))
+    return types.SimpleNamespace(graph=graph, prefix=prefix, logits=logits)
+
+
+def trainable_and_moving(r):
+    return r.graph.get_collection(v1.GraphKeys.GLOBAL_VARIABLES, r.prefix)

@@ -13,10 +13,11 @@ import tensorflow as tf
 
 import constant
 import layers
-import settings
-import util
-from Model import Model, learning_rate_schedule
-from settings import ConfigError, load_config
+from trainer import settings
+from Model import Model, bottleneck, learning_rate_schedule
+from trainer import architecture
+from trainer.errors import ConfigError
+from trainer.settings import load_config
 from tests.test_model import make_config, network_only
 
 v1 = tf.compat.v1
@@ -42,7 +43,7 @@ def custom_model(**overrides):
 def digits_feed(model, n=6, seed=0):
     rng = np.random.default_rng(seed)
     return {model.X: rng.normal(size=(n, *DIGITS)).astype(np.float32) * 2.0,
-            model.Yoh: util.one_hot(rng.integers(0, 10, size=n), 10)}
+            model.Yoh: np.eye(10, dtype=np.float32)[rng.integers(0, 10, size=n)]}
 
 
 def by_name(names, graph=None):
@@ -375,9 +376,16 @@ def test_se_blocks_sit_in_the_configured_stages_with_their_sizes(integration):
         expected.update({prefix + 'fc1/weights': (c, c // 16), prefix + 'fc1/bias': (c // 16,),
                          prefix + 'fc2/weights': (c // 16, c), prefix + 'fc2/bias': (c,)})
     assert r.se == expected
-    # settings.se_channels predicts the smallest SE block (bounds se_r)
-    assert settings.se_channels(r.cfg) == min(shape[-1] for name, shape in r.se.items()
-                                              if name.endswith('fc2/bias'))
+    # architecture.se_block_channels predicts every SE block (the smallest bounds se_r)
+    built = [shape[-1] for name, shape in sorted(r.se.items(), key=lambda item: block_order(item[0]))
+             if name.endswith('fc2/bias')]
+    assert architecture.se_block_channels('resnet50', architecture.squeeze_excite_of(r.cfg)) == built
+
+
+def block_order(name):
+    """resnet50/stage3/block2/se/... -> (3, 2): the network's order of blocks."""
+    stage, block = name.split('/')[1:3]
+    return int(stage[len('stage'):]), int(block[len('block'):])
 
 
 def se_scaled(graph, block):
@@ -462,13 +470,8 @@ def test_selu_resnet50_scales_every_sum_before_the_activation():
             assert tf.get_static_value(const) == pytest.approx(scale, rel=1e-6)
 
 
-def bare_model(**overrides):
-    cfg = config(model='resnet50', dataset_name='digits', **overrides)
-    net = Model.__new__(Model)
-    net.config, net.data_format = cfg, 'NHWC'
-    net.activation = cfg['activation_functions'][cfg['activation_fn']]
-    net.initializer = layers.initializer_for(cfg['activation_fn'])
-    return net
+def resnet_architecture(**overrides):
+    return architecture.from_config(config(model='resnet50', dataset_name='digits', **overrides))
 
 
 def test_bottleneck_activation_of_the_scaled_sum(session):
@@ -478,7 +481,7 @@ def test_bottleneck_activation_of_the_scaled_sum(session):
     cases = {'selu_half': dict(activation_fn='selu', selu_residual_scale=0.5),
              'selu_one': dict(activation_fn='selu', selu_residual_scale=1.0),
              'relu_half': dict(activation_fn='relu', selu_residual_scale=0.5)}
-    outputs = {name: bare_model(**kw).bottleneck(x, 2, 1, True, False, False, name)
+    outputs = {name: bottleneck(x, 2, 1, True, False, resnet_architecture(**kw), None, name)
                for name, kw in cases.items()}
     sums = {name: v1.get_default_graph().get_tensor_by_name(f'{name}/add:0') for name in cases}
     v1.global_variables_initializer().run()
@@ -623,8 +626,8 @@ def _augmented_batch(session, source, seed):
 
 @pytest.mark.parametrize('flip', [False, True])
 def test_augment_gives_reproducible_shifted_crops_of_the_padded_image(session, flip):
-    import loaders
-    from input_pipeline import ArrayInput
+    from trainer import loaders
+    from trainer.input_pipeline import ArrayInput
     data = loaders.load_digits(None, 0, False)
     source = ArrayInput(data, 64, 250, augmentation=(1, flip))
     batch = _augmented_batch(session, source, seed=7)

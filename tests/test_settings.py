@@ -1,13 +1,17 @@
-"""constant.py and settings.py: overrides, validation, derived directories."""
+"""constant.py and settings.py: the key table, overrides, validation, derived directories."""
+import ast
 import os
+import subprocess
+import sys
 
 import pytest
 import tensorflow as tf
 
 import constant
 import layers
-import settings
-from settings import ConfigError, load_config
+from trainer import machine, settings
+from trainer.errors import ConfigError
+from trainer.settings import load_config
 
 
 def test_seed_keys_are_all_there_with_their_meanings():
@@ -19,8 +23,60 @@ def test_seed_keys_are_all_there_with_their_meanings():
     assert constant.config['models'] == ['custom_model', 'resnet50']
 
 
-def test_every_key_has_a_rule_and_a_comment():
-    assert set(settings.RULES) == set(constant.config)
+def test_every_key_of_constant_config_is_in_the_key_table_exactly_once():
+    with open(settings.__file__) as f:
+        tree = ast.parse(f.read())
+    table, = [node.value for node in tree.body if isinstance(node, ast.Assign)
+              and [t.id for t in node.targets if isinstance(t, ast.Name)] == ['KEYS']]
+    written = [key.value for key in table.keys]  # a dict literal keeps the last of a repeated key
+    assert sorted(written) == sorted(set(written)) == sorted(constant.config)
+    assert set(settings.KEYS) == set(constant.config)
+
+
+def test_every_tag_of_the_table_is_a_known_one():
+    known = {settings.MENU, settings.GRAPH, settings.NAME, settings.DATASET, settings.AUTO,
+             settings.HOW, *settings.CONDITIONS}
+    assert all(key.tags <= known for key in settings.KEYS.values())
+
+
+@pytest.mark.parametrize('args, expected', [
+    ([], ['dataset_name', 'model', 'activation_fn', 'use_se', 'output_shape', 'pool_size',
+          'strides', 'optimizer', 'mixed_precision']),
+    (['use_se=True'], ['dataset_name', 'model', 'activation_fn', 'use_se', 'se_r', 'se_squeeze',
+                       'se_excitation', 'output_shape', 'pool_size', 'strides', 'optimizer',
+                       'mixed_precision']),
+    (['model=resnet50', 'activation_fn=selu'], ['dataset_name', 'model', 'activation_fn', 'use_se',
+                                                'selu_residual_scale', 'output_shape', 'optimizer',
+                                                'mixed_precision']),
+    (['model=resnet50', 'use_se=True'], ['dataset_name', 'model', 'activation_fn', 'use_se', 'se_r',
+                                         'se_squeeze', 'se_excitation', 'se_integration',
+                                         'se_stages', 'output_shape', 'optimizer', 'mixed_precision']),
+])
+def test_graph_signature_holds_the_keys_that_shape_that_network(args, expected):
+    """What a checkpoint must match to restore: the network's and the
+    optimiser's keys, the conditional ones only where they apply."""
+    cfg = load_config(args)
+    assert sorted(settings.graph_signature(cfg)) == sorted(expected)
+    assert settings.graph_signature(cfg) == {k: cfg[k] for k in expected}
+
+
+def test_the_saved_config_leaves_out_the_menus_only():
+    cfg = load_config([])
+    assert set(settings.saved_config(cfg)) == set(cfg) - {
+        'datasets', 'models', 'activation_functions', 'experiment_grids'}
+
+
+def test_a_config_is_checked_without_importing_tensorflow():
+    """constant.py imports layers.py, whose TensorFlow loads at the first
+    layer built: a mistyped key costs no TensorFlow import."""
+    code = ('import sys; from trainer import settings; settings.checked_config(["model=resnet50"]); '
+            'print("tensorflow" in sys.modules, "sklearn" in sys.modules)')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.stdout.split() == ['False', 'False'], result.stderr
+
+
+def test_every_key_has_a_comment_in_constant_py():
     with open(constant.__file__) as f:
         source = f.read()
     for key in constant.config:
@@ -123,14 +179,14 @@ def test_load_config_decides_auto_for_a_machine_without_gpu():
 
 
 def test_gpu_found_is_false_for_the_cpu():
-    assert settings.gpu_found('/device:CPU:0') is False
-    assert settings.gpu_found('/cpu:0') is False
+    assert machine.gpu_found('/device:CPU:0') is False
+    assert machine.gpu_found('/cpu:0') is False
 
 
 @cpu_only
 def test_gpu_found_is_false_without_a_gpu():
-    assert settings.gpu_found('/device:GPU:0') is False
-    assert settings.gpu_found('/gpu:0') is False
+    assert machine.gpu_found('/device:GPU:0') is False
+    assert machine.gpu_found('/gpu:0') is False
 
 
 AUTO = {'data_format': 'auto', 'mixed_precision': 'auto', 'xla': 'auto'}
@@ -150,7 +206,7 @@ AUTO = {'data_format': 'auto', 'mixed_precision': 'auto', 'xla': 'auto'}
 ])
 def test_resolve_auto(on_gpu, given, expected):
     cfg = {**constant.config, **AUTO, **given}
-    resolved = settings.resolve_auto(cfg, on_gpu)
+    resolved = machine.resolve_auto(cfg, on_gpu)
     assert (resolved['data_format'], resolved['mixed_precision'], resolved['xla']) == expected
     assert cfg == {**constant.config, **AUTO, **given}  # the input is left alone
 
@@ -162,7 +218,7 @@ def test_resolve_auto(on_gpu, given, expected):
     {'data_format': 'NCHW', 'mixed_precision': False, 'xla': False},
 ])
 def test_resolve_auto_keeps_explicit_values(on_gpu, explicit):
-    resolved = settings.resolve_auto(dict(constant.config, **explicit), on_gpu)
+    resolved = machine.resolve_auto(dict(constant.config, **explicit), on_gpu)
     assert {k: resolved[k] for k in explicit} == explicit
 
 
@@ -172,9 +228,36 @@ def test_resolve_auto_keeps_explicit_values(on_gpu, explicit):
     (['data_format=NCHW', 'mixed_precision=True', 'xla=false'], ('NCHW', True, False)),
 ])
 @cpu_only
-def test_load_config_keeps_explicit_device_options(args, expected):
+def test_load_config_keeps_explicit_device_options(args, expected, monkeypatch):
+    monkeypatch.setattr(machine, 'cpu_runs_nchw', lambda: True)  # as with oneDNN's kernels
     cfg = load_config(args)
     assert (cfg['data_format'], cfg['mixed_precision'], cfg['xla']) == expected
+
+
+@cpu_only
+@pytest.mark.parametrize('nchw_kernels', [True, False])
+def test_nchw_falls_back_to_nhwc_where_the_cpu_cannot_run_it(nchw_kernels, monkeypatch, capsys):
+    """TensorFlow's plain CPU kernels (oneDNN off, as on CPUs without AVX-512)
+    take NHWC only: a GPU path asked for on such a machine trains in NHWC."""
+    monkeypatch.setattr(machine, 'cpu_runs_nchw', lambda: nchw_kernels)
+    cfg = load_config(['data_format=NCHW'])
+    assert cfg['data_format'] == ('NCHW' if nchw_kernels else 'NHWC')
+    warning = capsys.readouterr().err
+    assert ("data_format='NCHW' needs a GPU or a CPU with oneDNN's kernels" in warning) != nchw_kernels
+
+
+@cpu_only
+def test_the_nchw_probe_answers_what_a_conv_in_nchw_does_here():
+    graph = tf.Graph()
+    with graph.as_default(), tf.device('/CPU:0'):
+        y = tf.nn.conv2d(tf.ones([1, 2, 5, 5]), tf.ones([3, 3, 2, 1]), 1, 'SAME', data_format='NCHW')
+    with tf.compat.v1.Session(graph=graph) as session:
+        try:
+            session.run(y)
+            runs = True
+        except tf.errors.OpError:
+            runs = False
+    assert machine.cpu_runs_nchw() is runs
 
 
 @pytest.mark.parametrize('args, message', [

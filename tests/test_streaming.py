@@ -17,13 +17,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from PIL import Image
+
 import ImageResizer
-import loaders
-import settings
+import main
 import TFRecordsReader
 import TFRecordsWriter
-from download import DataError
-from input_pipeline import make_input
+from trainer import loaders, settings
+from trainer.errors import DataError
+from trainer.inputs import make_input
 from tests import fixtures
 
 v1 = tf.compat.v1
@@ -261,7 +263,6 @@ def test_two_step_shard_sizes_are_balanced(two_step):
 
 
 def test_dataset_json_counts_and_pixel_stats(two_step, cifar):
-    import TFRecordsReader
     metadata = two_step['metadata']
     assert {s: metadata['splits'][s]['count'] for s in SPLITS} == {'train': 135, 'valid': 15, 'test': 30}
     assert {s: metadata['splits'][s]['shards'] for s in SPLITS} == \
@@ -348,7 +349,7 @@ def test_interrupted_write_leaves_no_incomplete_shard(two_step, tmp_path, monkey
         with open(os.path.join(out, name), 'rb') as f:
             assert f.read() == two_step['bytes'][name]
     with pytest.raises(DataError, match='unfinished'):
-        loaders.DATASETS['cifar_128'].load(out, 0, False)
+        TFRecordsReader.open_cifar_128(out)
 
     monkeypatch.setattr(TFRecordsWriter, 'cifar_records', real)
     assert TFRecordsWriter.main(writer_args(tmp_path)) == 0
@@ -360,7 +361,7 @@ def test_interrupted_write_leaves_no_incomplete_shard(two_step, tmp_path, monkey
 @pytest.fixture
 def cifar_source(two_step, graph):
     def build(*extra, directory=None):
-        data = loaders.DATASETS['cifar_128'].load(directory or two_step['dir'], 0, False)
+        data = TFRecordsReader.open_cifar_128(directory or two_step['dir'])
         return data, make_input(data, reader_cfg(two_step['root'], *extra))
     return build
 
@@ -549,7 +550,7 @@ def test_truncated_shard_is_reported_or_skipped(two_step, tmp_path, cifar_source
 
 def test_missing_dataset_json_says_how_to_make_it(tmp_path):
     with pytest.raises(DataError) as caught:
-        loaders.DATASETS['cifar_128'].load(str(tmp_path), 0, False)
+        TFRecordsReader.open_cifar_128(str(tmp_path))
     assert 'ImageResizer' in str(caught.value) and 'TFRecordsWriter' in str(caught.value)
 
 
@@ -561,7 +562,6 @@ def test_writer_without_resized_images_says_what_to_run(tmp_path, capsys):
 # --- 7. ImageNet -----------------------------------------------------------------------
 
 def smooth_image(rng, width, height):
-    from PIL import Image
     small = rng.integers(0, 256, (height // 10 + 2, width // 10 + 2, 3), dtype=np.uint8)
     return Image.fromarray(small).resize((width, height), Image.BILINEAR)
 
@@ -594,7 +594,6 @@ def imagenet(tmp_path_factory):
 
 
 def test_imagenet_writer_shards_and_records(imagenet):
-    from PIL import Image
     names = sorted(n for n in os.listdir(imagenet['dir']) if not n.startswith('.'))
     assert names == ['dataset.json', 'train-00000-of-00002', 'train-00001-of-00002',
                      'validation-00000-of-00001']
@@ -624,8 +623,7 @@ def test_imagenet_writer_shards_and_records(imagenet):
 
 
 def test_imagenet_reader_passes(imagenet, graph, session):
-    import TFRecordsReader
-    data = loaders.DATASETS['imagenet'].load(imagenet['dir'], 0, False)
+    data = TFRecordsReader.open_imagenet(imagenet['dir'])
     assert data.counts == {'train': 14, 'valid': 6, 'test': 6}
     cfg = reader_cfg(imagenet['root'], 'output_shape=1000', 'batch_size=4', 'eval_batch_size=4',
                      dataset='imagenet')
@@ -643,7 +641,6 @@ def test_imagenet_reader_passes(imagenet, graph, session):
         assert sorted(labels.argmax(1).tolist()) == sorted(wanted)
     # evaluation: one file, records in order, central crop normalised by ImageNet stats
     assert labels.argmax(1).tolist() == wanted
-    from PIL import Image
     for image, example in zip(images, records['valid']):
         stored = np.asarray(Image.open(io.BytesIO(feature(example, 'image/encoded'))), np.float64)
         h, w, _ = stored.shape
@@ -654,7 +651,6 @@ def test_imagenet_reader_passes(imagenet, graph, session):
 
 
 def test_main_trains_on_a_written_imagenet_subset(imagenet, capsys):
-    import main
     code = main.main(['dataset_name=imagenet', 'output_shape=1000', f"datasets_root={imagenet['root']}",
                       'batch_size=7', 'eval_batch_size=8', 'max_epochs=1'])
     assert code == 0
@@ -665,7 +661,7 @@ def test_imagenet_records_without_dataset_json_open(imagenet, tmp_path):
     out = tmp_path / 'records'
     shutil.copytree(imagenet['dir'], out)
     os.remove(out / 'dataset.json')
-    data = loaders.DATASETS['imagenet'].load(str(out), 0, False)
+    data = TFRecordsReader.open_imagenet(str(out))
     assert data.num_classes == 1000
     assert data.counts == {'train': 14, 'valid': 6, 'test': 6}
     assert [os.path.basename(f) for f in data.files['train']] == ['train-00000-of-00002',
@@ -707,22 +703,6 @@ def test_main_trains_and_resumes_on_cifar_128(two_step, tmp_path):
     assert TRAIN_LINE.findall(second.stdout) == ['2'] and VALID_LINE.findall(second.stdout) == ['2']
     assert [e['epoch'] for e in json.loads((run / 'history.json').read_text())['epochs']] == [1, 2]
     assert (run / 'model.ckpt-2.index').is_file()
-
-
-def test_seed_style_create_iterator_reads_num_epochs_passes(cifar_source, session):
-    data, _ = cifar_source()
-    images, labels = TFRecordsReader.create_iterator(data, 'valid', num_epochs=2, batch_size=8,
-                                                     capacity=100)
-    seen = []
-    while True:
-        try:
-            x, y = session.run([images, labels])
-        except tf.errors.OutOfRangeError:
-            break
-        assert x.shape[1:] == (SIZE, SIZE, 3) and y.shape[1] == 10
-        seen.append(len(x))
-    assert sum(seen) == 2 * data.num_examples('valid')
-
 
 
 def test_two_workers_read_their_own_shards_and_train_the_epoch_in_equal_steps(two_step, tmp_path, job):

@@ -21,6 +21,8 @@ import time
 
 import tensorflow as tf
 
+from trainer.errors import ClusterError
+
 v1 = tf.compat.v1
 
 RESTART_DELAY_SECONDS = 2
@@ -29,16 +31,15 @@ PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError,
                tf.errors.DeadlineExceededError, tf.errors.CancelledError)
 
 
-class ClusterError(ValueError):
-    """TF_CONFIG that cannot work."""
-
-
 class PeerLost(RuntimeError):
     """A worker of the job stopped answering, or the workers disagree on
     where the job stands: this process must start again to rejoin."""
 
 
 Role = collections.namedtuple('Role', 'workers index')  # addresses, this task's index
+# A process's part in training: role None (training alone) or its Role, the
+# job's strategy, the server target and session config of this worker.
+Job = collections.namedtuple('Job', 'role strategy target session_proto')
 
 
 def is_chief(role):
@@ -101,6 +102,17 @@ def check_config(cfg, role, train_files=None):
                            f"{count} training shards (tfrecord_shards)")
 
 
+def join(cfg, train_files, session_proto):
+    """This process's Job: alone, or (from TF_CONFIG) a worker of a job,
+    its config checked against the job and its server started."""
+    role = role_from_environment()
+    if role is None:
+        return Job(None, None, '', session_proto)
+    check_config(cfg, role, train_files)
+    strategy, server, proto = start(role, session_proto)
+    return Job(role, strategy, server.target, proto)
+
+
 def start(role, session_proto):
     """The strategy and this task's server; returns (strategy, server, proto)."""
     resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
@@ -110,6 +122,23 @@ def start(role, session_proto):
     server = tf.distribute.Server(resolver.cluster_spec(), job_name='worker',
                                   task_index=role.index, config=proto, start=True)
     return strategy, server, proto
+
+
+def mean_over_workers(strategy, tensor):
+    """An op giving the mean of `tensor` over all replicas of the job
+    (all-reduced across workers), e.g. to check that they agree."""
+    with strategy.scope():
+        per_replica = strategy.run(lambda: tf.identity(tf.cast(tensor, tf.float32)))
+        return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+
+
+def check_agreement(session, agreement, done, images):
+    """Raises PeerLost unless every worker of the job restored the same
+    progress (the chief's newest checkpoint)."""
+    mean = session.run(agreement)
+    if abs(mean[0] - done) > 1e-6 or abs(mean[1] - images) > 1e-3:
+        raise PeerLost(f'the workers restored different checkpoints (this one: {done} epochs '
+                       f'and {images} images; the mean: {mean[0]:g} and {mean[1]:g})')
 
 
 def restart_process(reason):

@@ -7,7 +7,8 @@ training, seed, skip)`, which points the iterator at the start of a pass over
 `split` (a training pass in the order `seed` gives, less its first `skip`
 images), and `explain(error)`, which turns a reading error into a DataError
 naming the bad file. ArrayInput is the source for datasets held in memory,
-TFRecordsReader.TFRecordInput the one for streamed TFRecords.
+TFRecordsReader.TFRecordInput the one for streamed TFRecords (trainer.inputs
+picks one).
 """
 import numpy as np
 import tensorflow as tf
@@ -25,6 +26,15 @@ AUGMENTATION = {'digits': (1, False), 'mnist': (3, False), 'cifar_32': (4, True)
 def normalise(images, mean, std):
     """uint8 images -> float32 with zero mean and unit variance per channel."""
     return (tf.cast(images, tf.float32) - mean) / std
+
+
+def batches(dataset, batch_size, mean, std, num_classes):
+    """(image, label) elements -> prefetched batches of (normalised images,
+    one-hot labels), prepared a whole batch at a time: one op per batch, not
+    per image."""
+    def prepare(images, labels):
+        return normalise(images, mean, std), tf.one_hot(labels, num_classes)
+    return dataset.batch(batch_size).map(prepare).prefetch(PREFETCH_BATCHES)
 
 
 def random_shift_flip(seed, pad, flip):
@@ -64,17 +74,6 @@ def pass_iterator(passes):
     return {key: iterator.make_initializer(d) for key, d in passes.items()}, iterator.get_next()
 
 
-def make_input(data, cfg, shard=None):
-    """The input source for a loaded dataset: arrays or TFRecords; `shard`:
-    (this worker, workers) of a multi-worker job."""
-    import TFRecordsReader
-    if isinstance(data, TFRecordsReader.RecordDataset):
-        return TFRecordsReader.TFRecordInput(data, cfg, shard)
-    augmentation = AUGMENTATION[cfg['dataset_name']] if cfg['augment'] else None
-    return ArrayInput(data, cfg['batch_size'], cfg['eval_batch_size'], cfg['train_eval_images'],
-                      augmentation, shard)
-
-
 def worker_part(order, batch_size, worker, workers):
     """This worker's images of a training pass in `order`: its slice of
     every global batch of `batch_size`, so that the workers together train
@@ -106,15 +105,12 @@ class ArrayInput:
         self.labels = v1.placeholder(tf.int64, [None], 'array_labels')
         self.seed = v1.placeholder_with_default(tf.constant(0, tf.int64), [], 'augment_seed')
 
-        def prepare(images, labels):  # whole batches at a time: one op per batch, not per image
-            return normalise(images, data.mean, data.std), tf.one_hot(labels, data.num_classes)
-
         def pipeline(size, augment):
             dataset = tf.data.Dataset.from_tensor_slices((self.images, self.labels))
             if augment:
                 dataset = dataset.enumerate().map(random_shift_flip(self.seed, *augmentation),
                                                   num_parallel_calls=tf.data.AUTOTUNE)
-            return dataset.batch(size).map(prepare).prefetch(PREFETCH_BATCHES)
+            return batches(dataset, size, data.mean, data.std, data.num_classes)
 
         self._initializers, self.next_batch = pass_iterator(
             {True: pipeline(batch_size, augmentation), False: pipeline(eval_batch_size, None)})

@@ -5,7 +5,7 @@ import io
 import json
 import os
 
-import safe_io
+from trainer import safe_io
 
 COLUMNS = ('epoch', 'train_loss', 'train_accuracy', 'valid_loss', 'valid_accuracy',
            'learning_rate', 'train_running_loss', 'train_seconds', 'epoch_seconds')

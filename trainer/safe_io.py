@@ -8,6 +8,8 @@ import contextlib
 import os
 import tempfile
 
+from trainer.errors import NotWritableError
+
 
 def _umask():
     mask = os.umask(0)
@@ -52,10 +54,6 @@ def atomic_path(path):
     except BaseException:
         pending.discard()
         raise
-
-
-class NotWritableError(OSError):
-    """An output directory that cannot be written."""
 
 
 def check_writable(directory):

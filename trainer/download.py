@@ -11,13 +11,10 @@ import shutil
 import urllib.error
 import urllib.request
 
-import safe_io
+from trainer import safe_io
+from trainer.errors import DataError
 
 CHUNK = 1 << 20
-
-
-class DataError(ValueError):
-    """Input data that is missing, malformed or does not match its checksum."""
 
 
 class ChecksumError(DataError):

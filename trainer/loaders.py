@@ -17,7 +17,8 @@ import zlib
 
 import numpy as np
 
-from download import DataError, RemoteFile, ensure_files
+from trainer.download import RemoteFile, ensure_files
+from trainer.errors import DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +51,7 @@ class ArrayDataset:
 class DatasetInfo:
     num_classes: int
     image_shape: tuple
-    load: callable  # (data_dir, seed, download) -> ArrayDataset
+    load: callable = None  # (data_dir, seed, download) -> ArrayDataset; None: streamed TFRecords
 
 
 def channel_stats(images):
@@ -98,6 +99,8 @@ def checked_split(images, labels, source, image_shape, num_classes=10):
 
 def load_digits(data_dir, seed, download):
     """scikit-learn's bundled 8x8 digits: 1437 / 180 / 180, stratified."""
+    # Here, not at the top: scikit-learn takes seconds to import, and a config
+    # check imports this module for its table of datasets.
     from sklearn.datasets import load_digits as sklearn_digits
     from sklearn.model_selection import train_test_split
     digits = sklearn_digits()
@@ -306,20 +309,10 @@ def load_cifar_32(data_dir, seed, download):
     return make_dataset(train, valid, test, 10)
 
 
-def load_cifar_128(data_dir, seed, download):
-    import TFRecordsReader  # TensorFlow is needed only for the streamed datasets
-    return TFRecordsReader.open_cifar_128(data_dir)
-
-
-def load_imagenet(data_dir, seed, download):
-    import TFRecordsReader
-    return TFRecordsReader.open_imagenet(data_dir)
-
-
 DATASETS = {
     'digits': DatasetInfo(10, (8, 8, 1), load_digits),
     'mnist': DatasetInfo(10, (28, 28, 1), load_mnist),
     'cifar_32': DatasetInfo(10, (32, 32, 3), load_cifar_32),
-    'cifar_128': DatasetInfo(10, (128, 128, 3), load_cifar_128),  # TFRecords, streamed
-    'imagenet': DatasetInfo(1000, (224, 224, 3), load_imagenet),  # TFRecords, streamed
+    'cifar_128': DatasetInfo(10, (128, 128, 3)),  # TFRecords, opened by TFRecordsReader
+    'imagenet': DatasetInfo(1000, (224, 224, 3)),  # TFRecords, opened by TFRecordsReader
 }

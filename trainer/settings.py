@@ -1,23 +1,39 @@
-"""Turns constant.config plus `key=value` overrides into a checked config.
+"""The one table of configuration keys (KEYS: each key's check and tags), and
+constant.config plus `key=value` overrides turned into a checked config.
 
 Every rule here runs before any graph is built, and a broken rule stops with
-one line that names the key, what was wrong and the valid choices.
+one line that names the key, what was wrong and the valid choices. Nothing
+here imports TensorFlow until the config is fitted to the machine.
 """
 import ast
+import collections
 import difflib
 import numbers
 
 import constant
-import loaders
+from trainer import architecture, loaders, machine
+from trainer.errors import ConfigError
+
+# Tags of a key, in KEYS:
+MENU = 'menu'        # lists the choices of another key: fixed, edited in constant.py only
+GRAPH = 'graph'      # shapes the network or its optimiser: a checkpoint restores only into the same
+NAME = 'name'        # part of every run's base name (resnet50_se_selu)
+DATASET = 'dataset'  # given by the dataset, whose folder holds the run
+AUTO = 'auto'        # may be 'auto': decided for the machine found
+HOW = 'how'          # changes how a run goes or where its files go, not its results
+# Conditions: a key so tagged matters only for ...
+SE = 'se'            # ... a model with SE blocks (use_se)
+CUSTOM = 'custom'    # ... the custom model
+RESNET = 'resnet'    # ... ResNet50
+SELU = 'selu'        # ... SELU
+CONDITIONS = {SE: lambda cfg: cfg['use_se'], CUSTOM: lambda cfg: cfg['model'] == 'custom_model',
+              RESNET: lambda cfg: cfg['model'] == 'resnet50',
+              SELU: lambda cfg: cfg['activation_fn'] == 'selu'}
+
+Key = collections.namedtuple('Key', 'rule tags')
 
 
-class ConfigError(ValueError):
-    """A key or value of the configuration that cannot work."""
-
-
-# Keys that list the choices of another key: fixed, not overridable.
-MENU_KEYS = ('datasets', 'models', 'activation_functions', 'experiment_grids')
-
+# --- rules: (key, value, cfg) -> None, or ConfigError ---------------------------
 
 def _choice(menu_key):
     def check(key, value, cfg):
@@ -57,7 +73,7 @@ def _boolean(key, value, cfg):
 
 
 def _auto_or(*choices):
-    """'auto' (decided for the machine found, see resolve_auto) or one of `choices`."""
+    """'auto' (decided for the machine found, see machine.resolve_auto) or one of `choices`."""
     def check(key, value, cfg):
         if value != 'auto' and (isinstance(value, bool) != isinstance(choices[0], bool)
                                 or value not in choices):
@@ -95,6 +111,9 @@ def _whole_numbers(low, high=None, increasing=False):
     return check
 
 
+FILE_NAME_CHARACTERS = set('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-')
+
+
 def _file_name(key, value, cfg):
     _text(key, value, cfg)
     if not set(value) <= FILE_NAME_CHARACTERS or value.startswith('.'):
@@ -116,11 +135,10 @@ def _grids(key, value, cfg):
                     isinstance(v, (list, tuple)) and v for v in part.values()):
                 raise ConfigError(f"{key}[{name!r}] must be {{key: [values]}} or a list of "
                                   f"such, none empty; got {part!r}")
-            bad = sorted(k for k in part if k not in RULES or k in MENU_KEYS)
+            bad = sorted(k for k in part if k not in KEYS or k in MENU_KEYS)
             if bad:
                 raise ConfigError(f"{key}[{name!r}] varies {', '.join(map(repr, bad))}, which "
-                                  f"cannot be set per run; valid keys: "
-                                  f"{', '.join(sorted(set(RULES) - set(MENU_KEYS)))}")
+                                  f"cannot be set per run; valid keys: {', '.join(settable_keys())}")
 
 
 def _text(key, value, cfg):
@@ -160,82 +178,101 @@ def _dataset_name(key, value, cfg):
         raise ConfigError(f"{key}={value!r} has no loader; choose one of: {', '.join(loaders.DATASETS)}")
 
 
-RULES = {
-    'datasets': _menu,
-    'dataset_name': _dataset_name,
-    'models': _menu,
-    'model': _choice('models'),
-    'activation_functions': _menu,
-    'activation_fn': _choice('activation_functions'),
-    'use_se': _boolean,
-    'se_r': _integer(1),
-    'se_squeeze': _one_of('avg', 'max'),
-    'se_excitation': _one_of('sigmoid', 'tanh', 'relu'),
-    'se_integration': _one_of('standard', 'pre', 'post', 'identity'),
-    'se_stages': _whole_numbers(2, 5),
-    'selu_residual_scale': _number(0.0, 1.0),
-    'dropout': _fraction,
-    'output_shape': _integer(2),
-    'pool_size': _pool_size,
-    'strides': _integer(1),
-    'optimizer': _one_of('adam', 'momentum'),
-    'momentum': _fraction,
-    'learning_rate': _number(0.0),
-    'lr_schedule': _one_of('exponential', 'piecewise', 'cosine'),
-    'decay_steps': _integer(1),
-    'decay_base': _number(0.0, 1.0),
-    'lr_boundaries': _whole_numbers(1, increasing=True),
-    'lr_factor': _number(0.0, 1.0),
-    'weight_decay': _number(0.0, low_open=False),
-    'label_smoothing': _fraction,
-    'batch_size': _integer(1),
-    'max_epochs': _integer(1),
-    'seed': _integer(0),
-    'log_every': _integer(1),
-    'eval_batch_size': _integer(1),
-    'keep_checkpoints': _integer(1),
-    'resume': _boolean,
-    'run_name': _optional(_file_name),
-    'datasets_root': _text,
-    'data_dir': _optional(_text),
-    'download': _boolean,
-    'shuffle_buffer': _integer(1),
-    'augment': _boolean,
-    'skip_bad_records': _boolean,
-    'train_eval_images': _optional(_integer(1)),
-    'resize_batch_size': _integer(1),
-    'tfrecord_shards': _optional(_shard_counts),
-    'malloc_mmap_threshold': _optional(_integer(4096)),
-    'one_pass': _boolean,
-    'imagenet_dir': _optional(_text),
-    'experiment_grids': _grids,
-    'experiment_grid': _choice('experiment_grids'),
-    'experiment_seeds': _optional(_whole_numbers(0)),
-    'device': _text,
-    'num_gpus': _integer(1),
-    'gpu_memory_growth': _boolean,
-    'gpu_memory_fraction': _optional(_number(0.0, 1.0)),
-    'log_device_placement': _boolean,
-    'data_format': _auto_or('NHWC', 'NCHW'),
-    'mixed_precision': _auto_or(True, False),
-    'xla': _auto_or(True, False),
+# --- the table: every key of constant.config, once ----------------------------
+
+KEYS = {
+    'datasets': Key(_menu, {MENU}),
+    'dataset_name': Key(_dataset_name, {GRAPH, DATASET}),
+    'models': Key(_menu, {MENU}),
+    'model': Key(_choice('models'), {GRAPH, NAME}),
+    'activation_functions': Key(_menu, {MENU}),
+    'activation_fn': Key(_choice('activation_functions'), {GRAPH, NAME}),
+    'use_se': Key(_boolean, {GRAPH, NAME}),
+    'se_r': Key(_integer(1), {GRAPH, SE}),
+    'se_squeeze': Key(_one_of('avg', 'max'), {GRAPH, SE}),
+    'se_excitation': Key(_one_of('sigmoid', 'tanh', 'relu'), {GRAPH, SE}),
+    'se_integration': Key(_one_of('standard', 'pre', 'post', 'identity'), {GRAPH, SE, RESNET}),
+    'se_stages': Key(_whole_numbers(2, 5), {GRAPH, SE, RESNET}),
+    'selu_residual_scale': Key(_number(0.0, 1.0), {GRAPH, RESNET, SELU}),
+    'dropout': Key(_fraction, set()),
+    'output_shape': Key(_integer(2), {GRAPH, DATASET}),
+    'pool_size': Key(_pool_size, {GRAPH, CUSTOM}),
+    'strides': Key(_integer(1), {GRAPH, CUSTOM}),
+    'optimizer': Key(_one_of('adam', 'momentum'), {GRAPH}),  # Adam's slots are not momentum's
+    'momentum': Key(_fraction, set()),
+    'learning_rate': Key(_number(0.0), set()),
+    'lr_schedule': Key(_one_of('exponential', 'piecewise', 'cosine'), set()),
+    'decay_steps': Key(_integer(1), set()),
+    'decay_base': Key(_number(0.0, 1.0), set()),
+    'lr_boundaries': Key(_whole_numbers(1, increasing=True), set()),
+    'lr_factor': Key(_number(0.0, 1.0), set()),
+    'weight_decay': Key(_number(0.0, low_open=False), set()),
+    'label_smoothing': Key(_fraction, set()),
+    'batch_size': Key(_integer(1), set()),
+    'augment': Key(_boolean, set()),
+    'max_epochs': Key(_integer(1), {HOW}),
+    'seed': Key(_integer(0), set()),
+    'log_every': Key(_integer(1), {HOW}),
+    'eval_batch_size': Key(_integer(1), {HOW}),
+    'keep_checkpoints': Key(_integer(1), {HOW}),
+    'resume': Key(_boolean, {HOW}),
+    'run_name': Key(_optional(_file_name), {HOW}),
+    'datasets_root': Key(_text, {HOW}),
+    'data_dir': Key(_optional(_text), {HOW}),
+    'download': Key(_boolean, {HOW}),
+    'shuffle_buffer': Key(_integer(1), set()),
+    'skip_bad_records': Key(_boolean, set()),
+    'train_eval_images': Key(_optional(_integer(1)), set()),
+    'resize_batch_size': Key(_integer(1), {HOW}),
+    'tfrecord_shards': Key(_optional(_shard_counts), {HOW}),
+    'malloc_mmap_threshold': Key(_optional(_integer(4096)), {HOW}),
+    'one_pass': Key(_boolean, {HOW}),
+    'imagenet_dir': Key(_optional(_text), {HOW}),
+    'experiment_grids': Key(_grids, {MENU}),
+    'experiment_grid': Key(_choice('experiment_grids'), {HOW}),
+    'experiment_seeds': Key(_optional(_whole_numbers(0)), {HOW}),
+    'device': Key(_text, {HOW}),
+    'num_gpus': Key(_integer(1), set()),
+    'gpu_memory_growth': Key(_boolean, {HOW}),
+    'gpu_memory_fraction': Key(_optional(_number(0.0, 1.0)), {HOW}),
+    'log_device_placement': Key(_boolean, {HOW}),
+    'data_format': Key(_auto_or('NHWC', 'NCHW'), {AUTO}),
+    'mixed_precision': Key(_auto_or(True, False), {AUTO, GRAPH}),  # its loss scale is saved with the weights
+    'xla': Key(_auto_or(True, False), {AUTO}),
 }
-AUTO_KEYS = ('data_format', 'mixed_precision', 'xla')
-
-FILE_NAME_CHARACTERS = set('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-')
-RESNET_ONLY_SE_KEYS = ('se_integration', 'se_stages')  # the custom model has no residual stages
 
 
-def se_channels(cfg):
-    """The fewest channels any SE block of the configured model sees:
-    se_r may not exceed it (a block needs one hidden unit)."""
-    if cfg['model'] == 'custom_model':
-        return 64
-    stages = cfg['se_stages']
-    if cfg['se_integration'] == 'pre':  # SE on the block's input: 64 maps at stage 2's first
-        return 64 if 2 in stages else 256 * 2 ** (min(stages) - 3)
-    return 256 * 2 ** (min(stages) - 2)  # on the block's 4m output maps
+def keys_tagged(*tags):
+    """The keys that carry every one of `tags`, in table order."""
+    return tuple(k for k, key in KEYS.items() if set(tags) <= key.tags)
 
+
+MENU_KEYS = keys_tagged(MENU)
+AUTO_KEYS = keys_tagged(AUTO)
+
+
+def settable_keys():
+    """The keys a user can set on the command line, sorted."""
+    return sorted(set(KEYS) - set(MENU_KEYS))
+
+
+def applies(key, cfg):
+    """Whether `key` matters for cfg's network (see the condition tags)."""
+    return all(CONDITIONS[tag](cfg) for tag in KEYS[key].tags & set(CONDITIONS))
+
+
+def graph_signature(cfg):
+    """The keys that shape cfg's network and its optimiser, with their values:
+    a checkpoint restores only into the same."""
+    return {k: cfg[k] for k in keys_tagged(GRAPH) if applies(k, cfg)}
+
+
+def saved_config(cfg):
+    """What a run records of its config: every key but the menus."""
+    return {k: v for k, v in cfg.items() if k not in MENU_KEYS}
+
+
+# --- reading and checking a config ------------------------------------------------
 
 def parse_value(text):
     """A Python literal (1e-3, True, [2, 2], None), else the text itself."""
@@ -269,61 +306,39 @@ def parse_overrides(args, known_keys):
 
 def validate(cfg):
     """Checks every key and the combinations; returns cfg or raises ConfigError."""
-    unknown = sorted(set(cfg) - set(RULES))
+    unknown = sorted(set(cfg) - set(KEYS))
     if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(RULES))}")
-    missing = sorted(set(RULES) - set(cfg))
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(KEYS))}")
+    missing = sorted(set(KEYS) - set(cfg))
     if missing:
         raise ConfigError(f"missing key(s) {', '.join(missing)} in constant.config")
-    for key, rule in RULES.items():
-        rule(key, cfg[key], cfg)
+    for key, entry in KEYS.items():
+        entry.rule(key, cfg[key], cfg)
     classes = loaders.DATASETS[cfg['dataset_name']].num_classes
     if cfg['output_shape'] != classes:
         raise ConfigError(f"output_shape={cfg['output_shape']} but {cfg['dataset_name']} has "
                           f"{classes} classes; set output_shape={classes}")
-    if cfg['use_se'] and cfg['model'] != 'resnet50':
-        for key in RESNET_ONLY_SE_KEYS:
-            if cfg[key] != constant.config[key]:
+    if cfg['use_se']:
+        for key in keys_tagged(SE):
+            if not applies(key, cfg) and cfg[key] != constant.config[key]:
                 raise ConfigError(f"{key}={cfg[key]!r} applies to resnet50's residual blocks and "
                                   f"{cfg['model']} has none; set model=resnet50, or "
                                   f"{key}={constant.config[key]!r}")
-    channels = se_channels(cfg)
-    if cfg['use_se'] and cfg['se_r'] > channels:
-        raise ConfigError(f"se_r={cfg['se_r']} leaves an SE block of {cfg['model']} with fewer than "
-                          f"one hidden unit ({channels} channels); choose se_r <= {channels}")
+        channels = min(architecture.se_block_channels(cfg['model'], architecture.squeeze_excite_of(cfg)))
+        if cfg['se_r'] > channels:
+            raise ConfigError(f"se_r={cfg['se_r']} leaves an SE block of {cfg['model']} with fewer "
+                              f"than one hidden unit ({channels} channels); choose se_r <= {channels}")
     return cfg
 
 
-def gpu_found(device):
-    """Whether `device` names a GPU and TensorFlow sees one on this machine."""
-    import tensorflow as tf
-    return 'GPU' in device.upper() and bool(tf.config.list_physical_devices('GPU'))
-
-
-def resolve_auto(cfg, on_gpu):
-    """The 'auto' device options made concrete for the machine.
-
-    On a GPU: float16 compute with loss scaling (tensor cores), XLA, and NCHW
-    in float32 (cuDNN's fast layout) but NHWC in float16 (what tensor cores
-    want). On the CPU: float32, NHWC, no XLA: XLA and NCHW were slower there
-    (bench/throughput.py).
-    """
-    cfg = dict(cfg)
-    if cfg['mixed_precision'] == 'auto':
-        cfg['mixed_precision'] = on_gpu
-    if cfg['xla'] == 'auto':
-        cfg['xla'] = on_gpu
-    if cfg['data_format'] == 'auto':
-        cfg['data_format'] = 'NCHW' if on_gpu and not cfg['mixed_precision'] else 'NHWC'
-    return cfg
+def checked_config(args=(), base=None):
+    """constant.config (or `base`) with the `key=value` args applied and
+    validated, its 'auto' options left undecided: no TensorFlow needed."""
+    cfg = dict(constant.config if base is None else base)
+    cfg.update(parse_overrides(args, set(cfg)))
+    return validate(cfg)
 
 
 def load_config(args=(), base=None):
-    """constant.config (or `base`) with the `key=value` args applied, validated,
-    and its 'auto' options decided for this machine."""
-    cfg = dict(constant.config if base is None else base)
-    cfg.update(parse_overrides(args, set(cfg)))
-    validate(cfg)
-    if any(cfg[key] == 'auto' for key in AUTO_KEYS):
-        cfg = resolve_auto(cfg, gpu_found(cfg['device']))
-    return cfg
+    """checked_config, fitted to this machine (machine.fit_to_machine)."""
+    return machine.fit_to_machine(checked_config(args, base))

@@ -1,0 +1,219 @@
+"""The per-run bookkeeping of main.py's training loop, as small callbacks
+(after tensorpack's): each is called at fixed points of the loop with the
+Run (trainer.runs) and does one job. The loop calls them in list order, so a
+callback sees what the ones before it added to the epoch's row.
+
+A new per-epoch instrument is one more subclass of Callback, added to
+`standard()`; the loop does not change.
+"""
+import os
+import sys
+import time
+
+import tensorflow as tf
+
+import util
+from trainer import history, passes, runs
+
+v1 = tf.compat.v1
+
+
+class Callback:
+    """Override what you need; every method does nothing by default."""
+
+    def before_train(self, run):
+        """The session is ready: restored from a checkpoint or initialised."""
+
+    def after_epoch(self, run, row):
+        """An epoch was trained; `row` is its history row (epoch, the
+        running training loss, training seconds, the learning rate, and
+        what the callbacks before this one added)."""
+
+    def after_train(self, run):
+        """Every epoch is done (also when there was none left to train)."""
+
+    def close(self):
+        """The run ends, whichever way: release what the callback holds."""
+
+
+class Callbacks(Callback):
+    """Several callbacks, called in order."""
+
+    def __init__(self, callbacks):
+        self.callbacks = list(callbacks)
+
+    def before_train(self, run):
+        for callback in self.callbacks:
+            callback.before_train(run)
+
+    def after_epoch(self, run, row):
+        for callback in self.callbacks:
+            callback.after_epoch(run, row)
+
+    def after_train(self, run):
+        for callback in self.callbacks:
+            callback.after_train(run)
+
+    def close(self):
+        for callback in self.callbacks:
+            callback.close()
+
+
+# --- every epoch -----------------------------------------------------------------
+
+class Evaluation(Callback):
+    """Loss and accuracy of the epoch's weights on the training split (its
+    first train_eval_images) and the validation split, batch norm in
+    inference mode, into the row; also the epoch's whole time."""
+
+    def after_epoch(self, run, row):
+        started = time.perf_counter()
+        for split in ('train', 'valid'):
+            row[f'{split}_loss'], row[f'{split}_accuracy'] = passes.evaluate(
+                run.session, run.built.model, run.built.source, split, run.stop)
+        row['epoch_seconds'] = row['train_seconds'] + time.perf_counter() - started
+
+
+class EpochCheckpoint(Callback):
+    """Saves the epoch's checkpoint (its progress: the epoch complete)."""
+
+    def after_epoch(self, run, row):
+        run.built.progress.set(run.session, row['epoch'], 0)
+        run.built.saver.save(run.session, run.checkpoint_prefix, global_step=row['epoch'])
+
+
+def better(row, best):
+    """Whether an epoch's row beats the best so far: higher validation
+    accuracy, and lower validation loss among equals."""
+    return best is None or ((row['valid_accuracy'], -row['valid_loss'])
+                            > (best['valid_accuracy'], -best['valid_loss']))
+
+
+class BestCheckpoint(Callback):
+    """Keeps the checkpoint of the best validation epoch in <run>/best, and
+    what it scored in record['best']."""
+
+    def after_epoch(self, run, row):
+        if better(row, run.record.get('best')):
+            path = run.built.best_saver.save(
+                run.session, os.path.join(run.directory, runs.BEST_DIR, runs.CHECKPOINT_NAME),
+                global_step=row['epoch'], latest_filename='checkpoint')
+            run.record['best'] = {'epoch': row['epoch'], 'valid_loss': row['valid_loss'],
+                                  'valid_accuracy': row['valid_accuracy'],
+                                  'checkpoint': os.path.relpath(path, run.directory)}  # the run may move
+
+
+class HistoryWriter(Callback):
+    """Adds the row to the run's history and writes history.json and .csv."""
+
+    def after_epoch(self, run, row):
+        run.record['epochs'].append(row)
+        history.save(run.directory, run.record)
+
+
+class TensorBoardScalars(Callback):
+    """Every figure of the row as a TensorBoard scalar at step = epoch, in
+    the run's folder (with the graph, on a fresh start)."""
+
+    def before_train(self, run):
+        self.writer = v1.summary.FileWriter(run.directory, run.built.graph if run.done == 0 else None)
+
+    def after_epoch(self, run, row):
+        values = [v1.Summary.Value(tag=tag, simple_value=float(value))
+                  for tag, value in row.items() if tag != 'epoch']
+        self.writer.add_summary(v1.Summary(value=values), row['epoch'])
+        self.writer.flush()
+
+    def close(self):
+        self.writer.close()
+
+
+class EpochStatistics(Callback):
+    """The seed's console report of an epoch."""
+
+    def after_epoch(self, run, row):
+        epoch = row['epoch']
+        print('EPOCH STATISTICS :')
+        print(f"Train error: epoch {epoch} loss={row['train_loss']:.4f} "
+              f"accuracy={row['train_accuracy']:.4f}")
+        print(f"Validation error: epoch {epoch} loss={row['valid_loss']:.4f} "
+              f"accuracy={row['valid_accuracy']:.4f}")
+        print(f"Total epoch time training: {row['epoch_seconds']:.1f}", flush=True)
+
+
+def plot_path(run):
+    return os.path.join(run.dirs['PLOT_TRAINING_SAVE_DIR'], f'{run.name}.pdf')
+
+
+class ProgressPlot(Callback):
+    """The PDF of all completed epochs, after every epoch, so that a long run
+    can be watched and a stopped one keeps its plot."""
+
+    def after_epoch(self, run, row):
+        path = plot_path(run)
+        print(f'Plotting in: {os.path.relpath(path)}', flush=True)
+        util.plot_training_progress(run.record['epochs'], path,
+                                    f"{run.name} on {run.cfg['dataset_name']}")
+
+
+# --- at the end ------------------------------------------------------------------
+
+class TestEvaluation(Callback):
+    """The test split, once, with the final weights and with those of the
+    best validation epoch (restored from its checkpoint), into the record."""
+
+    def after_train(self, run):
+        model, source = run.built.model, run.built.source
+        loss, accuracy = passes.evaluate(run.session, model, source, 'test', run.stop)
+        self.test_best(run, (loss, accuracy))
+        run.record['test'] = {'epoch': max(run.done, run.cfg['max_epochs']), 'loss': loss,
+                              'accuracy': accuracy}
+        history.save(run.directory, run.record)
+        print(f'Test error: loss={loss:.4f} accuracy={accuracy:.4f}')
+        best = run.record.get('best', {})
+        if 'test_accuracy' in best:
+            print(f"Test error of the best validation epoch ({best['epoch']}): "
+                  f"loss={best['test_loss']:.4f} accuracy={best['test_accuracy']:.4f}")
+
+    @staticmethod
+    def test_best(run, final_test):
+        """Test loss and accuracy of the best validation epoch's weights (the
+        final weights' `final_test` when the last epoch was the best), into
+        record['best']; leaves the best weights in the session."""
+        best = run.record.get('best')
+        if best is None:
+            return
+        if best['epoch'] == run.record['epochs'][-1]['epoch']:
+            best['test_loss'], best['test_accuracy'] = final_test
+            return
+        checkpoint = os.path.join(run.directory, best['checkpoint'])
+        try:
+            run.built.best_saver.restore(run.session, checkpoint)
+        except (tf.errors.OpError, ValueError) as error:
+            print(f"warning: the best epoch's checkpoint {checkpoint} is unreadable "
+                  f"({runs.error_reason(error)}); no test figure for it", file=sys.stderr, flush=True)
+            return
+        best['test_loss'], best['test_accuracy'] = passes.evaluate(
+            run.session, run.built.model, run.built.source, 'test', run.stop)
+
+
+class FilterImages(Callback):
+    """The first conv layer's filters as images, as they are after the last
+    epoch, into FILTERS_SAVE_DIR/<run>."""
+
+    def before_train(self, run):
+        self.kernel = run.session.run(run.built.model.first_conv_kernel)
+
+    def after_epoch(self, run, row):
+        self.kernel = run.session.run(run.built.model.first_conv_kernel)
+
+    def after_train(self, run):
+        grid = util.draw_filters(self.kernel, os.path.join(run.dirs['FILTERS_SAVE_DIR'], run.name))
+        print(f'First-layer filters in: {os.path.relpath(os.path.dirname(grid))}')
+
+
+def standard():
+    """The chief's callbacks, in the order they run."""
+    return Callbacks([Evaluation(), EpochCheckpoint(), BestCheckpoint(), HistoryWriter(),
+                      TensorBoardScalars(), EpochStatistics(), ProgressPlot(), TestEvaluation(),
+                      FilterImages()])

@@ -1,0 +1,73 @@
+"""Passes over the data: a training epoch, step by step with its progress
+lines, and the evaluation of a whole split."""
+import math
+import time
+
+import tensorflow as tf
+
+from trainer.errors import DataError
+
+
+class Divergence(RuntimeError):
+    """The loss or the weights stopped being finite numbers."""
+
+
+def train_step(session, model):
+    """One optimiser step on the next training batch; returns (loss, images)."""
+    _, loss, batch = session.run([model.train_op, model.train_loss, model.train_batch_size])
+    return loss, batch
+
+
+def train_epoch(session, model, source, cfg, epoch, stop, skip=0):
+    """One shuffled pass over the training split, less its first `skip`
+    images; returns the mean training loss of the images trained.
+
+    Prints a progress line each time another `log_every` images are done, and
+    after the last batch. Raises Divergence at the first non-finite loss and
+    Interrupted (with the images done) when a stop was requested.
+    """
+    total, last = source.num_examples('train'), source.training_images()
+    log_every = cfg['log_every']
+    source.start(session, 'train', training=True, seed=cfg['seed'] * 100_003 + epoch, skip=skip)
+    seen, loss_sum, batches_since_log = skip, 0.0, 0
+    next_log, last_log = (skip // log_every + 1) * log_every, time.perf_counter()
+    while True:
+        stop.check(images=seen)
+        try:
+            loss, batch = train_step(session, model)
+        except tf.errors.OutOfRangeError:
+            break
+        seen += batch
+        if not math.isfinite(loss):
+            raise Divergence(f'loss became {loss} at epoch {epoch}, step {seen}')
+        loss_sum += loss * batch
+        batches_since_log += 1
+        if seen >= next_log or seen == last:
+            now = time.perf_counter()
+            print(f'epoch {epoch}, step {seen} / {total}, loss = {loss:.2f} '
+                  f'({(now - last_log) / batches_since_log:.3f} sec/batch)', flush=True)
+            next_log = (seen // log_every + 1) * log_every
+            last_log, batches_since_log = now, 0
+    if seen < last:
+        print(f'epoch {epoch}: skipped {last - seen} of {total} training records that could '
+              f'not be read', flush=True)
+    if not session.run(model.weights_finite):
+        raise Divergence(f'weights became NaN or infinite during epoch {epoch}')
+    return float(loss_sum / max(seen - skip, 1))
+
+
+def evaluate(session, model, source, split, stop=None):
+    """Mean loss and accuracy over a whole split, batch norm in inference mode."""
+    source.start(session, split, training=False)
+    loss_sum = correct = count = 0.0
+    while True:
+        if stop:
+            stop.check()
+        try:
+            loss, accuracy, n = session.run([model.loss, model.accuracy, model.batch_size])
+        except tf.errors.OutOfRangeError:
+            break
+        loss_sum, correct, count = loss_sum + loss * n, correct + accuracy * n, count + n
+    if not count:
+        raise DataError(f'the {split} split gave no images to evaluate (all skipped as bad?)')
+    return float(loss_sum / count), float(correct / count)
