@@ -50,6 +50,7 @@ config = {
     'log_every': 2500,  # print a progress line every this many training images
     'eval_batch_size': 250,  # images per step when evaluating (larger: faster, more memory)
     'keep_checkpoints': 2,  # newest checkpoints kept in the run's directory
+    'keep_earlier_runs': 5,  # a fresh start keeps the run of the same name as <run>.earlier-<time>; this many kept
     'resume': False,  # continue the run of this model/SE/activation from its last checkpoint
     'run_name': None,  # name of the run's outputs; None: model, SE, activation (resnet50_se_selu)
     'datasets_root': os.path.join(PROJECT_DIR, 'datasets'),  # holds <dataset>/data_dir and save_dir

@@ -29,8 +29,9 @@ import tensorflow as tf  # noqa: E402
 import constant  # noqa: E402
 import main  # noqa: E402
 import util  # noqa: E402
-from trainer import history, safe_io, settings  # noqa: E402
-from trainer.errors import ConfigError  # noqa: E402
+from trainer import safe_io, settings  # noqa: E402
+from trainer.errors import ConfigError, DataError  # noqa: E402
+from trainer.runs import saved_record  # noqa: E402
 
 # Keys that change how a run goes or where its files are, not its results: a
 # finished run that differs only in these counts as done.
@@ -127,23 +128,32 @@ def run_state(record, cfg):
         keys.append('max_epochs')  # its decay spans max_epochs
     if any(_comparable(saved.get(k)) != _comparable(cfg[k]) for k in keys):
         return 'start'
-    epochs = len(record['epochs'])
     if record.get('diverged'):
         return 'done'
-    if epochs > cfg['max_epochs']:
-        return 'start'
-    return 'done' if epochs == cfg['max_epochs'] and 'test' in record else 'resume'
+    # A run with more epochs than asked is done too: never trained again from the start.
+    return 'done' if len(record['epochs']) >= cfg['max_epochs'] and 'test' in record else 'resume'
 
 
 def run_dir(cfg):
     return os.path.join(constant.derived_dirs(cfg)['RUNS_SAVE_DIR'], cfg['run_name'])
 
 
+def record_of_run(cfg):
+    """The record of cfg's run as its files hold it (runs.saved_record); an
+    empty one where they hold none that can be read (the run then starts
+    afresh, its folder kept beside it)."""
+    try:
+        return saved_record(run_dir(cfg))
+    except DataError as error:
+        print(f'warning: {error}; the run starts afresh', file=sys.stderr, flush=True)
+        return {'epochs': []}
+
+
 def run_all(runs):
     """Trains every run not done yet; returns 0, or the exit status of an
     interrupted run (the sweep stops there)."""
     for number, cfg in enumerate(runs, start=1):
-        state = run_state(history.load(run_dir(cfg)), cfg)
+        state = run_state(record_of_run(cfg), cfg)
         print(f"=== run {number} / {len(runs)}: {cfg['run_name']}: "
               f"{ {'done': 'complete, skipped', 'resume': 'resuming', 'start': 'starting'}[state]}",
               flush=True)
@@ -294,7 +304,7 @@ def write_results(grid, runs):
     trained, in SAVE_DIR/experiments/<grid>; returns (that directory, the
     markdown)."""
     out_dir = os.path.join(constant.derived_dirs(runs[0])['SAVE_DIR'], 'experiments', grid)
-    records = [(cfg, history.load(run_dir(cfg))) for cfg in runs]
+    records = [(cfg, record_of_run(cfg)) for cfg in runs]
     records = [(cfg, record) for cfg, record in records if record['epochs'] or record.get('diverged')]
     trained = [cfg for cfg, _ in records]
     rows = [result_row(cfg, record) for cfg, record in records]

@@ -30,11 +30,18 @@ def train(cfg):
     run = runs.locate(cfg)
     data = inputs.open_dataset(cfg, run.dirs['DATA_DIR'])
     job = cluster.join(cfg, getattr(data, 'files', {}).get('train'), training_graph.session_config(cfg))
-    chief = cluster.is_chief(job.role)
     if job.role:
-        run.cfg = cfg = {**cfg, 'resume': True}  # a job goes on from the chief's newest checkpoint
-    if chief:
-        safe_io.check_writable(run.dirs['SAVE_DIR'])  # now, not after the first epoch
+        run.cfg = {**cfg, 'resume': True}  # a job goes on from the chief's newest checkpoint
+    if not cluster.is_chief(job.role):
+        return train_in_session(run, data, job)
+    safe_io.check_writable(run.dirs['SAVE_DIR'])  # now, not after the first epoch
+    with runs.Lock(run):  # only the chief writes the run's files
+        return train_in_session(run, data, job)
+
+
+def train_in_session(run, data, job):
+    """Builds the graph and trains in its session, as the chief or a worker."""
+    chief, cfg = cluster.is_chief(job.role), run.cfg
     run.built = training_graph.build_graph(cfg, data, job.strategy, job.role)
     with run.built.graph.as_default(), v1.Session(job.target, config=job.session_proto) as session, \
             interruption.stop_requests() as stop:
@@ -68,8 +75,8 @@ def train_as_chief(run, hooks):
         hooks.after_train(run)
     except interruption.Interrupted as stopped:
         return runs.save_interrupted(run, epoch, stopped)
-    except tf.errors.OpError as error:
-        explained = run.built.source.explain(error)
+    except (OSError, tf.errors.OpError) as error:
+        explained = runs.out_of_space(error, run.directory) or run.built.source.explain(error)
         if explained is None:
             raise
         raise explained from None

@@ -4,7 +4,8 @@ Run (trainer.runs) and does one job. The loop calls them in list order, so a
 callback sees what the ones before it added to the epoch's row.
 
 A new per-epoch instrument is one more subclass of Callback, added to
-`standard()`; the loop does not change.
+`standard()`; the loop does not change. Callbacks that add to the epoch's row
+come before EpochCheckpoint, which commits the row with the checkpoint.
 """
 import os
 import sys
@@ -13,7 +14,7 @@ import time
 import tensorflow as tf
 
 import util
-from trainer import history, passes, runs
+from trainer import checkpoints, history, passes, runs
 
 v1 = tf.compat.v1
 
@@ -75,11 +76,15 @@ class Evaluation(Callback):
 
 
 class EpochCheckpoint(Callback):
-    """Saves the epoch's checkpoint (its progress: the epoch complete)."""
+    """Commits the epoch: its row joins the record, which is saved with the
+    epoch's checkpoint (progress: the epoch complete); then the run's files
+    follow (older checkpoints go, history.json and .csv are rewritten)."""
 
     def after_epoch(self, run, row):
+        run.record['epochs'].append(row)
         run.built.progress.set(run.session, row['epoch'], 0)
-        run.built.saver.save(run.session, run.checkpoint_prefix, global_step=row['epoch'])
+        checkpoints.save(run.session, run.built.saver, run.directory, row['epoch'], 0, run.record)
+        runs.commit_files(run)
 
 
 def better(row, best):
@@ -91,24 +96,16 @@ def better(row, best):
 
 class BestCheckpoint(Callback):
     """Keeps the checkpoint of the best validation epoch in <run>/best, and
-    what it scored in record['best']."""
+    what it scored in record['best'] (the one it replaces goes once the
+    epoch is committed)."""
 
     def after_epoch(self, run, row):
         if better(row, run.record.get('best')):
-            path = run.built.best_saver.save(
-                run.session, os.path.join(run.directory, runs.BEST_DIR, runs.CHECKPOINT_NAME),
-                global_step=row['epoch'], latest_filename='checkpoint')
+            prefix = checkpoints.prefix_for(os.path.join(run.directory, runs.BEST_DIR), row['epoch'])
+            run.built.best_saver.save(run.session, prefix, write_state=False)
             run.record['best'] = {'epoch': row['epoch'], 'valid_loss': row['valid_loss'],
                                   'valid_accuracy': row['valid_accuracy'],
-                                  'checkpoint': os.path.relpath(path, run.directory)}  # the run may move
-
-
-class HistoryWriter(Callback):
-    """Adds the row to the run's history and writes history.json and .csv."""
-
-    def after_epoch(self, run, row):
-        run.record['epochs'].append(row)
-        history.save(run.directory, run.record)
+                                  'checkpoint': os.path.relpath(prefix, run.directory)}  # the run may move
 
 
 class TensorBoardScalars(Callback):
@@ -117,6 +114,9 @@ class TensorBoardScalars(Callback):
 
     def before_train(self, run):
         self.writer = v1.summary.FileWriter(run.directory, run.built.graph if run.done == 0 else None)
+        # TensorBoard drops what earlier processes logged after this step: the
+        # epochs a crash lost and that are trained again.
+        self.writer.add_session_log(v1.SessionLog(status=v1.SessionLog.START), run.done)
 
     def after_epoch(self, run, row):
         values = [v1.Summary.Value(tag=tag, simple_value=float(value))
@@ -125,7 +125,8 @@ class TensorBoardScalars(Callback):
         self.writer.flush()
 
     def close(self):
-        self.writer.close()
+        if hasattr(self, 'writer'):
+            self.writer.close()
 
 
 class EpochStatistics(Callback):
@@ -214,6 +215,5 @@ class FilterImages(Callback):
 
 def standard():
     """The chief's callbacks, in the order they run."""
-    return Callbacks([Evaluation(), EpochCheckpoint(), BestCheckpoint(), HistoryWriter(),
-                      TensorBoardScalars(), EpochStatistics(), ProgressPlot(), TestEvaluation(),
-                      FilterImages()])
+    return Callbacks([Evaluation(), BestCheckpoint(), EpochCheckpoint(), TensorBoardScalars(),
+                      EpochStatistics(), ProgressPlot(), TestEvaluation(), FilterImages()])

@@ -1,11 +1,14 @@
-"""The per-epoch history of a run: history.json (read back on resume) and the
-same rows as history.csv for spreadsheets. Both are written atomically."""
+"""The per-epoch history of a run: history.json (what experiments.py and
+later commands read) and the same rows as history.csv for spreadsheets. Both
+are written atomically, as views of the record that the run's newest
+checkpoint holds (trainer/checkpoints.py)."""
 import csv
 import io
 import json
 import os
 
 from trainer import safe_io
+from trainer.errors import DataError
 
 COLUMNS = ('epoch', 'train_loss', 'train_accuracy', 'valid_loss', 'valid_accuracy',
            'learning_rate', 'train_running_loss', 'train_seconds', 'epoch_seconds')
@@ -16,12 +19,25 @@ def paths(run_dir):
 
 
 def load(run_dir):
-    """The saved record {'epochs': [...], ...}, or an empty one."""
+    """The saved record {'epochs': [...], ...}, None where there is none, or
+    DataError where history.json is not a record."""
     json_path, _ = paths(run_dir)
     if not os.path.isfile(json_path):
-        return {'epochs': []}
-    with open(json_path, encoding='utf-8') as f:
-        return json.load(f)
+        return None
+    try:
+        with open(json_path, encoding='utf-8') as f:
+            record = json.load(f)
+    except (OSError, ValueError) as error:
+        raise DataError(f'{json_path} is unreadable ({error})') from None
+    if not is_record(record):
+        raise DataError(f'{json_path} is not a run history (no list of epochs)')
+    return record
+
+
+def is_record(record):
+    return (isinstance(record, dict) and isinstance(record.get('epochs'), list)
+            and all(isinstance(row, dict) and isinstance(row.get('epoch'), int)
+                    for row in record['epochs']))
 
 
 def save(run_dir, record):

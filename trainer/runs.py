@@ -1,19 +1,34 @@
-"""A run's folder: where it is, starting it afresh or resuming it from its
-newest readable checkpoint, and checking that a checkpoint fits the network."""
+"""A run's folder: where it is, who uses it (one process at a time), starting
+it afresh (the earlier run of the same name kept beside it) or resuming it
+from its newest readable checkpoint, and what a run that stops early leaves.
+The checkpoints themselves: trainer/checkpoints.py."""
 import dataclasses
+import datetime
+import errno
+import fcntl
+import itertools
 import os
 import shutil
+import socket
 import sys
 
 import tensorflow as tf
 
 import constant
-from trainer import history, settings
-from trainer.errors import ResumeError
+from trainer import checkpoints, history, settings
+from trainer.errors import DataError, ResumeError, UserError
 
 v1 = tf.compat.v1
-CHECKPOINT_NAME = 'model.ckpt'
 BEST_DIR = 'best'  # in a run's folder: the checkpoint of its best validation epoch
+EARLIER = '.earlier-'  # <run>.earlier-<when it was set aside>: an earlier run of the same name
+
+
+class RunInUse(UserError):
+    """Another process trains the run."""
+
+
+class OutOfSpace(UserError):
+    """A disk filled up while the run wrote to it."""
 
 
 @dataclasses.dataclass
@@ -23,16 +38,12 @@ class Run:
     name: str          # names its outputs: constant.run_name
     dirs: dict         # constant.derived_dirs
     directory: str     # checkpoints, history, TensorBoard events
-    built: object = None    # graph.TrainingGraph
+    built: object = None    # training_graph.TrainingGraph
     session: object = None
     stop: object = None     # interruption.StopRequests
     record: dict = None     # the history: epochs, best, test, config
     done: int = 0           # epochs completed
     skip: int = 0           # images of the next epoch already trained
-
-    @property
-    def checkpoint_prefix(self):
-        return os.path.join(self.directory, CHECKPOINT_NAME)
 
 
 def locate(cfg):
@@ -43,8 +54,92 @@ def locate(cfg):
 
 
 def error_reason(error):
-    """The first line of what a TensorFlow or Python error says."""
-    return str(getattr(error, 'message', error)).strip().split('\n')[0]
+    """What a TensorFlow or Python error says, in a line: its first line, or
+    for TensorFlow's "Graph execution error" its last one that is not the
+    node's name (where the cause is)."""
+    lines = [line.strip() for line in str(getattr(error, 'message', error)).strip().split('\n')]
+    lines = [line for line in lines if line and not line.startswith('[[')]
+    if lines and lines[0].startswith('Graph execution error'):
+        return lines[-1]
+    return lines[0] if lines else type(error).__name__
+
+
+# --- one process per run -----------------------------------------------------------
+
+class Lock:
+    """Holds <runs>/.<run>.lock while a process uses the run: an flock, which
+    the system releases when the process ends, however it ends. The file
+    says who holds it."""
+
+    def __init__(self, run):
+        self.path = os.path.join(os.path.dirname(run.directory), f'.{run.name}.lock')
+        self.name, self.file = run.name, None
+
+    def __enter__(self):
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self.file = open(self.path, 'a+', encoding='utf-8')
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or 'another process'
+            self.file.close()
+            raise RunInUse(f'run {self.name} is in use by {holder}; wait for it to end, or '
+                           f'set run_name=... to train another run') from None
+        self.file.truncate(0)
+        started = datetime.datetime.now().isoformat(timespec='seconds')
+        self.file.write(f"process {os.getpid()} on {socket.gethostname()} since {started} "
+                        f"({' '.join([os.path.basename(sys.argv[0])] + sys.argv[1:])})")
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc):
+        self.file.truncate(0)
+        self.file.close()  # closing releases the flock
+
+
+# --- the record a run's files hold -------------------------------------------------
+
+def saved_record(directory):
+    """The run's record as its files hold it: history.json where it holds
+    the same epochs as the newest checkpoint (it may hold the test result
+    too), else that checkpoint's own record (history.json missing, damaged,
+    or behind after a crash). {'epochs': []} for a folder without either;
+    DataError for a damaged history.json and no checkpoint's record."""
+    newest = next((r for r in (c.record() for c in reversed(checkpoints.found(directory))) if r), None)
+    try:
+        written = history.load(directory)
+    except DataError:
+        if newest is None:
+            raise
+        written = None
+    if newest is None or (written and epochs_of(written) == epochs_of(newest)):
+        return written or {'epochs': []}
+    return newest
+
+
+def epochs_of(record):
+    return [row.get('epoch') for row in record.get('epochs', [])]
+
+
+def restore_newest_readable(session, saver, directory):
+    """Restores the newest checkpoint that reads back and returns it; None
+    if there is none. A damaged checkpoint is named and skipped for the one
+    before; ResumeError if none reads."""
+    candidates = checkpoints.found(directory)
+    for checkpoint in reversed(candidates):
+        try:
+            saver.restore(session, checkpoint.prefix)
+            return checkpoint
+        except (tf.errors.OpError, ValueError) as error:
+            print(f'warning: checkpoint {checkpoint.prefix} is unreadable ({error_reason(error)}); '
+                  f'trying the one before', file=sys.stderr, flush=True)
+    if candidates:
+        raise ResumeError(f'no checkpoint of {directory} can be read '
+                          f'({", ".join(c.name for c in candidates)}); restore them from a copy, '
+                          f'or drop resume=True to start afresh (the run is then kept beside '
+                          f'the new one)')
+    return None
 
 
 def check_same_graph(record, cfg, run_dir):
@@ -56,52 +151,92 @@ def check_same_graph(record, cfg, run_dir):
                           f'same values, or drop resume=True to start afresh')
 
 
-def restore_newest_readable(session, saver, run_dir):
-    """Restores the newest checkpoint that reads back; returns its path or None.
+def record_of(checkpoint, directory):
+    """The record a restored checkpoint stands for: its own, or for a
+    checkpoint of a version that saved none, history.json cut to its epochs."""
+    record = checkpoint.record()
+    if record is not None:
+        return record
+    try:
+        written = history.load(directory) or {'epochs': []}
+    except DataError as error:
+        raise DataError(f'{error}, and the checkpoints of {directory} hold no history of their '
+                        f'own (written before they did); restore history.json from a copy, or '
+                        f'start afresh without resume=True') from None
+    written['epochs'] = [e for e in written['epochs'] if e['epoch'] <= checkpoint.epochs]
+    return written
 
-    A truncated or corrupt checkpoint is named and skipped for the one before.
-    """
-    state = tf.train.get_checkpoint_state(run_dir)
-    for checkpoint in reversed(list(state.all_model_checkpoint_paths) if state else []):
-        try:
-            saver.restore(session, checkpoint)
-            return checkpoint
-        except (tf.errors.OpError, ValueError) as error:
-            print(f'warning: checkpoint {checkpoint} is unreadable ({error_reason(error)}); trying '
-                  f'the one before', file=sys.stderr, flush=True)
-    return None
 
+# --- starting and resuming --------------------------------------------------------
 
 def start_or_resume(run, chief=True):
-    """Restores the run's last good checkpoint when resuming, else starts
-    afresh; sets run.record, run.done (epochs done) and run.skip (images done
-    of the next epoch).
+    """Restores the run's newest readable checkpoint when resuming, else
+    starts afresh; sets run.record, run.done (epochs done) and run.skip
+    (images done of the next epoch).
 
-    A fresh start keeps the previous run of the same name as <run>.previous.
-    Only the `chief` of a multi-worker job touches the files.
+    A fresh start keeps the earlier run of the same name beside it. Only the
+    `chief` of a multi-worker job touches the files.
     """
     cfg, session, built = run.cfg, run.session, run.built
-    if cfg['resume'] and os.path.isdir(run.directory):
-        record = history.load(run.directory)
-        check_same_graph(record, cfg, run.directory)
+    present = checkpoints.found(run.directory)
+    if cfg['resume'] and present:
+        check_same_graph(saved_record(run.directory), cfg, run.directory)
         checkpoint = restore_newest_readable(session, built.saver, run.directory)
-        if checkpoint:
-            run.done, run.skip = built.progress.get(session)
-            record['epochs'] = [e for e in record['epochs'] if e['epoch'] <= run.done]
-            into = f', {run.skip} images into epoch {run.done + 1}' if run.skip else ''
-            print(f'Resuming from {checkpoint}: {run.done} epoch(s) done{into}', flush=True)
-            run.record = record
-            return
+        run.done, run.skip = built.progress.get(session)
+        run.record = record_of(checkpoint, run.directory)
+        if chief:
+            commit_files(run, keep=[c for c in present if c <= checkpoint])
+        into = f', {run.skip} images into epoch {run.done + 1}' if run.skip else ''
+        print(f'Resuming from {checkpoint.prefix}: {run.done} epoch(s) done{into}', flush=True)
+        return
     if cfg['resume']:
-        print(f'No readable checkpoint in {run.directory}: starting from epoch 1', flush=True)
+        print(f'No checkpoint in {run.directory}: starting from epoch 1', flush=True)
     if chief:
-        if os.path.isdir(run.directory):
-            shutil.rmtree(run.directory + '.previous', ignore_errors=True)
-            os.replace(run.directory, run.directory + '.previous')
-        os.makedirs(run.directory)
+        if os.path.isdir(run.directory) and os.listdir(run.directory):
+            set_aside(run)
+        os.makedirs(run.directory, exist_ok=True)
     session.run(v1.global_variables_initializer())
     run.record, run.done, run.skip = {'epochs': []}, 0, 0
 
+
+def commit_files(run, keep=None):
+    """Makes the run's files agree with run.record: the newest
+    keep_checkpoints checkpoints (of `keep`, when given: those of the
+    restored run), the best checkpoints their records name, history.json and
+    .csv."""
+    present = keep if keep is not None else checkpoints.found(run.directory)
+    kept = checkpoints.retain(run.directory, present[-run.cfg['keep_checkpoints']:])
+    best_dir = os.path.join(run.directory, BEST_DIR)
+    named = {os.path.join(run.directory, r['best']['checkpoint'])
+             for r in [run.record] + [c.record() or {} for c in kept] if 'best' in r}
+    checkpoints.retain(best_dir, [c for c in checkpoints.found(best_dir) if c.prefix in named])
+    history.save(run.directory, run.record)
+
+
+def set_aside(run):
+    """Moves the run of this name (with its plot and filter images) to
+    <run>.earlier-<time>, keeping the newest keep_earlier_runs such."""
+    earlier = f"{run.directory}{EARLIER}{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    earlier += next(f'-{n}' for n in itertools.count(1) if not os.path.exists(f'{earlier}-{n}')) \
+        if os.path.exists(earlier) else ''
+    os.replace(run.directory, earlier)
+    plot = os.path.join(run.dirs['PLOT_TRAINING_SAVE_DIR'], f'{run.name}.pdf')
+    filters = os.path.join(run.dirs['FILTERS_SAVE_DIR'], run.name)
+    for path, name in ((plot, 'plot.pdf'), (filters, 'filters')):
+        if os.path.exists(path):
+            os.replace(path, os.path.join(earlier, name))
+    print(f'The earlier run {run.name} is kept in {os.path.relpath(earlier)} (with its plot and '
+          f'filters)', flush=True)
+    keep = run.cfg['keep_earlier_runs']
+    runs_dir = os.path.dirname(run.directory)
+    older = sorted((n for n in os.listdir(runs_dir) if n.startswith(run.name + EARLIER)),
+                   key=lambda n: os.stat(os.path.join(runs_dir, n)).st_mtime_ns)
+    for name in older[:max(len(older) - keep, 0)]:
+        shutil.rmtree(os.path.join(runs_dir, name))
+        print(f'Removed the oldest earlier run {name} (keep_earlier_runs={keep})', flush=True)
+
+
+# --- what a run leaves when it stops early ---------------------------------------------
 
 def save_interrupted(run, epoch, stopped):
     """Checkpoints a run stopped in `epoch` (None: after its last epoch, whose
@@ -109,8 +244,10 @@ def save_interrupted(run, epoch, stopped):
     if epoch is not None:
         images = run.built.source.num_examples('train') if stopped.images is None else stopped.images
         run.built.progress.set(run.session, epoch - 1, images)
-        path = run.built.saver.save(run.session, f'{run.checkpoint_prefix}-{epoch - 1}-{images}img')
-        print(f'Interrupted ({stopped}) at epoch {epoch}, step {images}: saved {path}; '
+        saved = checkpoints.save(run.session, run.built.saver, run.directory, epoch - 1, images,
+                                 run.record)
+        commit_files(run)
+        print(f'Interrupted ({stopped}) at epoch {epoch}, step {images}: saved {saved.prefix}; '
               f'python main.py ... resume=True continues from there', file=sys.stderr, flush=True)
     else:
         print(f'Interrupted ({stopped}) after the last epoch; its checkpoint stands',
@@ -121,8 +258,9 @@ def save_interrupted(run, epoch, stopped):
 def record_divergence(run, divergence, plot):
     """Says where a diverged run stopped and what to do, and keeps the
     divergence in its history (a sweep shows it); returns the exit status 1."""
-    last = tf.train.latest_checkpoint(run.directory)
-    kept = f'the last good checkpoint is {last}' if last else 'no epoch completed, so no checkpoint'
+    newest = checkpoints.found(run.directory)
+    kept = (f'the last good checkpoint is {newest[-1].prefix}' if newest
+            else 'no epoch completed, so no checkpoint')
     print(f'error: {divergence}; training stopped, {kept}. Lower learning_rate '
           f'(now {run.cfg["learning_rate"]}) and run again.', file=sys.stderr, flush=True)
     run.record['diverged'] = str(divergence)
@@ -131,3 +269,20 @@ def record_divergence(run, divergence, plot):
         print(f"The plot of epochs 1-{run.record['epochs'][-1]['epoch']} is in "
               f"{os.path.relpath(plot)}", file=sys.stderr)
     return 1
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def out_of_space(error, directory):
+    """An OutOfSpace naming the disk if `error` (an OSError or a TensorFlow
+    error) says that the disk is full, else None."""
+    text = str(getattr(error, 'message', error))
+    if getattr(error, 'errno', None) not in NO_SPACE and not any(
+            message in text for message in ('No space left on device', 'Disk quota exceeded')):
+        return None
+    folder = directory if os.path.isdir(directory) else os.path.dirname(directory)
+    free = shutil.disk_usage(folder).free / 2 ** 20
+    return OutOfSpace(f'the disk of {directory} is full ({free:.1f} MB free): the last complete '
+                      f'epoch is kept; free space there (or set datasets_root to another disk) '
+                      f'and run again with resume=True')

@@ -215,6 +215,7 @@ KEYS = {
     'log_every': Key(_integer(1), {HOW}),
     'eval_batch_size': Key(_integer(1), {HOW}),
     'keep_checkpoints': Key(_integer(1), {HOW}),
+    'keep_earlier_runs': Key(_integer(0), {HOW}),
     'resume': Key(_boolean, {HOW}),
     'run_name': Key(_optional(_file_name), {HOW}),
     'datasets_root': Key(_text, {HOW}),

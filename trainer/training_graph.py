@@ -64,8 +64,9 @@ def build_graph(cfg, data, strategy=None, role=None):
         model = build_model(cfg, data.image_shape, images, labels, steps_per_epoch, strategy)
         agreement = (cluster.mean_over_workers(strategy, tf.stack([progress.epochs, progress.images]))
                      if strategy else None)
-        saver = v1.train.Saver(max_to_keep=cfg['keep_checkpoints'])
-        best_saver = v1.train.Saver(max_to_keep=1)
+        # trainer/checkpoints.py keeps the checkpoints a run needs: the savers keep none
+        saver = v1.train.Saver(max_to_keep=None, save_relative_paths=True)
+        best_saver = v1.train.Saver(max_to_keep=None, save_relative_paths=True)
     return TrainingGraph(graph, source, model, progress, saver, best_saver, agreement)
 
 
