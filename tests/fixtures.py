@@ -128,7 +128,7 @@ def write_gz_bomb(path, header, size):
 
 
 def npy_bytes(array, version=(1, 0), shape=None):
-    array = np.ascontiguousarray(array)
+    array = np.asarray(array)  # tobytes() below writes C order
     out = io.BytesIO()
     header = {'descr': np.lib.format.dtype_to_descr(array.dtype), 'fortran_order': False,
               'shape': tuple(array.shape if shape is None else shape)}

@@ -548,6 +548,37 @@ def test_truncated_shard_is_reported_or_skipped(two_step, tmp_path, cifar_source
     assert 15 <= len(images) < 30
 
 
+RESIZED_BAD = {  # case: (file of the train split, its bytes from the good array, the line)
+    'doubled_rows': ('images', lambda a: fixtures.npy_bytes(a, shape=(2 * len(a), *a.shape[1:])),
+                     'its header declares 13271040 bytes of data, the file holds 6635520'),
+    'unknown_version': ('images', lambda a: fixtures.npy_bytes(a, version=(3, 1)),
+                        '.npy format version 3.1 is not one this reads'),
+    'no_rows': ('images', lambda a: fixtures.npy_bytes(a[0, 0, 0, 0]),
+                'its header declares shape [], expected [N, 128, 128, 3]'),
+    'float_pixels': ('images', lambda a: fixtures.npy_bytes(a.astype(np.float32)),
+                     'holds float32 values, expected uint8'),
+    'label_out_of_range': ('labels', lambda a: fixtures.npy_bytes(np.where(a == a[7], 12, a)),
+                           'labels must lie in 0..9, found 0..12'),
+    'fewer_labels': ('labels', lambda a: fixtures.npy_bytes(a[:-1]), '135 train images but 134 labels'),
+}
+
+
+@pytest.mark.parametrize('case', RESIZED_BAD)
+def test_resized_npy_that_is_not_what_its_header_says_is_one_line(two_step, tmp_path, capsys, case):
+    """ImageResizer's .npy files are checked header first, against the file's
+    size and each other, before any image is read: one line, not a traceback."""
+    kind, make, message = RESIZED_BAD[case]
+    out = copy_dataset(two_step['root'], tmp_path)
+    path = os.path.join(out, 'resized', f'train_{kind}.npy')
+    raw = make(np.load(path))
+    with open(path, 'wb') as f:
+        f.write(raw)
+    assert TFRecordsWriter.main(writer_args(tmp_path)) == 2
+    err = capsys.readouterr().err
+    named = os.path.dirname(path) if case == 'fewer_labels' else path  # counts: the folder's
+    assert err.startswith(f'error: {named}') and message in err and err.count('\n') == 1
+
+
 def test_missing_dataset_json_says_how_to_make_it(tmp_path):
     with pytest.raises(DataError) as caught:
         TFRecordsReader.open_cifar_128(str(tmp_path))

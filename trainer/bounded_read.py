@@ -2,6 +2,7 @@
 the header is checked before anything is allocated, and never more is read
 than it declares, so a file that lies costs one line, not gigabytes."""
 import math
+import os
 
 import numpy as np
 
@@ -22,6 +23,15 @@ def read_exact(f, size, source):
         raise DataError(f'{source}: its header declares {size} bytes of data, the file holds '
                         f'{held}; delete it and write or download it again')
     return data
+
+
+def check_data_size(f, size, source):
+    """Refuses an open file whose bytes after f's position are not the
+    `size` its header declares, before any of them is read."""
+    held = os.fstat(f.fileno()).st_size - f.tell()
+    if held != size:
+        raise DataError(f'{source}: its header declares {size} bytes of data, the file holds '
+                        f'{held}; delete it and write it again')
 
 
 def check_declared(shape, item_shape, max_count, source):
