@@ -29,25 +29,37 @@ def train(cfg):
     malloc_tuning.set_mmap_threshold(cfg['malloc_mmap_threshold'])
     run = runs.locate(cfg)
     data = inputs.open_dataset(cfg, run.dirs['DATA_DIR'])
-    job = cluster.join(cfg, getattr(data, 'files', {}).get('train'), training_graph.session_config(cfg))
-    chief = cluster.is_chief(job.role)
-    if job.role:
-        run.cfg = cfg = {**cfg, 'resume': True}  # a job goes on from the chief's newest checkpoint
-    if chief:
-        safe_io.check_writable(run.dirs['SAVE_DIR'])  # now, not after the first epoch
-    run.built = training_graph.build_graph(cfg, data, job.strategy, job.role)
-    with run.built.graph.as_default(), v1.Session(job.target, config=job.session_proto) as session, \
-            interruption.stop_requests() as stop:
-        run.session, run.stop = session, stop
-        runs.start_or_resume(run, chief)
+    with interruption.stop_requests() as stop:
+        try:
+            job = cluster.join(cfg, getattr(data, 'files', {}).get('train'),
+                               training_graph.session_config(cfg), stop)
+        except interruption.Interrupted as stopped:
+            print(f'Interrupted ({stopped}) while waiting for the workers of the job; nothing was '
+                  f'trained', file=sys.stderr, flush=True)
+            return 128 + stopped.signum
+        chief = cluster.is_chief(job.role)
         if job.role:
-            if run.done >= cfg['max_epochs']:  # a worker started after the job ended: no peers left
-                print(f'{run.name} has trained {run.done} epoch(s) already: nothing to do', flush=True)
-                return 0
-            cluster.check_agreement(session, run.built.agreement, run.done, run.skip)
-        if not chief:
-            return train_as_worker(run)
-        return train_as_chief(run, callbacks.standard())
+            run.cfg = cfg = {**cfg, 'resume': True}  # a job goes on from the chief's newest checkpoint
+        if chief:
+            safe_io.check_writable(run.dirs['SAVE_DIR'])  # now, not after the first epoch
+        run.built = training_graph.build_graph(cfg, data, job.strategy, job.role)
+        with run.built.graph.as_default(), v1.Session(job.target, config=job.session_proto) as session:
+            run.session, run.stop = session, stop
+            return train_in_session(run, job, chief)
+
+
+def train_in_session(run, job, chief):
+    """The run in its session, started or resumed; returns the exit status."""
+    cfg = run.cfg
+    runs.start_or_resume(run, chief)
+    if job.role:
+        if run.done >= cfg['max_epochs']:  # a worker started after the job ended: no peers left
+            print(f'{run.name} has trained {run.done} epoch(s) already: nothing to do', flush=True)
+            return 0
+        cluster.check_agreement(run.session, run.built.agreement, run.done, run.skip)
+    if not chief:
+        return train_as_worker(run)
+    return train_as_chief(run, callbacks.standard())
 
 
 def train_as_chief(run, hooks):

@@ -285,6 +285,7 @@ KEYS = {
     'experiment_seeds': Key(_optional(_whole_numbers(0, SEED_MAX)), {HOW}),
     'device': Key(_device, {HOW}),
     'num_gpus': Key(_integer(1), set()),
+    'peer_wait_seconds': Key(_number(0.0, low_open=False), {HOW}),
     'gpu_memory_growth': Key(_boolean, {HOW}),
     'gpu_memory_fraction': Key(_optional(_number(0.0, 1.0)), {HOW}),
     'log_device_placement': Key(_boolean, {HOW}),
