@@ -8,7 +8,6 @@ ImageNet scripts (JPEG bytes, labels 1..1000), which read unchanged.
 """
 import dataclasses
 import glob
-import json
 import os
 
 import numpy as np
@@ -16,10 +15,11 @@ import tensorflow as tf
 
 from trainer.errors import DataError
 from trainer.input_pipeline import AUGMENTATION, batches, pass_iterator, random_shift_flip
+from trainer.record_metadata import (METADATA, check_complete, incomplete_shards, pixel_stats,
+                                     read_metadata)
 
 v1 = tf.compat.v1
 AUTOTUNE = tf.data.AUTOTUNE
-METADATA = 'dataset.json'
 # Pixel statistics of the ImageNet training set (the values used across frameworks).
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -56,28 +56,6 @@ def split_files(data_dir, prefix, names=None):
     return files
 
 
-def read_metadata(data_dir):
-    path = os.path.join(data_dir, METADATA)
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding='utf-8') as f:
-            return json.load(f)
-    except (OSError, ValueError) as error:
-        raise DataError(f'{path} is not readable ({error}); run TFRecordsWriter.py again') from None
-
-
-def pixel_stats(metadata, split):
-    """Per-channel mean and std of a split from the writer's per-shard sums."""
-    shards = [metadata['shards'][n] for n in metadata['splits'][split]['shards']]
-    pixels = sum(s['pixels'] for s in shards)
-    total = np.sum([s['sum'] for s in shards], axis=0)
-    total_sq = np.sum([s['sum_sq'] for s in shards], axis=0)
-    mean = total / pixels
-    std = np.sqrt(np.maximum(total_sq / pixels - mean ** 2, 0.0))
-    return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
-
-
 def open_cifar_128(data_dir):
     """The 128 px CIFAR-10 TFRecords that TFRecordsWriter wrote into data_dir."""
     metadata = read_metadata(data_dir)
@@ -85,14 +63,15 @@ def open_cifar_128(data_dir):
         raise DataError(f'no 128 px CIFAR-10 TFRecords in {data_dir} ({METADATA} is missing): '
                         f'run python ImageResizer.py, then python TFRecordsWriter.py '
                         f'(or python TFRecordsWriter.py one_pass=True)')
-    incomplete = [n for split in metadata['splits'].values() for n in split['shards']
-                  if n not in metadata['shards']]
+    incomplete = incomplete_shards(metadata)
     if incomplete:
         raise DataError(f'{data_dir} holds {len(incomplete)} unfinished shard(s): run '
                         f'python TFRecordsWriter.py again to complete them')
+    path = os.path.join(data_dir, METADATA)
+    check_complete(metadata, path)
     splits = ('train', 'valid', 'test')
     files = {s: split_files(data_dir, s, metadata['splits'][s]['shards']) for s in splits}
-    mean, std = pixel_stats(metadata, 'train')
+    mean, std = pixel_stats(metadata, 'train', path)
     description = metadata['description']
     return RecordDataset('cifar_raw', files, {s: metadata['splits'][s]['count'] for s in splits},
                          tuple(description['image_shape']), description['num_classes'], mean, std,
@@ -105,12 +84,17 @@ def count_records(files):
 
 def open_imagenet(data_dir):
     """ImageNet shards train-*-of-* and validation-*-of-* (TensorFlow's format);
-    the official validation set serves as validation and test split."""
-    metadata = read_metadata(data_dir) or {}
+    the official validation set serves as validation and test split. The
+    counts are dataset.json's where TFRecordsWriter completed it."""
+    metadata = read_metadata(data_dir)
+    if metadata is None or incomplete_shards(metadata):
+        metadata = {'splits': {}}
+    else:
+        check_complete(metadata, os.path.join(data_dir, METADATA))
     files = {p: split_files(data_dir, p) for p in ('train', 'validation')}
     counts = {}
     for prefix, paths in files.items():
-        known = metadata.get('splits', {}).get(prefix, {}).get('count')
+        known = metadata['splits'].get(prefix, {}).get('count')
         full = len(paths) == IMAGENET_SHARDS[prefix]
         counts[prefix] = known or (IMAGENET_COUNTS[prefix] if full else count_records(paths))
     # Labels are 1..1000 even in a subset of the classes: the head stays FC 1000.

@@ -27,7 +27,8 @@ import constant  # noqa: E402
 import ImageResizer  # noqa: E402
 from trainer import loaders, malloc_tuning, safe_io, settings  # noqa: E402
 from trainer.errors import ConfigError, DataError  # noqa: E402
-from TFRecordsReader import IMAGENET_SHARDS, METADATA, read_metadata  # noqa: E402
+from TFRecordsReader import IMAGENET_SHARDS, METADATA  # noqa: E402
+from trainer.record_metadata import read_metadata  # noqa: E402
 
 CIFAR_SHARDS = {'train': 8, 'valid': 2, 'test': 2}
 IMAGENET_SPLIT_DIRS = {'train': 'train', 'validation': 'val'}
@@ -171,6 +172,16 @@ def remove_stale_partials(out_dir):
         os.remove(path)
 
 
+def previous_metadata(out_dir):
+    """dataset.json of an earlier run, whose complete shards need no
+    rewriting; None if there is none, or none to trust."""
+    try:
+        return read_metadata(out_dir)
+    except DataError as error:
+        print(f'warning: {error} (this run writes every shard afresh)', file=sys.stderr, flush=True)
+        return None
+
+
 def write_splits(out_dir, stream, counts, shards, suffix, make_records, description):
     """Writes a (split, items, labels) stream into sharded TFRecords.
 
@@ -182,7 +193,7 @@ def write_splits(out_dir, stream, counts, shards, suffix, make_records, descript
                                    f"{', '.join(counts)}, got {shards!r}")
     os.makedirs(out_dir, exist_ok=True)
     remove_stale_partials(out_dir)
-    metadata = read_metadata(out_dir)
+    metadata = previous_metadata(out_dir)
     if metadata is None or metadata.get('description') != description:
         metadata = {'description': description, 'splits': {}, 'shards': {}}
     writers = {split: ShardedWriter(out_dir, split, counts[split], shards[split], suffix, metadata)

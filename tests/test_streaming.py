@@ -579,6 +579,82 @@ def test_resized_npy_that_is_not_what_its_header_says_is_one_line(two_step, tmp_
     assert err.startswith(f'error: {named}') and message in err and err.count('\n') == 1
 
 
+FIRST_TRAIN = 'train-00000-of-00003.tfrecords'
+
+
+def flat_training_images(metadata):
+    """Every training pixel 100: sums that fit, but no variance to normalise by."""
+    for name in shard_names('train', SHARDS['train']):
+        shard = metadata['shards'][name]
+        shard['sum'], shard['sum_sq'] = [100.0 * shard['pixels']] * 3, [10000.0 * shard['pixels']] * 3
+
+
+def scaled_sum_sq(metadata, factor):
+    shard = metadata['shards'][FIRST_TRAIN]
+    shard['sum_sq'] = [float(int(v * factor)) for v in shard['sum_sq']]
+
+
+BAD_METADATA = {  # case: (edit of dataset.json's dict, or its new text; what the line says)
+    'empty_object': (lambda m: {}, 'description is null, expected a JSON object'),
+    'list': (lambda m: [], 'the file is [], expected a JSON object of description, splits and shards'),
+    'not_json': ('{"description": ', 'is not readable'),
+    'count_as_text': (lambda m: m['splits']['train'].update(count='135'),
+                      'splits.train.count is "135", expected a whole number >= 0'),
+    'image_shape_2d': (lambda m: m['description'].update(image_shape=[128, 128]),
+                       'description.image_shape is [128, 128], expected [height, width, channels]'),
+    'no_test_split': (lambda m: m['splits'].__delitem__('test'), 'expected the splits train, valid, test'),
+    'shard_elsewhere': (lambda m: m['splits']['valid']['shards'].append('../../etc/passwd'),
+                        'splits.valid.shards is ["valid-00000-of-00002.tfrecords", '),
+    # a run trained on these: "weights became NaN ... lower learning_rate"
+    'no_pixels': (lambda m: m['shards'][FIRST_TRAIN].update(pixels=0),
+                  f'shards.{FIRST_TRAIN}.pixels is 0, expected count x height x width = 45 x 128 x '
+                  f'128 = 737280'),
+    # test loss 161 and exit 0 (std from a negative variance clipped to 1e-6)
+    'sum_sq_too_small': (lambda m: scaled_sum_sq(m, 0.01), f'shards.{FIRST_TRAIN}.sum and .sum_sq of '
+                         f'channel 0'),
+    'sum_sq_too_large': (lambda m: scaled_sum_sq(m, 300), 'are not those of 737280 pixels of 0..255'),
+    # broadcast to three channels without a word
+    'one_channel': (lambda m: m['shards'][FIRST_TRAIN].update(sum=[1.0], sum_sq=[1.0]),
+                    f'shards.{FIRST_TRAIN}.sum is [1.0], expected one whole number per channel (3)'),
+    'no_variance': (flat_training_images, "the train split's pixel sums give channel 0 no variance"),
+    # "skipped 8910 records that could not be read"
+    'count_too_large': (lambda m: m['splits']['train'].update(count=9000),
+                        'splits.train.count is 9000 but its shards hold 135 records'),
+}
+
+
+def edit_metadata(directory, edit):
+    path = os.path.join(directory, 'dataset.json')
+    if isinstance(edit, str):
+        text = edit
+    else:
+        metadata = load_json(path)
+        edited = edit(metadata)
+        text = json.dumps(metadata if edited is None else edited)
+    with open(path, 'w') as f:
+        f.write(text)
+    return path
+
+
+@pytest.mark.parametrize('case', BAD_METADATA)
+def test_dataset_json_that_cannot_be_trusted_is_one_line_naming_the_field(two_step, tmp_path, capsys,
+                                                                         case):
+    edit, message = BAD_METADATA[case]
+    path = edit_metadata(copy_dataset(two_step['root'], tmp_path, resized=False), edit)
+    assert main.main(['dataset_name=cifar_128', f'datasets_root={tmp_path}']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {path}') and message in err and err.count('\n') == 1
+
+
+def test_the_writer_rewrites_every_shard_when_dataset_json_cannot_be_trusted(two_step, tmp_path,
+                                                                             capsys):
+    out = copy_dataset(two_step['root'], tmp_path)
+    edit_metadata(out, lambda m: [])
+    assert TFRecordsWriter.main(writer_args(tmp_path)) == 0
+    assert 'warning: ' in capsys.readouterr().err
+    assert_same_as_reference(out, two_step)
+
+
 def test_missing_dataset_json_says_how_to_make_it(tmp_path):
     with pytest.raises(DataError) as caught:
         TFRecordsReader.open_cifar_128(str(tmp_path))
