@@ -548,6 +548,94 @@ def test_truncated_shard_is_reported_or_skipped(two_step, tmp_path, cifar_source
     assert 15 <= len(images) < 30
 
 
+def empty_file(out, name):
+    open(os.path.join(out, name), 'wb').close()
+
+
+def valid_records_as_train(out, name):
+    shutil.copy(os.path.join(out, 'valid-00000-of-00002.tfrecords'), os.path.join(out, name))
+
+
+def label_out_of_range(out, name):
+    def relabel(i, example):
+        if i == 5:
+            example.features.feature['train/label'].int64_list.value[0] = 12
+        return example
+    rewrite_shard(os.path.join(out, name), relabel)
+
+
+def one_more_record_declared(out, name):
+    """dataset.json edited consistently (counts and pixels) for 46 records in a shard of 45."""
+    path = os.path.join(out, 'dataset.json')
+    metadata = load_json(path)
+    metadata['splits']['train']['count'] += 1
+    shard = metadata['shards'][name]
+    shard['count'] += 1
+    shard['pixels'] += SIZE * SIZE  # as if it held one white image more
+    shard['sum'] = [t + 255.0 * SIZE * SIZE for t in shard['sum']]
+    shard['sum_sq'] = [q + 255.0 ** 2 * SIZE * SIZE for q in shard['sum_sq']]
+    with open(path, 'w') as f:
+        json.dump(metadata, f)
+
+
+BAD_TRAIN_SHARD = {  # case: (damage to train-00001-of-00003, what the line says after the file's
+    # name, images read with skip_bad_records=True)
+    # read as 45 of 135 records skipped, exit 0, although not skip_bad_records
+    'empty': (empty_file, ' holds 0 records, dataset.json says 45; ', 90),
+    # InvalidArgumentError traceback from parse_single_example, skip_bad_records or not
+    'valid_shard_renamed': (valid_records_as_train, ' holds 7 records, dataset.json says 45; ', 90),
+    # trained with an all-zero one-hot target
+    'label_out_of_range': (label_out_of_range, ': its train/* features give shape 128x128x3, 49152 '
+                           'bytes, label 12; expected shape 128x128x3 and a label in 0..9; ', 134),
+    'count_larger_than_held': (one_more_record_declared, ' holds 45 records, dataset.json says 46; ',
+                               135),
+}
+
+
+@pytest.mark.parametrize('case', BAD_TRAIN_SHARD)
+def test_a_training_shard_that_is_not_what_dataset_json_says_stops_or_is_skipped(
+        two_step, tmp_path, cifar_source, session, case):
+    damage, message, read_if_skipped = BAD_TRAIN_SHARD[case]
+    out = copy_dataset(two_step['root'], tmp_path, resized=False)
+    name = 'train-00001-of-00003.tfrecords'
+    damage(out, name)
+    _, source = cifar_source(directory=out)
+    with pytest.raises(tf.errors.OpError) as caught:
+        read_pass(session, source, 'train', training=True, seed=1)
+    bad_record = TFRecordsReader.BAD_RECORD if case == 'label_out_of_range' else ''
+    assert str(source.explain(caught.value)).startswith(f'{bad_record}{os.path.join(out, name)}{message}')
+    _, source = cifar_source('skip_bad_records=True', directory=out)
+    assert len(read_pass(session, source, 'train', training=True, seed=1)[0]) == read_if_skipped
+
+
+def test_records_of_another_split_are_bad_records_when_counts_agree(two_step, tmp_path, cifar_source,
+                                                                    session):
+    out = copy_dataset(two_step['root'], tmp_path, resized=False)
+    name = 'test-00000-of-00002.tfrecords'  # 15 records, as test-00001
+    shutil.copy(os.path.join(out, 'test-00001-of-00002.tfrecords'), os.path.join(out, name))
+    rewrite_shard(os.path.join(out, name), lambda i, example: tf.train.Example(features=tf.train.Features(
+        feature={k.replace('test/', 'valid/'): v for k, v in example.features.feature.items()})))
+    _, source = cifar_source(directory=out)
+    assert_error_names_file(session, source, 'test', tf.errors.InvalidArgumentError, name)
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        read_pass(session, source, 'test', training=False)
+    assert 'its test/* features give shape 0x0x0, 0 bytes, label -1' in str(source.explain(caught.value))
+    _, source = cifar_source('skip_bad_records=True', directory=out)
+    assert len(read_pass(session, source, 'test', training=False)[0]) == 15
+
+
+def test_an_empty_training_shard_stops_main_with_one_line(two_step, tmp_path, capsys):
+    """The README: a truncated file stops the run unless skip_bad_records=True."""
+    out = copy_dataset(two_step['root'], tmp_path, resized=False)
+    empty_file(out, 'train-00002-of-00003.tfrecords')
+    assert main.main(['dataset_name=cifar_128', f'datasets_root={tmp_path}', 'batch_size=16',
+                      'train_eval_images=20', 'max_epochs=1']) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {os.path.join(out, 'train-00002-of-00003.tfrecords')} holds 0 records, "
+                   f"dataset.json says 45; write it again (python TFRecordsWriter.py), or set "
+                   f"skip_bad_records=True to skip what cannot be read\n")
+
+
 RESIZED_BAD = {  # case: (file of the train split, its bytes from the good array, the line)
     'doubled_rows': ('images', lambda a: fixtures.npy_bytes(a, shape=(2 * len(a), *a.shape[1:])),
                      'its header declares 13271040 bytes of data, the file holds 6635520'),
