@@ -13,6 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from trainer import runs
 from trainer.errors import DataError
 from trainer.input_pipeline import AUGMENTATION, batches, pass_iterator, random_shift_flip
 from trainer.record_metadata import (METADATA, check_complete, incomplete_shards, pixel_stats,
@@ -336,11 +337,11 @@ class TFRecordInput:
             detail = message[message.index(BAD_RECORD):].split('\n')[0].rstrip(']')
             return DataError(f'{detail}; write it again (python TFRecordsWriter.py), or set '
                              f'skip_bad_records=True to skip such records')
-        jpeg = [line for line in message.split('\n') if 'jpeg' in line.lower()]
-        if isinstance(error, tf.errors.InvalidArgumentError) and jpeg:
+        reason = runs.error_reason(error).rsplit(': ', 1)[-1]  # after tf.data's iterator path
+        if isinstance(error, tf.errors.InvalidArgumentError) and 'jpeg' in reason.lower():
             folder = os.path.dirname(self.data.files['train'][0])
             return DataError(f'an image of the records in {folder} is not a readable JPEG '
-                             f'({jpeg[0].strip()}); write them again with python TFRecordsWriter.py, '
+                             f'({reason}); write them again with python TFRecordsWriter.py, '
                              f'which decodes every image it writes, or set skip_bad_records=True '
                              f'to skip such records')
         return None

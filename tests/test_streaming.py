@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -850,6 +851,106 @@ def test_main_trains_on_a_written_imagenet_subset(imagenet, capsys):
                       'batch_size=7', 'eval_batch_size=8', 'max_epochs=1'])
     assert code == 0
     assert 'Validation error: epoch 1' in capsys.readouterr().out
+
+
+def jpeg_bytes(width=48, height=40):
+    out = io.BytesIO()
+    smooth_image(np.random.default_rng(5), width, height).save(out, format='JPEG', quality=90)
+    return out.getvalue()
+
+
+def jpeg_claiming(width, height):
+    """A small JPEG whose frame header (SOF0) claims width x height pixels."""
+    data = jpeg_bytes()
+    sof = data.index(b'\xff\xc0') + 5  # marker, length (2), precision (1), then height, width
+    return data[:sof] + height.to_bytes(2, 'big') + width.to_bytes(2, 'big') + data[sof + 4:]
+
+
+def write_hostile(path, case):
+    if case == 'sparse_huge_file':  # 65 MB that take no disk: refused by its size, never read
+        with open(path, 'wb') as f:
+            f.truncate(TFRecordsWriter.IMAGE_MAX_BYTES + 1)
+        return
+    data = {'header_65000x65000': lambda: jpeg_claiming(65000, 65000),  # Pillow's bomb error
+            'header_9000x9000': lambda: jpeg_claiming(9000, 9000),  # Pillow would decode 243 MB
+            'truncated': lambda: jpeg_bytes()[:-400],
+            'text': lambda: b'not an image at all'}[case]()
+    with open(path, 'wb') as f:
+        f.write(data)
+
+
+HOSTILE_IMAGES = {  # case: what the line says after the file's name
+    # DecompressionBombError traceback from the writer
+    'header_65000x65000': ' is not a readable image (Image size (4225000000 pixels) exceeds limit',
+    'header_9000x9000': ' declares 9000 x 9000 pixels, more than an image of the dataset (67108864 '
+                        'at most)',
+    # written, then an InvalidArgumentError traceback mid-epoch, skip_bad_records or not
+    'truncated': ' is not a readable JPEG (jpeg::Uncompress failed. Invalid JPEG data',
+    'text': ' is not a readable image (cannot identify image file',
+    'sparse_huge_file': f' holds {TFRecordsWriter.IMAGE_MAX_BYTES + 1} bytes, more than an image of '
+                        f'the dataset',
+}
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@pytest.mark.parametrize('case', HOSTILE_IMAGES)
+def test_the_imagenet_writer_decodes_every_image_and_stops_or_leaves_out_a_bad_one(
+        imagenet, tmp_path, capsys, case):
+    """Sizes are checked from the file and the image header before anything
+    is read or decoded; every image is decoded by TensorFlow, as the reader
+    will, before its record is written."""
+    src = tmp_path / 'src'
+    shutil.copytree(imagenet['src'], src)
+    bad = src / 'train' / WNIDS[0] / 'hostile.JPEG'
+    write_hostile(bad, case)
+    args = ['dataset_name=imagenet', 'output_shape=1000', f'imagenet_dir={src}',
+            f'datasets_root={tmp_path}', "tfrecord_shards={'train': 2, 'validation': 1}"]
+    before = peak_rss_mb()
+    assert TFRecordsWriter.main(args) == 2
+    assert peak_rss_mb() - before < 100  # the process's peak: no image was allocated
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {bad}{HOSTILE_IMAGES[case]}') and err.count('\n') == 1
+    assert err.endswith('; remove it, or set skip_bad_records=True to leave such images out\n')
+
+    assert TFRecordsWriter.main([*args, 'skip_bad_records=True']) == 0
+    assert f'warning: {bad}{HOSTILE_IMAGES[case]}' in capsys.readouterr().err
+    out = data_dir(tmp_path, 'imagenet')
+    data = TFRecordsReader.open_imagenet(out)
+    assert data.counts['train'] == 14 and sum(data.shard_counts.values()) == 14 + 6
+    names = [feature(e, 'image/filename') for f in data.files['train'] for e in read_examples(f)]
+    assert len(names) == 14 and b'hostile.JPEG' not in names
+
+
+def test_records_holding_a_jpeg_that_does_not_decode_stop_or_are_skipped(imagenet, tmp_path, graph,
+                                                                         session):
+    """Records written by other tools: a truncated JPEG failed training with
+    an InvalidArgumentError traceback even with skip_bad_records=True."""
+    out = tmp_path / 'records'
+    shutil.copytree(imagenet['dir'], out)
+
+    def truncate_image(i, example):
+        if i == 2:
+            encoded = example.features.feature['image/encoded'].bytes_list
+            encoded.value[0] = encoded.value[0][:len(encoded.value[0]) * 2 // 3]
+        return example
+    rewrite_shard(str(out / 'train-00001-of-00002'), truncate_image)
+
+    def source(*extra):
+        return make_input(TFRecordsReader.open_imagenet(str(out)), reader_cfg(
+            imagenet['root'], 'output_shape=1000', 'batch_size=4', 'eval_batch_size=4', *extra,
+            dataset='imagenet'))
+    strict = source()
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        read_pass(session, strict, 'train', training=True, seed=1)
+    assert str(strict.explain(caught.value)) == (
+        f'an image of the records in {out} is not a readable JPEG (jpeg::Uncompress failed. Invalid '
+        f'JPEG data or crop window.); write them again with python TFRecordsWriter.py, which decodes '
+        f'every image it writes, or set skip_bad_records=True to skip such records')
+    skipping = source('skip_bad_records=True')
+    assert len(read_pass(session, skipping, 'train', training=True, seed=1)[0]) == 13
 
 
 def test_imagenet_records_without_dataset_json_open(imagenet, tmp_path):
