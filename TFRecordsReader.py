@@ -134,7 +134,7 @@ def flagged(ok, strict, *message):
     is False if `strict`."""
     if not strict:
         return ok
-    # The text is made for a bad record only: it costs as much as the rest of a parse.
+    # The text is made for a bad record only, not for each good one.
     text = tf.cond(ok, lambda: tf.constant(''), lambda: tf.strings.join([_as_text(p) for p in message]))
     check = tf.debugging.Assert(ok, [text])
     with tf.control_dependencies([check]):
