@@ -8,6 +8,7 @@ and <split>_labels.npy, which `python TFRecordsWriter.py` turns into TFRecords.
 `python TFRecordsWriter.py one_pass=True` does both steps without the .npy files.
 """
 import contextlib
+import math
 import os
 import sys
 
@@ -19,7 +20,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import constant  # noqa: E402
-from trainer import loaders, malloc_tuning, safe_io, settings  # noqa: E402
+from trainer import bounded_read, loaders, malloc_tuning, safe_io, settings  # noqa: E402
+from trainer.errors import DataError  # noqa: E402
 
 v1 = tf.compat.v1
 SPLITS = ('train', 'valid', 'test')
@@ -63,23 +65,36 @@ def rechunk(chunks, size):
 
 # --- .npy files written and read in chunks, never whole ----------------------
 
-def read_npy_header(f):
-    """(shape, dtype) of an open .npy file, leaving it at the start of the data."""
-    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                   (2, 0): np.lib.format.read_array_header_2_0}[np.lib.format.read_magic(f)]
-    shape, _, dtype = read_header(f)
-    return shape, dtype
+# What ImageResizer writes: (item shape, dtype) of each file of a split.
+RESIZED_IMAGES = (loaders.DATASETS['cifar_128'].image_shape, np.dtype(np.uint8))
+RESIZED_LABELS = ((), np.dtype(np.int64))
+MAX_IMAGES = 60000  # all of CIFAR-10: no split holds more
 
 
-def read_npy_chunks(path, chunk):
-    """Yields an .npy file's array `chunk` items at a time (no memory map: the
-    pages of a map would count towards the process' memory)."""
+def open_npy(f, path, item_shape, dtype):
+    """The item count of an open .npy file of ImageResizer, f left at the
+    start of its data; DataError unless its header declares [N, *item_shape]
+    of `dtype` and the file holds exactly that much data."""
+    shape, found = bounded_read.read_npy_header(f, path)
+    if found != dtype:
+        raise DataError(f'{path} holds {found} values, expected {dtype}; run python '
+                        f'ImageResizer.py again')
+    shape = bounded_read.check_declared(shape, item_shape, MAX_IMAGES, path)
+    bounded_read.check_data_size(f, bounded_read.npy_data_size(shape, dtype), path)
+    return shape[0]
+
+
+def read_npy_chunks(path, kind, chunk):
+    """Yields an .npy file's array of `kind` (RESIZED_IMAGES or _LABELS)
+    `chunk` items at a time (no memory map: the pages of a map would count
+    towards the process' memory)."""
+    item_shape, dtype = kind
     with open(path, 'rb') as f:
-        shape, dtype = read_npy_header(f)
-        item = int(np.prod(shape[1:]))
-        for start in range(0, shape[0], chunk):
-            n = min(chunk, shape[0] - start)
-            yield np.fromfile(f, dtype=dtype, count=n * item).reshape(n, *shape[1:])
+        count = open_npy(f, path, item_shape, dtype)
+        for start in range(0, count, chunk):
+            n = min(chunk, count - start)
+            yield np.frombuffer(f.read(n * dtype.itemsize * math.prod(item_shape)),
+                                dtype).reshape(n, *item_shape)
 
 
 def resized_paths(directory, split):
@@ -91,16 +106,24 @@ def resized_stream(directory, chunk=1000):
     """Yields (split, images, labels) chunks from the .npy files of ImageResizer."""
     for split in SPLITS:
         images_path, labels_path = resized_paths(directory, split)
-        yield from ((split, images, labels) for images, labels in
-                    zip(read_npy_chunks(images_path, chunk), read_npy_chunks(labels_path, chunk)))
+        for images, labels in zip(read_npy_chunks(images_path, RESIZED_IMAGES, chunk),
+                                  read_npy_chunks(labels_path, RESIZED_LABELS, chunk)):
+            yield (split, *loaders.checked_split(images, labels, labels_path, RESIZED_IMAGES[0]))
 
 
 def resized_counts(directory):
-    """{split: images} of ImageResizer's output, from the .npy headers alone."""
+    """{split: images} of ImageResizer's output, from the .npy headers
+    alone, which must agree on each split's count."""
     counts = {}
     for split in SPLITS:
-        with open(resized_paths(directory, split)[1], 'rb') as f:
-            counts[split] = read_npy_header(f)[0][0]
+        found = []
+        for path, kind in zip(resized_paths(directory, split), (RESIZED_IMAGES, RESIZED_LABELS)):
+            with open(path, 'rb') as f:
+                found.append(open_npy(f, path, *kind))
+        if found[0] != found[1]:
+            raise DataError(f'{directory}: {found[0]} {split} images but {found[1]} labels; run '
+                            f'python ImageResizer.py again')
+        counts[split] = found[0]
     return counts
 
 

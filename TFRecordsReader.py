@@ -8,18 +8,19 @@ ImageNet scripts (JPEG bytes, labels 1..1000), which read unchanged.
 """
 import dataclasses
 import glob
-import json
 import os
 
 import numpy as np
 import tensorflow as tf
 
+from trainer import runs
 from trainer.errors import DataError
 from trainer.input_pipeline import AUGMENTATION, batches, pass_iterator, random_shift_flip
+from trainer.record_metadata import (METADATA, check_complete, incomplete_shards, pixel_stats,
+                                     read_metadata)
 
 v1 = tf.compat.v1
 AUTOTUNE = tf.data.AUTOTUNE
-METADATA = 'dataset.json'
 # Pixel statistics of the ImageNet training set (the values used across frameworks).
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -41,9 +42,15 @@ class RecordDataset:
     mean: np.ndarray
     std: np.ndarray
     record_split: dict     # split -> the prefix its records' features carry (cifar_raw)
+    shard_counts: dict = dataclasses.field(default_factory=dict)  # path -> records, from dataset.json
 
     def num_examples(self, split):
         return self.counts[split]
+
+
+def shard_counts(data_dir, metadata):
+    """{path: records} of the shards a complete dataset.json records."""
+    return {os.path.join(data_dir, name): shard['count'] for name, shard in metadata['shards'].items()}
 
 
 def split_files(data_dir, prefix, names=None):
@@ -56,28 +63,6 @@ def split_files(data_dir, prefix, names=None):
     return files
 
 
-def read_metadata(data_dir):
-    path = os.path.join(data_dir, METADATA)
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding='utf-8') as f:
-            return json.load(f)
-    except (OSError, ValueError) as error:
-        raise DataError(f'{path} is not readable ({error}); run TFRecordsWriter.py again') from None
-
-
-def pixel_stats(metadata, split):
-    """Per-channel mean and std of a split from the writer's per-shard sums."""
-    shards = [metadata['shards'][n] for n in metadata['splits'][split]['shards']]
-    pixels = sum(s['pixels'] for s in shards)
-    total = np.sum([s['sum'] for s in shards], axis=0)
-    total_sq = np.sum([s['sum_sq'] for s in shards], axis=0)
-    mean = total / pixels
-    std = np.sqrt(np.maximum(total_sq / pixels - mean ** 2, 0.0))
-    return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
-
-
 def open_cifar_128(data_dir):
     """The 128 px CIFAR-10 TFRecords that TFRecordsWriter wrote into data_dir."""
     metadata = read_metadata(data_dir)
@@ -85,18 +70,19 @@ def open_cifar_128(data_dir):
         raise DataError(f'no 128 px CIFAR-10 TFRecords in {data_dir} ({METADATA} is missing): '
                         f'run python ImageResizer.py, then python TFRecordsWriter.py '
                         f'(or python TFRecordsWriter.py one_pass=True)')
-    incomplete = [n for split in metadata['splits'].values() for n in split['shards']
-                  if n not in metadata['shards']]
+    incomplete = incomplete_shards(metadata)
     if incomplete:
         raise DataError(f'{data_dir} holds {len(incomplete)} unfinished shard(s): run '
                         f'python TFRecordsWriter.py again to complete them')
+    path = os.path.join(data_dir, METADATA)
+    check_complete(metadata, path)
     splits = ('train', 'valid', 'test')
     files = {s: split_files(data_dir, s, metadata['splits'][s]['shards']) for s in splits}
-    mean, std = pixel_stats(metadata, 'train')
+    mean, std = pixel_stats(metadata, 'train', path)
     description = metadata['description']
     return RecordDataset('cifar_raw', files, {s: metadata['splits'][s]['count'] for s in splits},
                          tuple(description['image_shape']), description['num_classes'], mean, std,
-                         {s: s for s in splits})
+                         {s: s for s in splits}, shard_counts(data_dir, metadata))
 
 
 def count_records(files):
@@ -105,12 +91,17 @@ def count_records(files):
 
 def open_imagenet(data_dir):
     """ImageNet shards train-*-of-* and validation-*-of-* (TensorFlow's format);
-    the official validation set serves as validation and test split."""
-    metadata = read_metadata(data_dir) or {}
+    the official validation set serves as validation and test split. The
+    counts are dataset.json's where TFRecordsWriter completed it."""
+    metadata = read_metadata(data_dir)
+    if metadata is None or incomplete_shards(metadata):
+        metadata = {'splits': {}, 'shards': {}}
+    else:
+        check_complete(metadata, os.path.join(data_dir, METADATA))
     files = {p: split_files(data_dir, p) for p in ('train', 'validation')}
     counts = {}
     for prefix, paths in files.items():
-        known = metadata.get('splits', {}).get(prefix, {}).get('count')
+        known = metadata['splits'].get(prefix, {}).get('count')
         full = len(paths) == IMAGENET_SHARDS[prefix]
         counts[prefix] = known or (IMAGENET_COUNTS[prefix] if full else count_records(paths))
     # Labels are 1..1000 even in a subset of the classes: the head stays FC 1000.
@@ -120,21 +111,48 @@ def open_imagenet(data_dir):
         {'train': counts['train'], 'valid': counts['validation'], 'test': counts['validation']},
         (IMAGENET_SIZE, IMAGENET_SIZE, 3), num_classes,
         np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32),
-        {'train': 'train', 'valid': 'validation', 'test': 'validation'})
+        {'train': 'train', 'valid': 'validation', 'test': 'validation'},
+        shard_counts(data_dir, metadata))
 
 
 # --- parsing ---------------------------------------------------------------------
+# A record that cannot be used is flagged (ok False) in the graph, never left to
+# fail an op: a filter drops it (skip_bad_records), or an assertion whose text
+# starts with BAD_RECORD stops the pass, and explain() says it in one line.
+BAD_RECORD = 'bad record in '
+
+
+def _as_text(part):
+    """A text or string tensor as it is; whole numbers as text, a vector's joined by x."""
+    if isinstance(part, str) or part.dtype == tf.string:
+        return part
+    return tf.strings.reduce_join(tf.strings.as_string(part), separator='x')
+
+
+def flagged(ok, strict, *message):
+    """`ok`, which stops the pass with `message` (texts and tensors) where it
+    is False if `strict`."""
+    if not strict:
+        return ok
+    # The text is made for a bad record only, not for each good one.
+    text = tf.cond(ok, lambda: tf.constant(''), lambda: tf.strings.join([_as_text(p) for p in message]))
+    check = tf.debugging.Assert(ok, [text])
+    with tf.control_dependencies([check]):
+        return tf.identity(ok)
+
 
 def parse_cifar_raw(data, split, strict):
     """serialized record, file -> (uint8 image, label, ok); ok is False for a
-    record whose pixels do not match its declared shape or the dataset's."""
+    record whose pixels do not match its declared shape or the dataset's, or
+    whose label is not a class (also for a record of another split, whose
+    features have other names)."""
     prefix = data.record_split[split]
     height, width, channels = data.image_shape
-    keys = {'image': tf.io.FixedLenFeature([], tf.string),
-            'label': tf.io.FixedLenFeature([], tf.int64),
-            'height': tf.io.FixedLenFeature([], tf.int64),
-            'width': tf.io.FixedLenFeature([], tf.int64),
-            'channels': tf.io.FixedLenFeature([], tf.int64)}
+    keys = {'image': tf.io.FixedLenFeature([], tf.string, default_value=''),
+            'label': tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+            'height': tf.io.FixedLenFeature([], tf.int64, default_value=0),
+            'width': tf.io.FixedLenFeature([], tf.int64, default_value=0),
+            'channels': tf.io.FixedLenFeature([], tf.int64, default_value=0)}
 
     def parse(index, record):
         serialized, filename = record
@@ -142,14 +160,13 @@ def parse_cifar_raw(data, split, strict):
         f = {k.split('/', 1)[1]: v for k, v in f.items()}
         declared = tf.stack([f['height'], f['width'], f['channels']])
         size = tf.cast(tf.strings.length(f['image']), tf.int64)
-        ok = tf.logical_and(tf.reduce_all(tf.equal(declared, [height, width, channels])),
-                            tf.equal(size, f['height'] * f['width'] * f['channels']))
-        if strict:
-            check = tf.debugging.Assert(ok, [
-                'bad record in', filename, ': declared shape', declared, 'with', size,
-                'bytes; expected', [height, width, channels]], summarize=4)
-            with tf.control_dependencies([check]):
-                ok = tf.identity(ok)
+        ok = tf.reduce_all([tf.reduce_all(tf.equal(declared, [height, width, channels])),
+                            tf.equal(size, f['height'] * f['width'] * f['channels']),
+                            f['label'] >= 0, f['label'] < data.num_classes])
+        ok = flagged(ok, strict, BAD_RECORD, filename, f': its {prefix}/* features give shape ',
+                     declared, ', ', size, ' bytes, label ', f['label'],
+                     f'; expected shape {height}x{width}x{channels} and a label in '
+                     f'0..{data.num_classes - 1}')
         pixels = tf.io.decode_raw(f['image'], tf.uint8)
         # A bad record is dropped by the filter (or stopped by the check) before
         # its pixels are used; this keeps the reshape valid meanwhile.
@@ -158,17 +175,17 @@ def parse_cifar_raw(data, split, strict):
     return parse
 
 
-def parse_imagenet_jpeg(data, training, seed):
-    """serialized record -> (float image 224x224, label 0..999, ok): a random
-    crop (8-100 % of the area, aspect 3/4-4/3) with flips for training, the
-    central 87.5 % for evaluation, resized to 224. The randomness is stateless,
-    seeded by the pass's seed and the record's index, like input_pipeline.random_shift_flip."""
-    keys = {'image/encoded': tf.io.FixedLenFeature([], tf.string),
-            'image/class/label': tf.io.FixedLenFeature([], tf.int64)}
+def parse_imagenet_jpeg(data, training, seed, strict):
+    """serialized record, file -> (float image 224x224, label 0..999, ok): a
+    random crop (8-100 % of the area, aspect 3/4-4/3) with flips for
+    training, the central 87.5 % for evaluation, resized to 224; ok is False
+    for a record without an image or with a label outside 1..1000. The
+    randomness is stateless, seeded by the pass's seed and the record's
+    index, like input_pipeline.random_shift_flip."""
+    keys = {'image/encoded': tf.io.FixedLenFeature([], tf.string, default_value=''),
+            'image/class/label': tf.io.FixedLenFeature([], tf.int64, default_value=0)}
 
-    def parse(index, record):
-        f = tf.io.parse_single_example(record[0], keys)
-        encoded = f['image/encoded']
+    def decoded(encoded, index):
         if training:
             pair = tf.stack([seed, index])
             begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
@@ -180,8 +197,20 @@ def parse_imagenet_jpeg(data, training, seed):
             image = tf.image.stateless_random_flip_left_right(image, seed=pair + 1)
         else:
             image = tf.image.central_crop(tf.io.decode_jpeg(encoded, channels=3), CENTRAL_FRACTION)
-        image = tf.image.resize(image, [IMAGENET_SIZE, IMAGENET_SIZE], method='bilinear')
-        return image, f['image/class/label'] - 1, tf.constant(True)
+        return tf.image.resize(image, [IMAGENET_SIZE, IMAGENET_SIZE], method='bilinear')
+
+    def parse(index, record):
+        serialized, filename = record
+        f = tf.io.parse_single_example(serialized, keys)
+        encoded, label = f['image/encoded'], f['image/class/label']
+        size = tf.cast(tf.strings.length(encoded), tf.int64)
+        ok = tf.reduce_all([size > 0, label >= IMAGENET_LABELS.start, label < IMAGENET_LABELS.stop])
+        ok = flagged(ok, strict, BAD_RECORD, filename, ': image/class/label ', label, ' with ', size,
+                     f' bytes of image/encoded; expected a label in {IMAGENET_LABELS.start}..'
+                     f'{IMAGENET_LABELS.stop - 1} and a JPEG image')
+        image = tf.cond(ok, lambda: decoded(encoded, index),
+                        lambda: tf.zeros([IMAGENET_SIZE, IMAGENET_SIZE, 3]))
+        return image, label - IMAGENET_LABELS.start, ok
     return parse
 
 
@@ -195,17 +224,27 @@ def without_flag(image, label, ok):
 
 # --- the pipeline ------------------------------------------------------------------
 
-def records(files, training, seed, skip_bad):
+def records(data, files, training, seed, skip_bad):
     """(serialized record, its file) from `files`: shuffled file order and
-    interleaved parallel reads for training, files in order for evaluation."""
-    names = tf.data.Dataset.from_tensor_slices(files)
+    interleaved parallel reads for training, files in order for evaluation.
+
+    Unless skip_bad, a file must hold as many records as dataset.json says
+    (where it says, for every file): one emptied, cut at a record's end or
+    swapped for another reads without an error, and would show only as
+    records 'skipped'. tf.data's own check costs nothing per record; explain()
+    finds the file."""
+    counted = not skip_bad and all(f in data.shard_counts for f in files)
+    expected = [data.shard_counts.get(f, -1) for f in files]
+    names = tf.data.Dataset.from_tensor_slices((files, tf.constant(expected, tf.int64)))
     if training:
         names = names.shuffle(len(files), seed=seed)
 
-    def read(filename):
+    def read(filename, count):
         dataset = tf.data.TFRecordDataset(filename)
         if skip_bad:  # a corrupt or truncated file ends early instead of stopping the run
             dataset = dataset.apply(tf.data.experimental.ignore_errors())
+        if counted:
+            dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
         return dataset.map(lambda record: (record, filename))
     # Parallel, yet deterministic: equal seeds give equal orders (and crops).
     return names.interleave(read, cycle_length=min(len(files), 8), block_length=1,
@@ -224,7 +263,7 @@ def make_dataset(data, split, training, batch_size, cfg, seed=None, limit=None, 
     """
     skip_bad = cfg['skip_bad_records']
     files = data.files[split][shard[0]::shard[1]] if shard else data.files[split]
-    dataset = records(files, training, seed, skip_bad)
+    dataset = records(data, files, training, seed, skip_bad)
     if shard:
         dataset = dataset.repeat()
     if training:
@@ -232,8 +271,11 @@ def make_dataset(data, split, training, batch_size, cfg, seed=None, limit=None, 
     if data.format == 'cifar_raw':
         parse = parse_cifar_raw(data, split, strict=not skip_bad)
     else:
-        parse = parse_imagenet_jpeg(data, training, seed)
-    dataset = dataset.enumerate().map(parse, num_parallel_calls=AUTOTUNE).filter(is_good).map(without_flag)
+        parse = parse_imagenet_jpeg(data, training, seed, strict=not skip_bad)
+    dataset = dataset.enumerate().map(parse, num_parallel_calls=AUTOTUNE)
+    if skip_bad:  # a JPEG that does not decode goes with the other bad records
+        dataset = dataset.apply(tf.data.experimental.ignore_errors())
+    dataset = dataset.filter(is_good).map(without_flag)
     if training and cfg['augment'] and data.format == 'cifar_raw':
         dataset = dataset.enumerate().map(random_shift_flip(seed, *AUGMENTATION['cifar_128']),
                                           num_parallel_calls=AUTOTUNE)
@@ -286,11 +328,53 @@ class TFRecordInput:
                                      f'write it again, or set skip_bad_records=True to skip what '
                                      f'cannot be read')
         message = getattr(error, 'message', '')
-        if 'bad record in' in message:
-            detail = message[message.index('bad record in'):].split('\n')[0]
-            return DataError(f'{detail}; write the file again, or set skip_bad_records=True to '
-                             f'skip such records')
+        if isinstance(error, tf.errors.FailedPreconditionError) and 'expected to contain' in message:
+            miscounted = first_miscounted(self.data.shard_counts, self.data.files)
+            if miscounted:
+                return DataError(f'{miscounted}; write it again (python TFRecordsWriter.py), or '
+                                 f'set skip_bad_records=True to skip what cannot be read')
+        if BAD_RECORD in message:  # a record flagged as bad
+            detail = message[message.index(BAD_RECORD):].split('\n')[0].rstrip(']')
+            return DataError(f'{detail}; write it again (python TFRecordsWriter.py), or set '
+                             f'skip_bad_records=True to skip such records')
+        reason = runs.error_reason(error).rsplit(': ', 1)[-1]  # after tf.data's iterator path
+        if isinstance(error, tf.errors.InvalidArgumentError) and 'jpeg' in reason.lower():
+            folder = os.path.dirname(self.data.files['train'][0])
+            return DataError(f'an image of the records in {folder} is not a readable JPEG '
+                             f'({reason}); write them again with python TFRecordsWriter.py, '
+                             f'which decodes every image it writes, or set skip_bad_records=True '
+                             f'to skip such records')
         return None
+
+
+def records_in(path):
+    """The records of a TFRecord file, counted by their length headers
+    without reading their data; None if the file ends inside a record."""
+    size, count, position = os.path.getsize(path), 0, 0
+    with open(path, 'rb') as f:
+        while position < size:
+            f.seek(position)
+            header = f.read(8)
+            if len(header) < 8:
+                return None
+            # a record: length (8 bytes), its CRC (4), data, the data's CRC (4)
+            position += 16 + int.from_bytes(header, 'little')
+            if position > size:
+                return None
+            count += 1
+    return count
+
+
+def first_miscounted(counts, files):
+    """'<path> holds N records, dataset.json says M' for the first of
+    `files` ({split: [paths]}) whose records are not as many as `counts`
+    ({path: records}) says, or None."""
+    for path in dict.fromkeys(p for paths in files.values() for p in paths):
+        held = records_in(path)
+        if held != counts.get(path, held):
+            held = 'a record cut short' if held is None else f'{held} records'
+            return f'{path} holds {held}, dataset.json says {counts[path]}'
+    return None
 
 
 def first_unreadable(files):

@@ -14,6 +14,7 @@ import json
 import os
 import random
 import sys
+import warnings
 
 from trainer import command
 
@@ -25,10 +26,12 @@ from PIL import Image  # noqa: E402
 
 import constant  # noqa: E402
 import ImageResizer  # noqa: E402
-from trainer import loaders, malloc_tuning, safe_io, settings  # noqa: E402
+from trainer import loaders, malloc_tuning, runs, safe_io, settings  # noqa: E402
 from trainer.errors import ConfigError, DataError  # noqa: E402
-from TFRecordsReader import IMAGENET_SHARDS, METADATA, read_metadata  # noqa: E402
+from TFRecordsReader import IMAGENET_SHARDS, METADATA  # noqa: E402
+from trainer.record_metadata import read_metadata  # noqa: E402
 
+v1 = tf.compat.v1
 CIFAR_SHARDS = {'train': 8, 'valid': 2, 'test': 2}
 IMAGENET_SPLIT_DIRS = {'train': 'train', 'validation': 'val'}
 
@@ -78,7 +81,9 @@ def shard_name(split, index, count, suffix):
 
 class ShardedWriter:
     """Writes one split's records, in order, into `num_shards` files of
-    (nearly) equal size; shards already recorded as complete are skipped."""
+    (nearly) equal size; shards already recorded as complete are skipped.
+    Shards are cut by the items of the source; an item left out (a record
+    of None) leaves its shard one record short, as dataset.json records."""
 
     def __init__(self, out_dir, split, total, num_shards, suffix, metadata):
         self.out_dir, self.split, self.metadata = out_dir, split, metadata
@@ -86,7 +91,14 @@ class ShardedWriter:
         self.names = [shard_name(split, i, num_shards, suffix) for i in range(num_shards)]
         self.bounds = [total * i // num_shards for i in range(num_shards + 1)]
         metadata['splits'][split] = {'count': total, 'shards': self.names}
+        self._count_split()
         self.position, self.open_shard = 0, None
+
+    def _count_split(self):
+        """The split's count: its shards' records, once all are complete."""
+        counts = [self.metadata['shards'].get(name, {}).get('count') for name in self.names]
+        if None not in counts:
+            self.metadata['splits'][self.split]['count'] = sum(counts)
 
     def complete(self, shard):
         name = self.names[shard]
@@ -104,8 +116,9 @@ class ShardedWriter:
         self.position += count
 
     def add(self, records, images=None):
-        """Appends serialized records (and their uint8 images, for statistics),
-        one run of records of the same shard at a time."""
+        """Appends serialized records, None for an item left out (and their
+        uint8 images, for statistics), one run of records of the same shard
+        at a time."""
         i = 0
         while i < len(records):
             shard = self.shard_at(self.position)
@@ -113,9 +126,11 @@ class ShardedWriter:
             if not self.complete(shard):
                 if self.open_shard is None:
                     self._open(shard)
-                for record in records[i:j]:
+                written = [record for record in records[i:j] if record is not None]
+                for record in written:
                     self.open_shard['writer'].write(record)
-                self.open_shard['count'] += j - i
+                self.open_shard['count'] += len(written)
+                self.open_shard['left_out'] += j - i - len(written)
                 if images is not None:
                     self._add_statistics(images[i:j])
             self.position += j - i
@@ -136,22 +151,23 @@ class ShardedWriter:
     def _open(self, shard):
         pending = safe_io.PendingFile(os.path.join(self.out_dir, self.names[shard]))
         self.open_shard = {'file': pending, 'writer': tf.io.TFRecordWriter(pending.tmp),
-                           'count': 0, 'sum': 0, 'sum_sq': 0, 'pixels': 0}
+                           'count': 0, 'left_out': 0, 'sum': 0, 'sum_sq': 0, 'pixels': 0}
 
     def _close(self, shard):
         shard_state, self.open_shard = self.open_shard, None
         shard_state['writer'].close()
-        expected = self.bounds[shard + 1] - self.bounds[shard]
-        if shard_state['count'] != expected:  # started mid-shard: not complete
+        items, count = self.bounds[shard + 1] - self.bounds[shard], shard_state['count']
+        if count + shard_state['left_out'] != items:  # started mid-shard: not complete
             shard_state['file'].discard()
             return
         shard_state['file'].commit()
         self.metadata['shards'][self.names[shard]] = {
-            'count': expected, 'pixels': shard_state['pixels'],
+            'count': count, 'pixels': shard_state['pixels'],
             'sum': np.atleast_1d(shard_state['sum']).astype(float).tolist(),
             'sum_sq': np.atleast_1d(shard_state['sum_sq']).astype(float).tolist()}
+        self._count_split()
         save_metadata(self.out_dir, self.metadata)
-        print(f'  wrote {self.names[shard]} ({expected} records)', flush=True)
+        print(f'  wrote {self.names[shard]} ({count} records)', flush=True)
 
     def abandon(self):
         """Drops a shard left open by an error: its temporary file goes."""
@@ -171,6 +187,16 @@ def remove_stale_partials(out_dir):
         os.remove(path)
 
 
+def previous_metadata(out_dir):
+    """dataset.json of an earlier run, whose complete shards need no
+    rewriting; None if there is none, or none to trust."""
+    try:
+        return read_metadata(out_dir)
+    except DataError as error:
+        print(f'warning: {error} (this run writes every shard afresh)', file=sys.stderr, flush=True)
+        return None
+
+
 def write_splits(out_dir, stream, counts, shards, suffix, make_records, description):
     """Writes a (split, items, labels) stream into sharded TFRecords.
 
@@ -182,7 +208,7 @@ def write_splits(out_dir, stream, counts, shards, suffix, make_records, descript
                                    f"{', '.join(counts)}, got {shards!r}")
     os.makedirs(out_dir, exist_ok=True)
     remove_stale_partials(out_dir)
-    metadata = read_metadata(out_dir)
+    metadata = previous_metadata(out_dir)
     if metadata is None or metadata.get('description') != description:
         metadata = {'description': description, 'splits': {}, 'shards': {}}
     writers = {split: ShardedWriter(out_dir, split, counts[split], shards[split], suffix, metadata)
@@ -266,20 +292,91 @@ def imagenet_files(root, seed):
     return files, wnids
 
 
-def jpeg_record(path, label, wnid):
-    """RGB JPEG bytes of an image file (re-encoded only when it is not an RGB JPEG,
-    as TensorFlow's scripts do for the PNG and CMYK files of ImageNet)."""
+# An ImageNet file is at most a few MB and 20 megapixels: bounds that no real
+# image reaches, checked before a file is read or an image decoded.
+IMAGE_MAX_BYTES = 64 << 20
+IMAGE_MAX_PIXELS = 64 << 20  # 8192 x 8192: 192 MiB decoded
+# What Pillow raises for bytes that are no image it can read.
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
+                Image.DecompressionBombWarning)
+
+
+class BadImage(DataError):
+    """An image file that the records cannot hold."""
+
+
+class JpegDecoder:
+    """Decodes JPEG bytes as TFRecordsReader will (TensorFlow's decoder,
+    three channels), so that a record that is written is one that reads."""
+
+    def __init__(self):
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            self.data = v1.placeholder(tf.string, [], 'jpeg')
+            self.shape = tf.shape(tf.io.decode_jpeg(self.data, channels=3))
+        self.session = v1.Session(graph=self.graph)
+
+    def why_not(self, data):
+        """None if the bytes decode, else TensorFlow's reason."""
+        try:
+            self.session.run(self.shape, {self.data: data})
+            return None
+        except tf.errors.OpError as error:
+            return runs.error_reason(error)
+
+    def close(self):
+        self.session.close()
+
+
+def image_bytes(path):
+    """The bytes of an image file, its size checked before it is read."""
+    size = os.path.getsize(path)
+    if size > IMAGE_MAX_BYTES:
+        raise BadImage(f'{path} holds {size} bytes, more than an image of the dataset '
+                       f'({IMAGE_MAX_BYTES} at most)')
     with open(path, 'rb') as f:
-        data = f.read()
+        return f.read()
+
+
+def opened(path, data):
+    """The Pillow image of `data`, only its header read, its size checked
+    (a header may claim 65000 x 65000 pixels in a few bytes)."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if image.format != 'JPEG' or image.mode != 'RGB':
-                out = io.BytesIO()
-                image.convert('RGB').save(out, format='JPEG', quality=95)
-                data = out.getvalue()
-    except OSError as error:
-        raise DataError(f'{path} is not a readable image ({error})') from None
+        with warnings.catch_warnings():
+            warnings.simplefilter('error', Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except IMAGE_ERRORS as error:
+        raise BadImage(f'{path} is not a readable image ({error})') from None
+    width, height = image.size
+    if width * height > IMAGE_MAX_PIXELS:
+        image.close()
+        raise BadImage(f'{path} declares {width} x {height} pixels, more than an image of the '
+                       f'dataset ({IMAGE_MAX_PIXELS} at most)')
+    return image
+
+
+def rgb_jpeg(path, data):
+    """(RGB JPEG bytes, width, height) of an image file's bytes: re-encoded
+    only when they are not an RGB JPEG, as TensorFlow's scripts do for the
+    PNG and CMYK files of ImageNet."""
+    with opened(path, data) as image:
+        width, height = image.size
+        if image.format == 'JPEG' and image.mode == 'RGB':
+            return data, width, height
+        try:
+            out = io.BytesIO()
+            image.convert('RGB').save(out, format='JPEG', quality=95)
+        except IMAGE_ERRORS as error:
+            raise BadImage(f'{path} is not a readable image ({error})') from None
+        return out.getvalue(), width, height
+
+
+def jpeg_record(path, label, wnid, decoder):
+    """The record of an image file, once its JPEG decodes."""
+    data, width, height = rgb_jpeg(path, image_bytes(path))
+    reason = decoder.why_not(data)
+    if reason:
+        raise BadImage(f'{path} is not a readable JPEG ({reason})')
     return imagenet_example(data, label, wnid, height, width, os.path.basename(path))
 
 
@@ -294,14 +391,33 @@ def write_imagenet(cfg):
     chunk = 256
     stream = ((split, entries[i:i + chunk], [e[1] for e in entries[i:i + chunk]])
               for split, entries in files.items() for i in range(0, len(entries), chunk))
+    decoder, left_out = JpegDecoder(), []
+
+    def record_or_none(entry):
+        """The entry's record; None for a bad image if skip_bad_records."""
+        try:
+            return jpeg_record(*entry, decoder)
+        except BadImage as bad:
+            if not cfg['skip_bad_records']:
+                raise BadImage(f'{bad}; remove it, or set skip_bad_records=True to leave such '
+                               f'images out') from None
+            print(f'warning: {bad}: left out', file=sys.stderr, flush=True)
+            left_out.append(entry[0])
+            return None
 
     def make_records(split, entries, labels):
-        return [jpeg_record(*entry) for entry in entries], None
+        return [record_or_none(entry) for entry in entries], None
 
     counts = {split: len(entries) for split, entries in files.items()}
     print(f"Writing {sum(counts.values())} ImageNet images of {len(wnids)} classes into {out_dir}",
           flush=True)
-    return write_splits(out_dir, stream, counts, shards, '', make_records, description)
+    try:
+        metadata = write_splits(out_dir, stream, counts, shards, '', make_records, description)
+    finally:
+        decoder.close()
+    if left_out:
+        print(f'Left out {len(left_out)} image(s) that cannot be read (skip_bad_records=True)')
+    return metadata
 
 
 def main(argv):

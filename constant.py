@@ -97,6 +97,7 @@ config = {
     # --- device ------------------------------------------------------------
     'device': '/device:GPU:0',  # where the model is built; falls back to the CPU when absent
     'num_gpus': 1,  # data-parallel replicas on this many GPUs; batch_size is the global batch, split among them
+    'peer_wait_seconds': 600.0,  # a worker of a TF_CONFIG job waits this long for the others to start
     'gpu_memory_growth': True,  # take GPU memory as needed instead of all of it at start
     'gpu_memory_fraction': None,  # or cap the GPU memory taken, 0 < f <= 1 (None: no cap)
     'log_device_placement': False,  # print the device of every op (TensorFlow's log)

@@ -11,6 +11,7 @@ the same command again continues a stopped sweep.
 """
 import csv
 import datetime
+import hashlib
 import io
 import itertools
 import json
@@ -30,7 +31,7 @@ import constant  # noqa: E402
 import main  # noqa: E402
 import util  # noqa: E402
 from trainer import safe_io, settings  # noqa: E402
-from trainer.errors import ConfigError, DataError  # noqa: E402
+from trainer.errors import ConfigError, DataError, UserError  # noqa: E402
 from trainer.runs import saved_record  # noqa: E402
 
 # Keys that change how a run goes or where its files are, not its results: a
@@ -67,13 +68,18 @@ def _name_part(value):
 def experiment_name(raw):
     """The run's base name (resnet50_se_selu), plus key-value for every key
     that shapes results and differs from constant.py, so that two
-    configurations never share outputs: resnet50_se_relu_se_squeeze-max."""
+    configurations never share outputs: resnet50_se_relu_se_squeeze-max.
+    A name too long for a file name keeps its start and ends in a digest
+    of the whole, so that it stays distinct and the same on every rerun."""
     name = constant.run_name({**raw, 'run_name': None})
     for key, value in raw.items():
         irrelevant = key in NOT_IN_NAME or key in settings.MENU_KEYS or (
             settings.SE in settings.KEYS[key].tags and not raw['use_se'])
         if not irrelevant and value != constant.config[key]:
             name += f'_{key}-{_name_part(value)}'
+    if len(name) > settings.RUN_NAME_MAX:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:12]
+        name = f'{name[:settings.RUN_NAME_MAX - len(digest) - 1]}-{digest}'
     return name
 
 
@@ -103,11 +109,10 @@ def plan(argv):
     runs = []
     for point in points:
         raw = {**constant.config, **point, **overrides}
-        try:
-            cfg = settings.load_config([], base=raw)
+        try:  # the very config the run gets, its name included
+            cfg = settings.load_config([], base={**raw, 'run_name': experiment_name(raw)})
         except ConfigError as error:
             raise ConfigError(f'grid {grid!r}, configuration {point}: {error}') from None
-        cfg['run_name'] = experiment_name(raw)
         if all(cfg['run_name'] != other['run_name'] for other in runs):  # overrides can merge points
             runs.append(cfg)
     return grid, runs
@@ -159,7 +164,10 @@ def run_all(runs):
               flush=True)
         if state == 'done':
             continue
-        status = main.train({**cfg, 'resume': state == 'resume'})
+        try:
+            status = main.train({**cfg, 'resume': state == 'resume'})
+        except UserError as error:  # said as the run's, in one line
+            raise type(error)(f"run {number} / {len(runs)}, {cfg['run_name']}: {error}") from None
         if status >= 128:
             print('The sweep stopped; run the same command again to continue it.',
                   file=sys.stderr, flush=True)
@@ -321,11 +329,13 @@ def run_experiments(argv):
     """The whole sweep; returns the process exit status."""
     grid, runs = plan(argv)
     print(f"Grid {grid!r}: {len(runs)} runs on {runs[0]['dataset_name']}", flush=True)
-    status = run_all(runs)
-    out_dir, markdown = write_results(grid, runs)
-    print(markdown)
-    print(f'Results in: {os.path.relpath(out_dir)} (results.md, results.csv, validation.pdf)')
-    return status
+    try:
+        return run_all(runs)
+    finally:  # a run that failed costs its own row, not the table of the others
+        out_dir, markdown = write_results(grid, runs)
+        print(markdown)
+        print(f'Results in: {os.path.relpath(out_dir)} (results.md, results.csv, validation.pdf)',
+              flush=True)
 
 
 def cli(argv):

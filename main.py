@@ -29,23 +29,31 @@ def train(cfg):
     malloc_tuning.set_mmap_threshold(cfg['malloc_mmap_threshold'])
     run = runs.locate(cfg)
     data = inputs.open_dataset(cfg, run.dirs['DATA_DIR'])
-    job = cluster.join(cfg, getattr(data, 'files', {}).get('train'), training_graph.session_config(cfg))
-    if job.role:
-        run.cfg = {**cfg, 'resume': True}  # a job goes on from the chief's newest checkpoint
-    if not cluster.is_chief(job.role):
-        return train_in_session(run, data, job)
-    safe_io.check_writable(run.dirs['SAVE_DIR'])  # now, not after the first epoch
-    with runs.Lock(run):  # only the chief writes the run's files
-        return train_in_session(run, data, job)
+    with interruption.stop_requests() as stop:
+        try:
+            job = cluster.join(cfg, getattr(data, 'files', {}).get('train'),
+                               training_graph.session_config(cfg), stop)
+        except interruption.Interrupted as stopped:
+            print(f'Interrupted ({stopped}) while waiting for the workers of the job; nothing was '
+                  f'trained', file=sys.stderr, flush=True)
+            return 128 + stopped.signum
+        run.stop, chief = stop, cluster.is_chief(job.role)
+        if job.role:
+            run.cfg = cfg = {**cfg, 'resume': True}  # a job goes on from the chief's newest checkpoint
+        if not chief:
+            return train_in_session(run, data, job)
+        safe_io.check_writable(run.dirs['SAVE_DIR'])  # now, not after the first epoch
+        with runs.Lock(run):  # only the chief writes the run's files
+            return train_in_session(run, data, job)
 
 
 def train_in_session(run, data, job):
-    """Builds the graph and trains in its session, as the chief or a worker."""
+    """Builds the graph and trains in its session, started or resumed, as
+    the chief or a worker; returns the exit status."""
     chief, cfg = cluster.is_chief(job.role), run.cfg
     run.built = training_graph.build_graph(cfg, data, job.strategy, job.role)
-    with run.built.graph.as_default(), v1.Session(job.target, config=job.session_proto) as session, \
-            interruption.stop_requests() as stop:
-        run.session, run.stop = session, stop
+    with run.built.graph.as_default(), v1.Session(job.target, config=job.session_proto) as session:
+        run.session = session
         runs.start_or_resume(run, chief)
         if job.role:
             if run.done >= cfg['max_epochs']:  # a worker started after the job ended: no peers left

@@ -10,8 +10,14 @@ stored (1024 red, 1024 green, 1024 blue, each row-major 32x32).
 
 API
     mnist_arrays(n_train=120, n_test=40, seed=0) -> dict
-    idx_bytes(array, magic=None) -> bytes          uncompressed idx file
+    idx_bytes(array, magic=None, shape=None) -> bytes   uncompressed idx file
     write_gz(path, raw) -> path
+    zeros_gz(size) -> bytes                        gzip data (concatenated members) that
+        inflates to `size` zero bytes: ~1 KB per MiB, for decompression bombs
+    write_gz_bomb(path, header, size) -> path      `header` then `size` zeros, gzipped
+    npy_bytes(array, version=(1, 0), shape=None) -> bytes
+        an .npy file; `shape` declares another shape than the data has
+    write_npz(path, members) -> path               a zip of {name: .npy bytes}, as np.savez
     write_mnist_gz(directory, n_train=120, n_test=40, seed=0) -> dict
         the four train-/t10k-*-idx?-ubyte.gz files
     write_mnist_npz(directory, n_train=120, n_test=40, seed=0) -> dict
@@ -30,6 +36,11 @@ API
         cifar-10-batches-py/; `omit` batch names to leave out, `replace`
         {batch name: bytes} to substitute, `extra` [(TarInfo or name, bytes)]
         appended as-is (for hostile archives)
+    write_cifar_tar_gz_bomb(directory, member, size, n_per_batch=2) -> path
+        a .tar.gz whose first member, cifar-10-batches-py/<member>, holds `size`
+        zero bytes (a multiple of 512), the other real members after it
+    allocating_batch_bytes(data, labels=(0, 1)) -> bytes   a pickled batch whose data
+        (and labels, if a call) come from calls: (callable, args) pickled as they stand
     CIFAR_BATCHES: ('data_batch_1', ..., 'data_batch_5', 'test_batch')
 
     md5_file(path) -> hex digest
@@ -55,6 +66,7 @@ import sys
 import tarfile
 import threading
 import time
+import zipfile
 
 import numpy as np
 
@@ -85,18 +97,54 @@ def mnist_arrays(n_train=120, n_test=40, seed=0):
     }
 
 
-def idx_bytes(array, magic=None):
-    """An idx file of unsigned bytes: magic 0x0000 08 <ndim>, big-endian uint32 dims, data."""
+def idx_bytes(array, magic=None, shape=None):
+    """An idx file of unsigned bytes: magic 0x0000 08 <ndim>, big-endian uint32 dims, data;
+    `shape` declares other dimensions than the data has."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
+    shape = array.shape if shape is None else shape
     if magic is None:
-        magic = 0x00000800 | array.ndim
-    header = struct.pack('>I', magic) + b''.join(struct.pack('>I', d) for d in array.shape)
+        magic = 0x00000800 | len(shape)
+    header = struct.pack('>I', magic) + b''.join(struct.pack('>I', d) for d in shape)
     return header + array.tobytes()
 
 
 def write_gz(path, raw):
     with gzip.open(path, 'wb') as f:
         f.write(raw)
+    return path
+
+
+def zeros_gz(size):
+    # Identical gzip members, one per MiB: built in no time, inflated as one stream.
+    mib = gzip.compress(bytes(1 << 20), compresslevel=9)
+    whole, rest = divmod(size, 1 << 20)
+    return mib * whole + (gzip.compress(bytes(rest), compresslevel=9) if rest else b'')
+
+
+def write_gz_bomb(path, header, size):
+    with open(path, 'wb') as f:
+        f.write(gzip.compress(header) + zeros_gz(size))
+    return path
+
+
+def npy_bytes(array, version=(1, 0), shape=None):
+    array = np.asarray(array)  # tobytes() below writes C order
+    out = io.BytesIO()
+    header = {'descr': np.lib.format.dtype_to_descr(array.dtype), 'fortran_order': False,
+              'shape': tuple(array.shape if shape is None else shape)}
+    write = np.lib.format.write_array_header_2_0 if version == (2, 0) else \
+        np.lib.format.write_array_header_1_0
+    write(out, header)
+    raw = out.getvalue()
+    if version not in ((1, 0), (2, 0)):  # a version numpy does not write: its magic, a 1.0 header
+        raw = np.lib.format.magic(*version) + raw[8:]
+    return raw + array.tobytes()
+
+
+def write_npz(path, members):
+    with zipfile.ZipFile(path, 'w', zipfile.ZIP_DEFLATED) as z:
+        for name, raw in members.items():
+            z.writestr(name, raw)
     return path
 
 
@@ -220,6 +268,39 @@ def write_cifar_tar_gz(directory, n_per_batch=20, seed=0, omit=(), replace=None,
         for info, raw in extra:
             _add(tar, info, raw)
     return a
+
+
+def write_cifar_tar_gz_bomb(directory, member, size, n_per_batch=2):
+    assert size % tarfile.BLOCKSIZE == 0
+    bomb = tarfile.TarInfo(f'{CIFAR_FOLDER}/{member}')
+    bomb.size = size
+    rest = io.BytesIO()
+    with tarfile.open(fileobj=rest, mode='w') as tar:
+        for name, raw in _cifar_members(cifar_arrays(n_per_batch), n_per_batch, 'py2').items():
+            if name != member:
+                _add(tar, f'{CIFAR_FOLDER}/{name}', raw)
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, CIFAR_ARCHIVE)
+    with open(path, 'wb') as f:  # header, zeros, the rest: one tar stream in gzip members
+        f.write(gzip.compress(bomb.tobuf(tarfile.GNU_FORMAT)) + zeros_gz(size)
+                + gzip.compress(rest.getvalue()))
+    return path
+
+
+class _Call:
+    def __init__(self, call):
+        self.call = call
+
+    def __reduce__(self):
+        return self.call
+
+
+def allocating_batch_bytes(data, labels=(0, 1)):
+    """A pickled batch whose data (and labels, if given so) are built by
+    calls: (callable, args) pairs, pickled as they stand."""
+    labels = _Call(labels) if callable(labels[0]) else [int(v) for v in labels]
+    return pickle.dumps({b'batch_label': b'x', b'labels': labels, b'data': _Call(data),
+                         b'filenames': []}, protocol=2)
 
 
 def _add(tar, info, raw):

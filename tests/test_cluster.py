@@ -3,6 +3,7 @@ chief-only writes, and a worker killed mid-epoch and started again."""
 import json
 import os
 import signal
+import socket
 import time
 
 import numpy as np
@@ -20,13 +21,79 @@ def test_role_comes_from_tf_config():
     assert role == cluster.Role(two, 1) and not cluster.is_chief(role)
     assert cluster.is_chief(cluster.role_from_environment({'TF_CONFIG': cluster.tf_config(two, 0)}))
     assert cluster.role_from_environment({'TF_CONFIG': cluster.tf_config(two[:1], 0)}) is None
-    for text, message in [('{"cluster": {}}', 'not valid'),
-                          ('not json', 'not valid'),
-                          (cluster.tf_config(two, 2), 'task index 2 is not in the 2 workers'),
-                          (json.dumps({'cluster': {'worker': ['a:1'], 'ps': ['b:1']},
-                                       'task': {'type': 'ps', 'index': 0}}), 'workers only')]:
-        with pytest.raises(cluster.ClusterError, match=message):
-            cluster.role_from_environment({'TF_CONFIG': text})
+
+
+def job_config(workers, index=0, kind='worker'):
+    return json.dumps({'cluster': {'worker': workers}, 'task': {'type': kind, 'index': index}})
+
+
+TWO = ['127.0.0.1:1', '127.0.0.1:2']
+BAD_TF_CONFIGS = {  # TF_CONFIG: what its one line says
+    '{"cluster": {}}': 'TF_CONFIG must give "cluster" and "task" as JSON objects',
+    '{"cluster": {}, "task": {"type": "worker", "index": 0}}': '"worker" must be a list of '
+                                                               '"host:port" addresses, got null',
+    'not json': 'TF_CONFIG is not JSON',
+    '{"a": 1}': 'TF_CONFIG must give "cluster" and "task" as JSON objects',
+    '[1, 2]': 'TF_CONFIG must give "cluster" and "task" as JSON objects',
+    # a string was read as one worker per character: 15 workers
+    job_config('127.0.0.1:23456'): '"worker" must be a list of "host:port" addresses, got "127.0.0.1:23456"',
+    job_config([]): '"worker" must be a list',
+    job_config(['127.0.0.1:abc', TWO[1]]): 'worker address "127.0.0.1:abc" is not "host:port" with a '
+                                           'port from 1 to 65535',
+    job_config(['127.0.0.1:99999', TWO[1]]): 'worker address "127.0.0.1:99999"',  # hung
+    job_config(['127.0.0.1:0', TWO[1]]): 'worker address "127.0.0.1:0"',
+    job_config(['2222', TWO[1]]): 'worker address "2222"',
+    job_config([2222, TWO[1]]): 'worker address 2222',
+    job_config([TWO[0], TWO[0]]): 'repeat an address',
+    job_config(TWO, 2): 'task index 2 is not one of the 2 workers (0 to 1)',
+    job_config(TWO, '1'): "task index '1' is not one of the 2 workers",
+    job_config(TWO, True): 'task index True',
+    job_config(TWO, None): 'task index None',
+    json.dumps({'cluster': {'worker': ['a:1'], 'ps': ['b:1']},
+                'task': {'type': 'ps', 'index': 0}}): 'workers only',
+}
+
+
+@pytest.mark.parametrize('text', BAD_TF_CONFIGS)
+def test_a_tf_config_that_cannot_work_is_one_line(text):
+    with pytest.raises(cluster.ClusterError) as caught:
+        cluster.role_from_environment({'TF_CONFIG': text})
+    assert BAD_TF_CONFIGS[text] in str(caught.value) and '\n' not in str(caught.value)
+
+
+def test_waiting_for_peers_ends_when_they_listen_or_names_those_missing(capsys):
+    from trainer import interruption
+    with socket.socket() as up:
+        up.bind(('127.0.0.1', 0))
+        up.listen()
+        listening = f'127.0.0.1:{up.getsockname()[1]}'
+        closed = cluster.loopback_addresses(1)[0]
+        stop = interruption.StopRequests()
+        cluster.wait_for_peers(cluster.Role([closed, listening], 0), 0, stop)  # worker 1 is up
+        started = time.monotonic()
+        with pytest.raises(cluster.ClusterError) as caught:
+            cluster.wait_for_peers(cluster.Role([listening, closed, listening], 0), 1.0, stop)
+        waited = time.monotonic() - started
+    assert str(caught.value).startswith(f'worker 1 ({closed}) of the job did not start within 1 s;')
+    assert 'raise peer_wait_seconds' in str(caught.value) and 1.0 <= waited < 3
+    assert capsys.readouterr().out == f'Waiting up to 1 s for worker 1 ({closed}) of the job\n'
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_a_chief_waiting_for_a_worker_that_never_starts_stops_at_a_signal(tmp_path, signum):
+    """TensorFlow's own wait for the worker, inside the first step, heard
+    neither signal: only SIGKILL ended the chief."""
+    lone = Job(tmp_path, ['max_epochs=1'])
+    try:
+        lone.start(0)
+        lone.wait_for(0, 'Waiting up to 600 s for worker 1', 120)
+        lone.processes[0].send_signal(signum)
+        assert lone.wait(15) == {0: 128 + signum}
+    finally:
+        lone.kill_all()
+    lines = [line for line in lone.log(0).read_text().splitlines() if line.strip()]
+    assert lines[-1] == (f'Interrupted (stopped by {signal.Signals(signum).name}) while waiting for '
+                         f'the workers of the job; nothing was trained')
 
 
 def test_every_worker_gets_its_part_of_every_global_batch():

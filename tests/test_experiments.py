@@ -76,6 +76,37 @@ def test_a_configuration_of_the_grid_that_cannot_work_is_refused_before_any_run(
         experiments.plan(['experiment_grid=nope'])
 
 
+def test_run_names_too_long_for_a_file_keep_their_start_and_a_digest_of_the_whole():
+    """lr_boundaries=[1, ..., 79] made a 260-character name: 'File name too
+    long' in the first run; the plan now checks each run's config with its name."""
+    boundaries = list(range(1, 80))
+    _, planned = experiments.plan(['experiment_grid=se_ablation', 'lr_schedule=piecewise',
+                                   f'lr_boundaries={boundaries}'])
+    names = [cfg['run_name'] for cfg in planned]
+    assert all(len(name) == settings.RUN_NAME_MAX for name in names)
+    assert len(set(names)) == 5 and names[0].startswith('custom_model_relu_lr_schedule-piecewise_')
+    _, again = experiments.plan(['experiment_grid=se_ablation', 'lr_schedule=piecewise',
+                                 f'lr_boundaries={boundaries[:-1] + [80]}'])
+    assert [cfg['run_name'] for cfg in again] != names  # the digest is of the whole name
+    short = experiments.plan(['experiment_grid=se_ablation', 'lr_schedule=piecewise'])[1]
+    assert short[0]['run_name'] == 'custom_model_relu_lr_schedule-piecewise'
+
+
+def test_a_run_that_fails_keeps_the_table_of_the_runs_before_it(tmp_path, monkeypatch, capsys):
+    """The second run's batch is larger than the data (found when the run
+    opens it): one line naming the run, exit 2, and results.md with the
+    first run's row."""
+    monkeypatch.setitem(constant.config, 'experiment_grids', {'two': {'batch_size': [50, 5000]}})
+    status = experiments.cli([f'datasets_root={tmp_path}', 'experiment_grid=two', 'max_epochs=1',
+                              'log_every=100000'])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count('\n') == 1
+    assert err.startswith('error: run 2 / 2, custom_model_relu_batch_size-5000: batch_size=5000 is '
+                          'larger than the training split (1437 images)')
+    results = (tmp_path / 'digits' / 'save_dir' / 'experiments' / 'two' / 'results.md').read_text()
+    assert results.count('| custom_model_relu |') == 1
+
+
 def test_experiment_seeds_run_every_configuration_once_per_seed():
     _, runs = experiments.plan(['experiment_grid=se_ablation', 'experiment_seeds=[42, 7]'])
     assert len(runs) == 10

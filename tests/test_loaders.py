@@ -1,10 +1,12 @@
 """loaders.py: digits, MNIST and CIFAR-10 (32 px) from their official formats."""
 import os
 import pickle
+import resource
 import subprocess
 import sys
 import tarfile
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +17,33 @@ from trainer.errors import DataError
 from tests import fixtures
 
 MAIN = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+MEMORY_BOUND_MB = 600  # a loader refusing a hostile file stays far below this
+
+
+def load_in_child(loader, data_dir, limit_mb=MEMORY_BOUND_MB):
+    """Runs loaders.<loader>(data_dir) in a child process whose address
+    space is limited to `limit_mb`; returns (what it printed: 'DataError
+    <message>' or 'loaded', its peak RSS in MB, seconds)."""
+    script = textwrap.dedent(f"""
+        import resource
+        from trainer import loaders
+        try:
+            loaders.{loader}({str(data_dir)!r}, 0, False)
+            print('loaded')
+        except loaders.DataError as error:
+            print('DataError', error)
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+    """)
+    limit = limit_mb << 20
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, '-c', script], cwd=MAIN, capture_output=True, text=True,
+                            timeout=120, preexec_fn=lambda: resource.setrlimit(
+                                resource.RLIMIT_AS, (limit, limit)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed, peak = result.stdout.rstrip().rsplit('\n', 1)
+    return printed, int(peak), time.monotonic() - started
 
 
 def image_label_multiset(images, labels):
@@ -177,6 +206,14 @@ def corrupt_mnist(directory, case):
         fixtures.write_gz(os.path.join(directory, names['train_labels']),
                           fixtures.idx_bytes(a['y_train'][:-1]))
         return names['train_labels']
+    if case == 'dims_overflow':  # 2^31 x 2^31 x 4 wraps to 0 in an int64 product
+        fixtures.write_gz(os.path.join(directory, names['train_images']),
+                          fixtures.idx_bytes(np.zeros(0, np.uint8), shape=(2**31, 2**31, 4)))
+        return names['train_images']
+    if case == 'count_implausible':
+        fixtures.write_gz(os.path.join(directory, names['test_labels']),
+                          fixtures.idx_bytes(a['y_test'], shape=(10**9,)))
+        return names['test_labels']
     if case == 'label_out_of_range':
         y = a['y_test'].copy()
         y[5] = 10
@@ -186,7 +223,8 @@ def corrupt_mnist(directory, case):
 
 
 MNIST_BAD = ['truncated_gz', 'not_gzip', 'wrong_magic', 'wrong_ndim', 'size_short', 'size_long',
-             'header_truncated', 'count_mismatch', 'label_out_of_range']
+             'header_truncated', 'count_mismatch', 'label_out_of_range', 'dims_overflow',
+             'count_implausible']
 
 
 @pytest.mark.parametrize('case', MNIST_BAD)
@@ -201,6 +239,32 @@ def test_mnist_bad_input_message_names_the_file(tmp_path, case):
     bad = corrupt_mnist(str(tmp_path), case)
     with pytest.raises(DataError, match=bad.replace('.', r'\.')):
         loaders.load_mnist(str(tmp_path), 0, False)
+
+
+def test_mnist_gzip_bomb_costs_no_more_than_its_header_declares(tmp_path):
+    """3 MB of gzip with a true header (60000 x 28 x 28) and 3 GiB of zeros:
+    reading stops one byte after the 47 MB the header declares."""
+    fixtures.write_mnist_gz(tmp_path)
+    header = fixtures.idx_bytes(np.zeros(0, np.uint8), shape=(60000, 28, 28))
+    fixtures.write_gz_bomb(tmp_path / fixtures.MNIST_GZ_NAMES['train_images'], header, 3 << 30)
+    printed, peak_mb, seconds = load_in_child('load_mnist', tmp_path)
+    assert printed.startswith('DataError') and fixtures.MNIST_GZ_NAMES['train_images'] in printed
+    assert 'declares 47040000 bytes of data, the file holds more' in printed
+    assert peak_mb < MEMORY_BOUND_MB and seconds < 30
+
+
+@pytest.mark.parametrize('member', ['x_train', 'y_test'])
+def test_mnist_npz_declaring_a_billion_images_is_refused_before_allocating(tmp_path, member):
+    a = fixtures.mnist_arrays()
+    arrays = {'x_train': a['x_train'][..., 0], 'y_train': a['y_train'].astype(np.uint8),
+              'x_test': a['x_test'][..., 0], 'y_test': a['y_test'].astype(np.uint8)}
+    fixtures.write_npz(tmp_path / 'mnist.npz', {
+        f'{name}.npy': fixtures.npy_bytes(array, shape=(10**9, *array.shape[1:]) if name == member else None)
+        for name, array in arrays.items()})
+    printed, peak_mb, _ = load_in_child('load_mnist', tmp_path)
+    assert printed.startswith(f'DataError {tmp_path / "mnist.npz"}:{member}.npy: its header declares '
+                              f'shape [1000000000')
+    assert peak_mb < MEMORY_BOUND_MB
 
 
 @pytest.mark.parametrize('case', [
@@ -376,6 +440,42 @@ def test_cifar_pickle_forging_object_pointers_is_refused(tmp_path):
                             text=True, timeout=60)
     assert result.returncode == 0, (result.returncode, result.stderr[-500:])
     assert 'DataError' in result.stdout and 'data_batch_1' in result.stdout
+
+
+RECONSTRUCT = np._core.multiarray._reconstruct
+ALLOCATING = {  # (data, labels) of a batch, as (callable, args[, state]) calls
+    'ndarray_huge': ((np.ndarray, ((10**6, 3072), np.dtype('u1'))),
+                     (np.ndarray, ((10**6,), np.dtype('i8')))),  # 2.9 GB without data
+    'ndarray_batch_sized': ((np.ndarray, ((100, 3072), np.dtype('u1'))), range(100)),  # garbage
+    'reconstruct_with_shape': ((RECONSTRUCT, (np.ndarray, (100, 3072), b'B')), range(100)),
+    'state_larger_than_a_batch': ((RECONSTRUCT, (np.ndarray, (0,), b'b'), (
+        1, (10001, 3072), np.dtype('u1'), False, bytes(10))), range(2)),
+}
+
+
+@pytest.mark.parametrize('case', ALLOCATING)
+def test_cifar_pickle_allocating_arrays_without_their_data_is_refused(tmp_path, case):
+    """A pickle may rebuild arrays only from data of their declared size, at
+    most a batch's: numpy's ndarray(shape) would allocate gigabytes from a
+    286-byte file, or hand uninitialised memory to training."""
+    data, labels = ALLOCATING[case]
+    write_tampered_batch(tmp_path, 'data_batch_3', fixtures.allocating_batch_bytes(data, labels))
+    printed, peak_mb, _ = load_in_child('load_cifar_32', tmp_path)
+    assert printed.startswith('DataError') and 'data_batch_3' in printed and 'refusing' in printed
+    assert peak_mb < MEMORY_BOUND_MB
+
+
+@pytest.mark.parametrize('where', ['tar', 'folder'])
+def test_cifar_file_of_3_gib_is_refused_before_it_is_read(tmp_path, where):
+    if where == 'tar':  # 3 MB of gzip
+        fixtures.write_cifar_tar_gz_bomb(tmp_path, 'data_batch_1', 3 << 30)
+    else:  # a sparse file
+        fixtures.write_cifar_batches(tmp_path)
+        with open(tmp_path / fixtures.CIFAR_FOLDER / 'data_batch_1', 'r+b') as f:
+            f.truncate(3 << 30)
+    printed, peak_mb, seconds = load_in_child('load_cifar_32', tmp_path)
+    assert printed.startswith('DataError') and 'data_batch_1 holds 3221225472 bytes' in printed
+    assert peak_mb < MEMORY_BOUND_MB and seconds < 30
 
 
 @pytest.mark.parametrize('case', ['truncated', 'not_a_dict', 'no_labels', 'wrong_width',

@@ -251,6 +251,14 @@ def test_cosine_schedule_decays_to_zero_at_max_epochs(session):
     assert got[-1] == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.parametrize('schedule', ['exponential', 'piecewise', 'cosine'])
+def test_every_schedule_takes_a_whole_number_learning_rate(session, schedule):
+    """learning_rate=1 from the command line failed in the exponential
+    decay's Pow op (int32 against float64); the config makes it 1.0."""
+    cfg = config(lr_schedule=schedule, learning_rate=1, decay_steps=10, decay_base=1, lr_factor=1)
+    assert run_schedule(session, cfg, [0], steps_per_epoch=100).tolist() == [1.0]
+
+
 @pytest.mark.parametrize('schedule', ['piecewise', 'cosine'])
 def test_epoch_schedules_need_steps_per_epoch(graph, schedule):
     cfg = config(lr_schedule=schedule)

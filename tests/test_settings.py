@@ -112,12 +112,22 @@ def test_overrides_leave_constant_config_alone():
     (['activation_fn=tanh'], 'choose one of: selu, relu'),
     (['dataset_name=svhn'], 'choose one of: digits, mnist, cifar_32'),
     (['models=[1]'], 'models lists the choices and cannot be overridden'),
-    (['batch_size=0'], 'batch_size must be at least 1, got 0'),
+    (['batch_size=0'], 'batch_size must be at least 1 and at most 2147483647, got 0'),
     (['batch_size=2.5'], 'batch_size must be a whole number, got 2.5'),
     (['batch_size=True'], 'batch_size must be a whole number, got True'),
     (['max_epochs=ten'], "max_epochs must be a whole number, got 'ten'"),
     (['learning_rate=0'], 'learning_rate must be greater than 0'),
-    (['learning_rate=fast'], "learning_rate must be a number, got 'fast'"),
+    (['learning_rate=fast'], "learning_rate must be a finite number, got 'fast'"),
+    (['learning_rate=1e999'], 'learning_rate must be a finite number, got inf'),
+    (['seed=4294967296'], 'seed must be at least 0 and at most 4294967295, got 4294967296'),
+    (['malloc_mmap_threshold=33554433'], 'malloc_mmap_threshold must be at least 4096 and at most 33554432'),
+    (['device=garbage'], "device='garbage' names no device; write /device:GPU:<n> or /device:CPU:0"),
+    (['device=/device:GPU:0/extra'], 'names no device'),
+    ([f"run_name={'a' * 201}"], 'run_name has 201 characters; at most 200 fit into the names of its files'),
+    ([f"seed={'-' * 3000}1"], "seed must be a whole number, got '----------------"),
+    (['lr_boundaries=[1, 2147483648]'], 'lr_boundaries must be a list of distinct increasing whole '
+                                        'numbers from 1 to 2147483647'),
+    (['pool_size=[2, 100000000000000000000]'], 'pool_size must be two whole numbers from 1 to 2147483647'),
     (['decay_base=1.5'], 'decay_base must be at least 0.0 and at most 1.0, got 1.5'),
     (['use_se=yes'], "use_se must be True or False, got 'yes'"),
     (['pool_size=2'], 'pool_size must be two whole numbers'),
@@ -125,13 +135,79 @@ def test_overrides_leave_constant_config_alone():
     (['output_shape=1000'], 'output_shape=1000 but digits has 10 classes; set output_shape=10'),
     (['use_se=True', 'se_r=65'], 'se_r=65 leaves an SE block of custom_model with fewer than one hidden unit'),
     (['use_se=True', 'model=resnet50', 'se_r=512'], 'choose se_r <= 256'),
-    (['experiment_seeds=[1, 1]'], 'experiment_seeds must be a list of distinct whole numbers >= 0'),
+    (['experiment_seeds=[1, 1]'], 'experiment_seeds must be a list of distinct whole numbers from 0 to 4294967295'),
 ])
 def test_bad_keys_and_values_name_the_valid_choices(args, message):
     with pytest.raises(ConfigError) as error:
         load_config(args)
     assert message in str(error.value)
     assert '\n' not in str(error.value)
+
+
+def test_a_value_of_any_length_is_quoted_short_in_its_line():
+    with pytest.raises(ConfigError) as error:
+        load_config([f"seed={'-' * 3000}1"])
+    assert len(str(error.value)) < 120
+
+
+# Keys whose values are floats (gpu_memory_fraction defaults to None).
+FLOAT_KEYS = sorted({k for k, v in constant.config.items() if isinstance(v, float)}
+                    | {'gpu_memory_fraction'})
+# Keys whose values are whole numbers, and those holding lists or dicts of them.
+INTEGER_KEYS = sorted({k for k, v in constant.config.items() if type(v) is int}
+                      | {'train_eval_images', 'malloc_mmap_threshold'})
+WHOLE_NUMBER_LISTS = {'lr_boundaries': '[1, {}]', 'pool_size': '[2, {}]',
+                      'experiment_seeds': '[1, {}]', 'tfrecord_shards': "{{'train': {}}}"}
+
+
+@pytest.mark.parametrize('key', FLOAT_KEYS)
+def test_every_float_key_takes_a_whole_number_as_that_float(key):
+    """learning_rate=1 was kept an int and failed in TensorFlow's Pow op."""
+    accepted = 0
+    for whole in (0, 1):
+        try:
+            value = load_config([f'{key}={whole}'])[key]
+        except ConfigError:
+            continue
+        assert type(value) is float and value == whole
+        accepted += 1
+    assert accepted
+
+
+def test_the_floats_are_floats_in_a_config_built_in_code_too():
+    cfg = settings.validate(dict(constant.config, learning_rate=1, momentum=0, decay_base=1))
+    assert [type(cfg[k]) for k in ('learning_rate', 'momentum', 'decay_base')] == [float] * 3
+
+
+@pytest.mark.parametrize('key', INTEGER_KEYS + list(WHOLE_NUMBER_LISTS))
+def test_every_whole_number_is_bounded_by_what_takes_it(key):
+    """10^20 passed the rules, then overflowed in TensorFlow, numpy, ctypes."""
+    text = WHOLE_NUMBER_LISTS.get(key, '{}').format(10**20)
+    with pytest.raises(ConfigError, match=f'^{key} must .*(at most|to) [0-9]+'):
+        load_config([f'{key}={text}'])
+
+
+def test_the_bounds_themselves_work_where_the_values_go(graph, session):
+    """The largest values the rules let through are taken by what uses them."""
+    from trainer import loaders, malloc_tuning
+    from Model import learning_rate_schedule
+    cfg = load_config([f'seed={settings.SEED_MAX}', f'decay_steps={settings.INT32_MAX}',
+                       f'eval_batch_size={settings.INT32_MAX}', f'keep_checkpoints={settings.INT32_MAX}',
+                       f'malloc_mmap_threshold={settings.MMAP_THRESHOLD_MAX}'])
+    assert len(loaders.load_digits(None, cfg['seed'], False).train) == 1437
+    rate = learning_rate_schedule(cfg, tf.compat.v1.train.get_or_create_global_step())
+    batches = tf.data.Dataset.range(5).batch(cfg['eval_batch_size'])
+    batch = tf.compat.v1.data.make_one_shot_iterator(batches).get_next()
+    tf.compat.v1.train.Saver(max_to_keep=cfg['keep_checkpoints'])
+    session.run(tf.compat.v1.global_variables_initializer())
+    assert session.run(rate) == pytest.approx(1e-3) and len(session.run(batch)) == 5
+    assert malloc_tuning.set_mmap_threshold(cfg['malloc_mmap_threshold'])
+    malloc_tuning.set_mmap_threshold(constant.config['malloc_mmap_threshold'])
+
+
+@pytest.mark.parametrize('device', ['/device:GPU:0', '/GPU:1', '/cpu:0', '/device:CPU:0'])
+def test_device_takes_the_ways_tensorflow_names_one_device(device):
+    assert load_config([f'device={device}'])['device'] == device
 
 
 def test_se_r_is_free_when_se_is_off():

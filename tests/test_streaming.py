@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -548,6 +549,201 @@ def test_truncated_shard_is_reported_or_skipped(two_step, tmp_path, cifar_source
     assert 15 <= len(images) < 30
 
 
+def empty_file(out, name):
+    open(os.path.join(out, name), 'wb').close()
+
+
+def valid_records_as_train(out, name):
+    shutil.copy(os.path.join(out, 'valid-00000-of-00002.tfrecords'), os.path.join(out, name))
+
+
+def label_out_of_range(out, name):
+    def relabel(i, example):
+        if i == 5:
+            example.features.feature['train/label'].int64_list.value[0] = 12
+        return example
+    rewrite_shard(os.path.join(out, name), relabel)
+
+
+def one_more_record_declared(out, name):
+    """dataset.json edited consistently (counts and pixels) for 46 records in a shard of 45."""
+    path = os.path.join(out, 'dataset.json')
+    metadata = load_json(path)
+    metadata['splits']['train']['count'] += 1
+    shard = metadata['shards'][name]
+    shard['count'] += 1
+    shard['pixels'] += SIZE * SIZE  # as if it held one white image more
+    shard['sum'] = [t + 255.0 * SIZE * SIZE for t in shard['sum']]
+    shard['sum_sq'] = [q + 255.0 ** 2 * SIZE * SIZE for q in shard['sum_sq']]
+    with open(path, 'w') as f:
+        json.dump(metadata, f)
+
+
+BAD_TRAIN_SHARD = {  # case: (damage to train-00001-of-00003, what the line says after the file's
+    # name, images read with skip_bad_records=True)
+    # read as 45 of 135 records skipped, exit 0, although not skip_bad_records
+    'empty': (empty_file, ' holds 0 records, dataset.json says 45; ', 90),
+    # InvalidArgumentError traceback from parse_single_example, skip_bad_records or not
+    'valid_shard_renamed': (valid_records_as_train, ' holds 7 records, dataset.json says 45; ', 90),
+    # trained with an all-zero one-hot target
+    'label_out_of_range': (label_out_of_range, ': its train/* features give shape 128x128x3, 49152 '
+                           'bytes, label 12; expected shape 128x128x3 and a label in 0..9; ', 134),
+    'count_larger_than_held': (one_more_record_declared, ' holds 45 records, dataset.json says 46; ',
+                               135),
+}
+
+
+@pytest.mark.parametrize('case', BAD_TRAIN_SHARD)
+def test_a_training_shard_that_is_not_what_dataset_json_says_stops_or_is_skipped(
+        two_step, tmp_path, cifar_source, session, case):
+    damage, message, read_if_skipped = BAD_TRAIN_SHARD[case]
+    out = copy_dataset(two_step['root'], tmp_path, resized=False)
+    name = 'train-00001-of-00003.tfrecords'
+    damage(out, name)
+    _, source = cifar_source(directory=out)
+    with pytest.raises(tf.errors.OpError) as caught:
+        read_pass(session, source, 'train', training=True, seed=1)
+    bad_record = TFRecordsReader.BAD_RECORD if case == 'label_out_of_range' else ''
+    assert str(source.explain(caught.value)).startswith(f'{bad_record}{os.path.join(out, name)}{message}')
+    _, source = cifar_source('skip_bad_records=True', directory=out)
+    assert len(read_pass(session, source, 'train', training=True, seed=1)[0]) == read_if_skipped
+
+
+def test_records_of_another_split_are_bad_records_when_counts_agree(two_step, tmp_path, cifar_source,
+                                                                    session):
+    out = copy_dataset(two_step['root'], tmp_path, resized=False)
+    name = 'test-00000-of-00002.tfrecords'  # 15 records, as test-00001
+    shutil.copy(os.path.join(out, 'test-00001-of-00002.tfrecords'), os.path.join(out, name))
+    rewrite_shard(os.path.join(out, name), lambda i, example: tf.train.Example(features=tf.train.Features(
+        feature={k.replace('test/', 'valid/'): v for k, v in example.features.feature.items()})))
+    _, source = cifar_source(directory=out)
+    assert_error_names_file(session, source, 'test', tf.errors.InvalidArgumentError, name)
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        read_pass(session, source, 'test', training=False)
+    assert 'its test/* features give shape 0x0x0, 0 bytes, label -1' in str(source.explain(caught.value))
+    _, source = cifar_source('skip_bad_records=True', directory=out)
+    assert len(read_pass(session, source, 'test', training=False)[0]) == 15
+
+
+def test_an_empty_training_shard_stops_main_with_one_line(two_step, tmp_path, capsys):
+    """The README: a truncated file stops the run unless skip_bad_records=True."""
+    out = copy_dataset(two_step['root'], tmp_path, resized=False)
+    empty_file(out, 'train-00002-of-00003.tfrecords')
+    assert main.main(['dataset_name=cifar_128', f'datasets_root={tmp_path}', 'batch_size=16',
+                      'train_eval_images=20', 'max_epochs=1']) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {os.path.join(out, 'train-00002-of-00003.tfrecords')} holds 0 records, "
+                   f"dataset.json says 45; write it again (python TFRecordsWriter.py), or set "
+                   f"skip_bad_records=True to skip what cannot be read\n")
+
+
+RESIZED_BAD = {  # case: (file of the train split, its bytes from the good array, the line)
+    'doubled_rows': ('images', lambda a: fixtures.npy_bytes(a, shape=(2 * len(a), *a.shape[1:])),
+                     'its header declares 13271040 bytes of data, the file holds 6635520'),
+    'unknown_version': ('images', lambda a: fixtures.npy_bytes(a, version=(3, 1)),
+                        '.npy format version 3.1 is not one this reads'),
+    'no_rows': ('images', lambda a: fixtures.npy_bytes(a[0, 0, 0, 0]),
+                'its header declares shape [], expected [N, 128, 128, 3]'),
+    'float_pixels': ('images', lambda a: fixtures.npy_bytes(a.astype(np.float32)),
+                     'holds float32 values, expected uint8'),
+    'label_out_of_range': ('labels', lambda a: fixtures.npy_bytes(np.where(a == a[7], 12, a)),
+                           'labels must lie in 0..9, found 0..12'),
+    'fewer_labels': ('labels', lambda a: fixtures.npy_bytes(a[:-1]), '135 train images but 134 labels'),
+}
+
+
+@pytest.mark.parametrize('case', RESIZED_BAD)
+def test_resized_npy_that_is_not_what_its_header_says_is_one_line(two_step, tmp_path, capsys, case):
+    """ImageResizer's .npy files are checked header first, against the file's
+    size and each other, before any image is read: one line, not a traceback."""
+    kind, make, message = RESIZED_BAD[case]
+    out = copy_dataset(two_step['root'], tmp_path)
+    path = os.path.join(out, 'resized', f'train_{kind}.npy')
+    raw = make(np.load(path))
+    with open(path, 'wb') as f:
+        f.write(raw)
+    assert TFRecordsWriter.main(writer_args(tmp_path)) == 2
+    err = capsys.readouterr().err
+    named = os.path.dirname(path) if case == 'fewer_labels' else path  # counts: the folder's
+    assert err.startswith(f'error: {named}') and message in err and err.count('\n') == 1
+
+
+FIRST_TRAIN = 'train-00000-of-00003.tfrecords'
+
+
+def flat_training_images(metadata):
+    """Every training pixel 100: sums that fit, but no variance to normalise by."""
+    for name in shard_names('train', SHARDS['train']):
+        shard = metadata['shards'][name]
+        shard['sum'], shard['sum_sq'] = [100.0 * shard['pixels']] * 3, [10000.0 * shard['pixels']] * 3
+
+
+def scaled_sum_sq(metadata, factor):
+    shard = metadata['shards'][FIRST_TRAIN]
+    shard['sum_sq'] = [float(int(v * factor)) for v in shard['sum_sq']]
+
+
+BAD_METADATA = {  # case: (edit of dataset.json's dict, or its new text; what the line says)
+    'empty_object': (lambda m: {}, 'description is null, expected a JSON object'),
+    'list': (lambda m: [], 'the file is [], expected a JSON object of description, splits and shards'),
+    'not_json': ('{"description": ', 'is not readable'),
+    'count_as_text': (lambda m: m['splits']['train'].update(count='135'),
+                      'splits.train.count is "135", expected a whole number >= 0'),
+    'image_shape_2d': (lambda m: m['description'].update(image_shape=[128, 128]),
+                       'description.image_shape is [128, 128], expected [height, width, channels]'),
+    'no_test_split': (lambda m: m['splits'].__delitem__('test'), 'expected the splits train, valid, test'),
+    'shard_elsewhere': (lambda m: m['splits']['valid']['shards'].append('../../etc/passwd'),
+                        'splits.valid.shards is ["valid-00000-of-00002.tfrecords", '),
+    # a run trained on these: "weights became NaN ... lower learning_rate"
+    'no_pixels': (lambda m: m['shards'][FIRST_TRAIN].update(pixels=0),
+                  f'shards.{FIRST_TRAIN}.pixels is 0, expected count x height x width = 45 x 128 x '
+                  f'128 = 737280'),
+    # test loss 161 and exit 0 (std from a negative variance clipped to 1e-6)
+    'sum_sq_too_small': (lambda m: scaled_sum_sq(m, 0.01), f'shards.{FIRST_TRAIN}.sum and .sum_sq of '
+                         f'channel 0'),
+    'sum_sq_too_large': (lambda m: scaled_sum_sq(m, 300), 'are not those of 737280 pixels of 0..255'),
+    # broadcast to three channels without a word
+    'one_channel': (lambda m: m['shards'][FIRST_TRAIN].update(sum=[1.0], sum_sq=[1.0]),
+                    f'shards.{FIRST_TRAIN}.sum is [1.0], expected one whole number per channel (3)'),
+    'no_variance': (flat_training_images, "the train split's pixel sums give channel 0 no variance"),
+    # "skipped 8910 records that could not be read"
+    'count_too_large': (lambda m: m['splits']['train'].update(count=9000),
+                        'splits.train.count is 9000 but its shards hold 135 records'),
+}
+
+
+def edit_metadata(directory, edit):
+    path = os.path.join(directory, 'dataset.json')
+    if isinstance(edit, str):
+        text = edit
+    else:
+        metadata = load_json(path)
+        edited = edit(metadata)
+        text = json.dumps(metadata if edited is None else edited)
+    with open(path, 'w') as f:
+        f.write(text)
+    return path
+
+
+@pytest.mark.parametrize('case', BAD_METADATA)
+def test_dataset_json_that_cannot_be_trusted_is_one_line_naming_the_field(two_step, tmp_path, capsys,
+                                                                         case):
+    edit, message = BAD_METADATA[case]
+    path = edit_metadata(copy_dataset(two_step['root'], tmp_path, resized=False), edit)
+    assert main.main(['dataset_name=cifar_128', f'datasets_root={tmp_path}']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {path}') and message in err and err.count('\n') == 1
+
+
+def test_the_writer_rewrites_every_shard_when_dataset_json_cannot_be_trusted(two_step, tmp_path,
+                                                                             capsys):
+    out = copy_dataset(two_step['root'], tmp_path)
+    edit_metadata(out, lambda m: [])
+    assert TFRecordsWriter.main(writer_args(tmp_path)) == 0
+    assert 'warning: ' in capsys.readouterr().err
+    assert_same_as_reference(out, two_step)
+
+
 def test_missing_dataset_json_says_how_to_make_it(tmp_path):
     with pytest.raises(DataError) as caught:
         TFRecordsReader.open_cifar_128(str(tmp_path))
@@ -655,6 +851,106 @@ def test_main_trains_on_a_written_imagenet_subset(imagenet, capsys):
                       'batch_size=7', 'eval_batch_size=8', 'max_epochs=1'])
     assert code == 0
     assert 'Validation error: epoch 1' in capsys.readouterr().out
+
+
+def jpeg_bytes(width=48, height=40):
+    out = io.BytesIO()
+    smooth_image(np.random.default_rng(5), width, height).save(out, format='JPEG', quality=90)
+    return out.getvalue()
+
+
+def jpeg_claiming(width, height):
+    """A small JPEG whose frame header (SOF0) claims width x height pixels."""
+    data = jpeg_bytes()
+    sof = data.index(b'\xff\xc0') + 5  # marker, length (2), precision (1), then height, width
+    return data[:sof] + height.to_bytes(2, 'big') + width.to_bytes(2, 'big') + data[sof + 4:]
+
+
+def write_hostile(path, case):
+    if case == 'sparse_huge_file':  # 65 MB that take no disk: refused by its size, never read
+        with open(path, 'wb') as f:
+            f.truncate(TFRecordsWriter.IMAGE_MAX_BYTES + 1)
+        return
+    data = {'header_65000x65000': lambda: jpeg_claiming(65000, 65000),  # Pillow's bomb error
+            'header_9000x9000': lambda: jpeg_claiming(9000, 9000),  # Pillow would decode 243 MB
+            'truncated': lambda: jpeg_bytes()[:-400],
+            'text': lambda: b'not an image at all'}[case]()
+    with open(path, 'wb') as f:
+        f.write(data)
+
+
+HOSTILE_IMAGES = {  # case: what the line says after the file's name
+    # DecompressionBombError traceback from the writer
+    'header_65000x65000': ' is not a readable image (Image size (4225000000 pixels) exceeds limit',
+    'header_9000x9000': ' declares 9000 x 9000 pixels, more than an image of the dataset (67108864 '
+                        'at most)',
+    # written, then an InvalidArgumentError traceback mid-epoch, skip_bad_records or not
+    'truncated': ' is not a readable JPEG (jpeg::Uncompress failed. Invalid JPEG data',
+    'text': ' is not a readable image (cannot identify image file',
+    'sparse_huge_file': f' holds {TFRecordsWriter.IMAGE_MAX_BYTES + 1} bytes, more than an image of '
+                        f'the dataset',
+}
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@pytest.mark.parametrize('case', HOSTILE_IMAGES)
+def test_the_imagenet_writer_decodes_every_image_and_stops_or_leaves_out_a_bad_one(
+        imagenet, tmp_path, capsys, case):
+    """Sizes are checked from the file and the image header before anything
+    is read or decoded; every image is decoded by TensorFlow, as the reader
+    will, before its record is written."""
+    src = tmp_path / 'src'
+    shutil.copytree(imagenet['src'], src)
+    bad = src / 'train' / WNIDS[0] / 'hostile.JPEG'
+    write_hostile(bad, case)
+    args = ['dataset_name=imagenet', 'output_shape=1000', f'imagenet_dir={src}',
+            f'datasets_root={tmp_path}', "tfrecord_shards={'train': 2, 'validation': 1}"]
+    before = peak_rss_mb()
+    assert TFRecordsWriter.main(args) == 2
+    assert peak_rss_mb() - before < 100  # the process's peak: no image was allocated
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {bad}{HOSTILE_IMAGES[case]}') and err.count('\n') == 1
+    assert err.endswith('; remove it, or set skip_bad_records=True to leave such images out\n')
+
+    assert TFRecordsWriter.main([*args, 'skip_bad_records=True']) == 0
+    assert f'warning: {bad}{HOSTILE_IMAGES[case]}' in capsys.readouterr().err
+    out = data_dir(tmp_path, 'imagenet')
+    data = TFRecordsReader.open_imagenet(out)
+    assert data.counts['train'] == 14 and sum(data.shard_counts.values()) == 14 + 6
+    names = [feature(e, 'image/filename') for f in data.files['train'] for e in read_examples(f)]
+    assert len(names) == 14 and b'hostile.JPEG' not in names
+
+
+def test_records_holding_a_jpeg_that_does_not_decode_stop_or_are_skipped(imagenet, tmp_path, graph,
+                                                                         session):
+    """Records written by other tools: a truncated JPEG failed training with
+    an InvalidArgumentError traceback even with skip_bad_records=True."""
+    out = tmp_path / 'records'
+    shutil.copytree(imagenet['dir'], out)
+
+    def truncate_image(i, example):
+        if i == 2:
+            encoded = example.features.feature['image/encoded'].bytes_list
+            encoded.value[0] = encoded.value[0][:len(encoded.value[0]) * 2 // 3]
+        return example
+    rewrite_shard(str(out / 'train-00001-of-00002'), truncate_image)
+
+    def source(*extra):
+        return make_input(TFRecordsReader.open_imagenet(str(out)), reader_cfg(
+            imagenet['root'], 'output_shape=1000', 'batch_size=4', 'eval_batch_size=4', *extra,
+            dataset='imagenet'))
+    strict = source()
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        read_pass(session, strict, 'train', training=True, seed=1)
+    assert str(strict.explain(caught.value)) == (
+        f'an image of the records in {out} is not a readable JPEG (jpeg::Uncompress failed. Invalid '
+        f'JPEG data or crop window.); write them again with python TFRecordsWriter.py, which decodes '
+        f'every image it writes, or set skip_bad_records=True to skip such records')
+    skipping = source('skip_bad_records=True')
+    assert len(read_pass(session, skipping, 'train', training=True, seed=1)[0]) == 13
 
 
 def test_imagenet_records_without_dataset_json_open(imagenet, tmp_path):

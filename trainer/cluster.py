@@ -8,9 +8,12 @@ mode. Each process learns its place from TF_CONFIG, as TensorFlow jobs do:
 
 Worker 0 is the chief: it alone evaluates and writes checkpoints, history,
 plots and filters. Every worker trains on its own slice of every global batch.
-A worker that loses a peer mid-step starts itself afresh (same command) and,
-like a worker started again by hand, continues from the chief's newest
-checkpoint once all workers are back.
+Each waits for the others' servers before its first step, in Python, where
+Ctrl-C and SIGTERM are heard (TensorFlow's own wait inside a step heard
+neither and never ended), for at most peer_wait_seconds. A worker that loses
+a peer mid-step starts itself afresh (same command) and, like a worker
+started again by hand, continues from the chief's newest checkpoint once all
+workers are back.
 """
 import collections
 import json
@@ -26,6 +29,9 @@ from trainer.errors import ClusterError
 v1 = tf.compat.v1
 
 RESTART_DELAY_SECONDS = 2
+PEER_POLL_SECONDS = 0.2  # how often a waiting worker looks for its peers, and hears a signal
+EXAMPLE = ('{"cluster": {"worker": ["host0:2222", "host1:2222"]}, '
+           '"task": {"type": "worker", "index": 0}}')
 # What a lost peer looks like to the collective ops.
 PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError,
                tf.errors.DeadlineExceededError, tf.errors.CancelledError)
@@ -48,26 +54,45 @@ def is_chief(role):
 
 def role_from_environment(environ=os.environ):
     """This process's Role from TF_CONFIG; None when it trains alone (no
-    TF_CONFIG, or a cluster of one worker)."""
+    TF_CONFIG, or a cluster of one worker). Every part is checked here:
+    TensorFlow read a string of workers as one worker per character, and
+    hung on a port it could not use."""
     text = environ.get('TF_CONFIG')
     if not text:
         return None
     try:
         config = json.loads(text)
-        workers = list(config['cluster']['worker'])
-        task = config['task']
-        kind, index = task['type'], int(task['index'])
-    except (ValueError, KeyError, TypeError) as error:
-        raise ClusterError(f'TF_CONFIG is not valid ({error}); expected '
-                           f'{{"cluster": {{"worker": ["host:port", ...]}}, "task": {{"type": '
-                           f'"worker", "index": i}}}}') from None
-    others = sorted(set(config['cluster']) - {'worker'})
-    if others or kind != 'worker':
+    except ValueError as error:
+        raise ClusterError(f'TF_CONFIG is not JSON ({error}); expected {EXAMPLE}') from None
+    if not (isinstance(config, dict) and isinstance(config.get('cluster'), dict)
+            and isinstance(config.get('task'), dict)):
+        raise ClusterError(f'TF_CONFIG must give "cluster" and "task" as JSON objects; expected {EXAMPLE}')
+    cluster_spec, task = config['cluster'], config['task']
+    others = sorted(set(cluster_spec) - {'worker'})
+    if others or task.get('type') != 'worker':
         raise ClusterError(f"TF_CONFIG: this trainer runs jobs of workers only (collective "
-                           f"all-reduce; worker 0 is the chief), not {others or [kind]}")
-    if not 0 <= index < len(workers):
-        raise ClusterError(f'TF_CONFIG: task index {index} is not in the {len(workers)} workers')
+                           f"all-reduce; worker 0 is the chief), not {others or [task.get('type')]}")
+    workers = checked_workers(cluster_spec.get('worker'))
+    index = task.get('index')
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(workers):
+        raise ClusterError(f'TF_CONFIG: task index {index!r} is not one of the {len(workers)} '
+                           f'workers (0 to {len(workers) - 1})')
     return Role(workers, index) if len(workers) > 1 else None
+
+
+def checked_workers(workers):
+    """The "worker" list of TF_CONFIG: distinct "host:port" texts, ports 1-65535."""
+    if not isinstance(workers, list) or not workers:
+        raise ClusterError(f'TF_CONFIG: "worker" must be a list of "host:port" addresses, got '
+                           f'{json.dumps(workers)[:80]}; expected {EXAMPLE}')
+    for address in workers:
+        host, _, port = address.rpartition(':') if isinstance(address, str) else ('', '', '')
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ClusterError(f'TF_CONFIG: worker address {json.dumps(address)[:80]} is not '
+                               f'"host:port" with a port from 1 to 65535')
+    if len(set(workers)) != len(workers):
+        raise ClusterError(f'TF_CONFIG: the workers {workers} repeat an address; each needs its own')
+    return workers
 
 
 def tf_config(addresses, index):
@@ -102,15 +127,54 @@ def check_config(cfg, role, train_files=None):
                            f"{count} training shards (tfrecord_shards)")
 
 
-def join(cfg, train_files, session_proto):
+def join(cfg, train_files, session_proto, stop):
     """This process's Job: alone, or (from TF_CONFIG) a worker of a job,
-    its config checked against the job and its server started."""
+    its config checked against the job, its server started and the other
+    workers' servers found (raises Interrupted if `stop` hears a signal
+    meanwhile)."""
     role = role_from_environment()
     if role is None:
         return Job(None, None, '', session_proto)
     check_config(cfg, role, train_files)
     strategy, server, proto = start(role, session_proto)
+    wait_for_peers(role, cfg['peer_wait_seconds'], stop)
     return Job(role, strategy, server.target, proto)
+
+
+def listening(address, timeout=1.0):
+    """Whether a server accepts connections at "host:port"."""
+    host, _, port = address.rpartition(':')
+    try:
+        with socket.create_connection((host.strip('[]'), int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def describe(role, indices):
+    return ', '.join(f'{i} ({role.workers[i]})' for i in indices)
+
+
+def wait_for_peers(role, seconds, stop):
+    """Returns once every other worker's server listens; ClusterError naming
+    those that do not after `seconds`, Interrupted at a signal."""
+    deadline = time.monotonic() + seconds
+    missing = [i for i in range(len(role.workers)) if i != role.index]
+    told = False
+    while True:
+        missing = [i for i in missing if not listening(role.workers[i])]
+        if not missing:
+            return
+        if time.monotonic() >= deadline:
+            raise ClusterError(f'worker {describe(role, missing)} of the job did not start within '
+                               f'{seconds:g} s; start it with the same command and its TF_CONFIG '
+                               f'task index, or raise peer_wait_seconds')
+        if not told:
+            print(f'Waiting up to {seconds:g} s for worker {describe(role, missing)} of the job',
+                  flush=True)
+            told = True
+        stop.check()
+        time.sleep(PEER_POLL_SECONDS)
 
 
 def start(role, session_proto):

@@ -9,6 +9,7 @@ import codecs
 import dataclasses
 import gzip
 import io
+import math
 import os
 import pickle
 import tarfile
@@ -17,6 +18,8 @@ import zlib
 
 import numpy as np
 
+from trainer.bounded_read import (NUMBER_KINDS, check_declared, npy_data_size, read_exact,
+                                  read_npy_header)
 from trainer.download import RemoteFile, ensure_files
 from trainer.errors import DataError
 
@@ -130,27 +133,65 @@ MNIST_VALID_FRACTION = 5000 / 60000
 IDX_UBYTE = 0x08
 
 
-def read_idx(path, ndim):
-    """Reads a gzipped idx file of unsigned bytes with `ndim` dimensions."""
+MNIST_ITEM_SHAPES = {'images': (28, 28), 'labels': ()}
+# 5 times MNIST's 60000 training images: room for EMNIST digits (240000) in
+# the same format, and a bound on what a header can make this allocate.
+MNIST_MAX_COUNT = 300_000
+
+
+def read_idx(path, item_shape, max_count=MNIST_MAX_COUNT):
+    """Reads a gzipped idx file of unsigned bytes: N items of `item_shape`,
+    N at most `max_count`. Reads no more than its header declares (and one
+    byte to tell whether it holds more), so a gzip bomb costs nothing."""
+    ndim = 1 + len(item_shape)
     try:
         with gzip.open(path, 'rb') as f:
-            raw = f.read()
+            header = f.read(4 + 4 * ndim)
+            shape = idx_header(header, path, ndim)
+            check_declared(shape, item_shape, max_count, path)
+            body = read_exact(f, math.prod(shape), path)
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(f'{path} is not a complete gzip file ({error}); delete it and '
                         f'download it again') from None
-    if len(raw) < 4 + 4 * ndim:
-        raise DataError(f'{path}: idx header is truncated')
-    zero, kind, dims = int.from_bytes(raw[:2], 'big'), raw[2], raw[3]
-    if zero != 0 or kind != IDX_UBYTE or dims != ndim:
-        raise DataError(f'{path}: wrong magic number 0x{raw[:4].hex()}, expected '
-                        f'0x0000{IDX_UBYTE:02x}{ndim:02x} (an idx file of {ndim}-D unsigned bytes)')
-    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim))
-    body = raw[4 + 4 * ndim:]
-    expected = int(np.prod(shape))
-    if len(body) != expected:
-        raise DataError(f'{path}: header declares shape {shape} = {expected} bytes, '
-                        f'file holds {len(body)}')
     return np.frombuffer(body, dtype=np.uint8).reshape(shape)
+
+
+def idx_header(header, path, ndim):
+    """The dimensions an idx header of `ndim`-D unsigned bytes declares."""
+    if len(header) < 4 + 4 * ndim:
+        raise DataError(f'{path}: idx header is truncated')
+    zero, kind, dims = int.from_bytes(header[:2], 'big'), header[2], header[3]
+    if zero != 0 or kind != IDX_UBYTE or dims != ndim:
+        raise DataError(f'{path}: wrong magic number 0x{header[:4].hex()}, expected '
+                        f'0x0000{IDX_UBYTE:02x}{ndim:02x} (an idx file of {ndim}-D unsigned bytes)')
+    return tuple(int.from_bytes(header[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim))
+
+
+def read_npz_array(archive, name, item_shape, npz):
+    """The array `name` of an open .npz (zip) archive, its .npy header
+    checked against `item_shape` before its data is read."""
+    source = f'{npz}:{name}.npy'
+    try:
+        member = archive.open(f'{name}.npy')
+    except KeyError:
+        raise DataError(f'{npz} lacks {name}: a Keras mnist.npz holds x_train, y_train, '
+                        f'x_test and y_test') from None
+    with member as f:
+        shape, dtype = read_npy_header(f, source)
+        check_declared(shape, item_shape, MNIST_MAX_COUNT, source)
+        data = read_exact(f, npy_data_size(shape, dtype), source)
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def read_mnist_npz(npz):
+    """(x_train, y_train, x_test, y_test) of Keras' mnist.npz."""
+    kinds = {'x_train': 'images', 'y_train': 'labels', 'x_test': 'images', 'y_test': 'labels'}
+    try:
+        with zipfile.ZipFile(npz) as archive:
+            return tuple(read_npz_array(archive, name, MNIST_ITEM_SHAPES[kind], npz)
+                         for name, kind in kinds.items())
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as error:
+        raise DataError(f'{npz} is not a readable Keras mnist.npz ({error})') from None
 
 
 def load_mnist(data_dir, seed, download):
@@ -158,18 +199,16 @@ def load_mnist(data_dir, seed, download):
     npz = os.path.join(data_dir, 'mnist.npz')
     have_idx = any(os.path.isfile(os.path.join(data_dir, r.name)) for r in MNIST_REMOTES.values())
     if os.path.isfile(npz) and not have_idx:
-        try:
-            with np.load(npz, allow_pickle=False) as f:
-                train_x, train_y, test_x, test_y = (f[k] for k in ('x_train', 'y_train', 'x_test', 'y_test'))
-        except (OSError, ValueError, KeyError, EOFError, zlib.error, zipfile.BadZipFile) as error:
-            raise DataError(f'{npz} is not a readable Keras mnist.npz ({error})') from None
+        train_x, train_y, test_x, test_y = read_mnist_npz(npz)
         train_source = test_source = npz
     else:
         paths = dict(zip(MNIST_REMOTES, ensure_files(
             list(MNIST_REMOTES.values()), data_dir, download,
             "Keras' mnist.npz in that directory works too; data_dir=PATH reads another directory.")))
-        train_x, test_x = (read_idx(paths[k], 3) for k in ('train_images', 'test_images'))
-        train_y, test_y = (read_idx(paths[k], 1) for k in ('train_labels', 'test_labels'))
+        train_x, test_x = (read_idx(paths[k], MNIST_ITEM_SHAPES['images'])
+                           for k in ('train_images', 'test_images'))
+        train_y, test_y = (read_idx(paths[k], MNIST_ITEM_SHAPES['labels'])
+                           for k in ('train_labels', 'test_labels'))
         train_source, test_source = (f"{paths[f'{s}_images']} + {os.path.basename(paths[f'{s}_labels'])}"
                                      for s in ('train', 'test'))
     train_x, train_y = checked_split(train_x, train_y, train_source, (28, 28))
@@ -189,24 +228,73 @@ CIFAR_TEST_BATCH = 'test_batch'
 CIFAR_VALID_FRACTION = 5000 / 50000
 
 
+# A batch's data, 10000 x 3072 bytes, is the largest array a CIFAR-10 file holds.
+CIFAR_ARRAY_MAX_BYTES = 10000 * 3072
+# Every file of the archive is smaller (a batch file is 31 MB): a larger one is
+# refused before any of it is read.
+CIFAR_FILE_MAX_BYTES = 64 << 20
+CIFAR_ARCHIVE_MAX_MEMBERS = 100  # the archive holds 8
+
+
+def _refuse(what):
+    raise pickle.UnpicklingError(f'refusing {what}')
+
+
 def plain_dtype(*args):
-    """np.dtype, refusing dtypes that hold Python objects: an object array
-    built from raw bytes would hold forged pointers."""
+    """np.dtype of plain numbers: an array of Python objects built from raw
+    bytes would hold forged pointers."""
     dtype = np.dtype(*args)
-    if dtype.hasobject:
-        raise pickle.UnpicklingError(f'refusing an array of Python objects ({dtype})')
+    if dtype.hasobject or dtype.kind not in NUMBER_KINDS:
+        _refuse(f'an array of {dtype}: a CIFAR batch holds numbers')
     return dtype
 
 
+class CheckedArray(np.ndarray):
+    """The class a CIFAR pickle's arrays are rebuilt as: only from data of
+    the size they declare, at most a batch's, never allocated from a shape."""
+
+    def __new__(cls, *args, **kwargs):
+        _refuse('numpy.ndarray(shape) called directly: it allocates memory without data')
+
+    def __setstate__(self, state):
+        shape, dtype, data = state[-4], state[-3], state[-1]  # (version,) shape, dtype, fortran, data
+        if not (isinstance(dtype, np.dtype) and dtype.kind in NUMBER_KINDS and dtype.fields is None
+                and isinstance(data, bytes) and isinstance(shape, tuple)
+                and all(isinstance(d, int) and d >= 0 for d in shape)):
+            _refuse('an array that is not plain numbers with their bytes')
+        size = npy_data_size(shape, dtype)
+        if size > CIFAR_ARRAY_MAX_BYTES or len(data) != size:
+            _refuse(f'a {dtype} array of shape {shape} ({size} bytes) with {len(data)} bytes of '
+                    f'data: a CIFAR batch holds at most {CIFAR_ARRAY_MAX_BYTES} bytes per array')
+        super().__setstate__(state)
+
+
+def reconstruct(subtype, shape, dtype):
+    """numpy's _reconstruct, as pickles call it: an empty array that
+    __setstate__ then fills; anything else would allocate without data."""
+    if subtype is not CheckedArray or math.prod(shape) != 0:
+        _refuse('an array allocated without its data')
+    return np._core.multiarray._reconstruct(CheckedArray, shape, dtype)
+
+
+def scalar(dtype, data):
+    """numpy's scalar(dtype, bytes) for plain numbers, from exactly their bytes."""
+    if not isinstance(data, bytes) or len(data) != plain_dtype(dtype).itemsize:
+        _refuse('a numpy scalar without its bytes')
+    return np._core.multiarray.scalar(dtype, data)
+
+
 class SafeUnpickler(pickle.Unpickler):
-    """Rebuilds only numpy arrays: a tampered pickle cannot call anything else."""
+    """Rebuilds only numpy arrays of plain numbers from their own bytes: a
+    tampered pickle can neither call anything else nor allocate memory that
+    its data does not fill."""
     # (module, name) as pickles written by numpy 1 and 2 and Python 2 and 3 name them.
     ALLOWED = {
-        ('numpy.core.multiarray', '_reconstruct'): np._core.multiarray._reconstruct,
-        ('numpy._core.multiarray', '_reconstruct'): np._core.multiarray._reconstruct,
-        ('numpy.core.multiarray', 'scalar'): np._core.multiarray.scalar,
-        ('numpy._core.multiarray', 'scalar'): np._core.multiarray.scalar,
-        ('numpy', 'ndarray'): np.ndarray,
+        ('numpy.core.multiarray', '_reconstruct'): reconstruct,
+        ('numpy._core.multiarray', '_reconstruct'): reconstruct,
+        ('numpy.core.multiarray', 'scalar'): scalar,
+        ('numpy._core.multiarray', 'scalar'): scalar,
+        ('numpy', 'ndarray'): CheckedArray,
         ('numpy', 'dtype'): plain_dtype,
         ('_codecs', 'encode'): codecs.encode,  # Python 3's protocol-2 bytes
     }
@@ -249,6 +337,7 @@ def cifar_batch_bytes(data_dir, download):
             path = os.path.join(folder, name)
             if not os.path.isfile(path):
                 raise DataError(f'{path} is missing: {folder} must hold {", ".join(names)}')
+            check_cifar_file_size(path, os.path.getsize(path))
             with open(path, 'rb') as f:
                 yield name, path, f.read()
         return
@@ -259,7 +348,7 @@ def cifar_batch_bytes(data_dir, download):
     # write anywhere.
     try:
         with tarfile.open(archive, 'r:gz') as tar:
-            members = {m.name.rsplit('/', 1)[-1]: m for m in tar.getmembers() if m.isfile()}
+            members = cifar_archive_files(tar, archive)
             missing = [n for n in names if n not in members]
             if missing:
                 raise DataError(f'{archive} lacks {", ".join(missing)}')
@@ -268,6 +357,28 @@ def cifar_batch_bytes(data_dir, download):
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise DataError(f'{archive} is not a complete .tar.gz ({error}); delete it and '
                         f'download it again') from None
+
+
+def check_cifar_file_size(source, size):
+    if size > CIFAR_FILE_MAX_BYTES:
+        raise DataError(f'{source} holds {size} bytes, more than any file of CIFAR-10 '
+                        f'({CIFAR_FILE_MAX_BYTES} at most): not a CIFAR-10 batch; delete it '
+                        f'and download CIFAR-10 again')
+
+
+def cifar_archive_files(tar, archive):
+    """{file name: TarInfo} of an open CIFAR-10 archive, each member's size
+    checked as the scan reaches its header: a huge member is refused before
+    it is read, or even skipped over."""
+    files = {}
+    for count, member in enumerate(tar, start=1):
+        if count > CIFAR_ARCHIVE_MAX_MEMBERS:
+            raise DataError(f'{archive} holds more than {CIFAR_ARCHIVE_MAX_MEMBERS} members: not '
+                            f'the CIFAR-10 archive; delete it and download it again')
+        check_cifar_file_size(f'{archive}:{member.name}', member.size)
+        if member.isfile():
+            files[member.name.rsplit('/', 1)[-1]] = member
+    return files
 
 
 def cifar_split_counts(data_dir, download):

@@ -54,14 +54,13 @@ def locate(cfg):
 
 
 def error_reason(error):
-    """What a TensorFlow or Python error says, in a line: its first line, or
-    for TensorFlow's "Graph execution error" its last one that is not the
-    node's name (where the cause is)."""
-    lines = [line.strip() for line in str(getattr(error, 'message', error)).strip().split('\n')]
-    lines = [line for line in lines if line and not line.startswith('[[')]
-    if lines and lines[0].startswith('Graph execution error'):
-        return lines[-1]
-    return lines[0] if lines else type(error).__name__
+    """The line of a TensorFlow or Python error that says what went wrong:
+    its last line that is not indented, since TensorFlow wraps the reason of
+    an error in a graph in lines of where it happened ('Graph execution
+    error:', 'Node: ...', '\t [[{{node ...}}]]')."""
+    lines = str(getattr(error, 'message', error)).strip().split('\n')
+    said = [line for line in lines if line.strip() and not line[0].isspace()]
+    return (said or lines)[-1].strip()
 
 
 # --- one process per run -----------------------------------------------------------

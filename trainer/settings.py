@@ -2,13 +2,20 @@
 constant.config plus `key=value` overrides turned into a checked config.
 
 Every rule here runs before any graph is built, and a broken rule stops with
-one line that names the key, what was wrong and the valid choices. Nothing
-here imports TensorFlow until the config is fitted to the machine.
+one line that names the key, what was wrong and the valid choices. A rule
+also bounds a value by what the code it reaches takes (TensorFlow's int32
+attributes, scikit-learn's seeds, glibc, file names), so that a value it
+passes never fails deeper, and returns the value a run uses: a float key
+given as 1 gives 1.0. Nothing here imports TensorFlow until the config is
+fitted to the machine.
 """
 import ast
 import collections
 import difflib
+import math
 import numbers
+import re
+import reprlib
 
 import constant
 from trainer import architecture, loaders, machine
@@ -32,44 +39,70 @@ CONDITIONS = {SE: lambda cfg: cfg['use_se'], CUSTOM: lambda cfg: cfg['model'] ==
 
 Key = collections.namedtuple('Key', 'rule tags')
 
+INT32_MAX = 2**31 - 1  # TensorFlow's int32 attributes (strides, batch sizes) and C ints
+SEED_MAX = 2**32 - 1   # numpy's and scikit-learn's random_state
+MMAP_THRESHOLD_MAX = 32 << 20  # glibc's largest M_MMAP_THRESHOLD on 64-bit machines
+# Files are named after a run (<name>.previous, .<name>.XXXXXXXX.partial.pdf): with
+# the longest of those additions a name stays under the 255 bytes of a file name.
+RUN_NAME_MAX = 200
+DEVICE = re.compile(r'/(device:)?(cpu|gpu):\d+', re.IGNORECASE)  # one device, as tf.device takes it
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
 
-# --- rules: (key, value, cfg) -> None, or ConfigError ---------------------------
+
+def _shown(value):
+    """repr(value), cut short: a line quotes a value of any length."""
+    return _REPR.repr(value)
+
+
+# --- rules: (key, value, cfg) -> the value to use, or ConfigError ---------------
 
 def _choice(menu_key):
     def check(key, value, cfg):
         choices = list(cfg[menu_key])
         if value not in choices:
-            raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
+            raise ConfigError(f"{key}={_shown(value)} is not valid; choose one of: {', '.join(choices)}")
+        return value
     return check
 
 
-def _integer(low, high=None):
+def _is_whole(value, low, high):
+    return (isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            and low <= value <= high)
+
+
+def _integer(low, high=INT32_MAX):
     def check(key, value, cfg):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise ConfigError(f"{key} must be a whole number, got {value!r}")
+            raise ConfigError(f"{key} must be a whole number, got {_shown(value)}")
         _in_range(key, value, low, high)
+        return int(value)
     return check
 
 
 def _number(low, high=None, low_open=True):
+    """A finite float (a whole number taken as one) from `low` (excluded
+    if `low_open`) up to `high`."""
     def check(key, value, cfg):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {_shown(value)}")
         if low_open and value <= low:
-            raise ConfigError(f"{key} must be greater than {low}, got {value!r}")
+            raise ConfigError(f"{key} must be greater than {low}, got {_shown(value)}")
         _in_range(key, value, low, high)
+        return float(value)
     return check
 
 
 def _in_range(key, value, low, high):
     if value < low or (high is not None and value > high):
         upper = f" and at most {high}" if high is not None else ""
-        raise ConfigError(f"{key} must be at least {low}{upper}, got {value!r}")
+        raise ConfigError(f"{key} must be at least {low}{upper}, got {_shown(value)}")
 
 
 def _boolean(key, value, cfg):
     if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be True or False, got {value!r}")
+        raise ConfigError(f"{key} must be True or False, got {_shown(value)}")
+    return value
 
 
 def _auto_or(*choices):
@@ -77,37 +110,39 @@ def _auto_or(*choices):
     def check(key, value, cfg):
         if value != 'auto' and (isinstance(value, bool) != isinstance(choices[0], bool)
                                 or value not in choices):
-            raise ConfigError(f"{key}={value!r} is not valid; choose one of: "
+            raise ConfigError(f"{key}={_shown(value)} is not valid; choose one of: "
                               f"{', '.join(map(str, ('auto', *choices)))}")
+        return value
     return check
 
 
 def _one_of(*choices):
     def check(key, value, cfg):
         if isinstance(value, bool) or value not in choices:
-            raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
+            raise ConfigError(f"{key}={_shown(value)} is not valid; choose one of: {', '.join(choices)}")
+        return value
     return check
 
 
 def _fraction(key, value, cfg):
-    """A rate in [0, 1)."""
+    """A rate in [0, 1), as a float."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
-        raise ConfigError(f"{key} must be a number from 0 up to (not including) 1, got {value!r}")
+        raise ConfigError(f"{key} must be a number from 0 up to (not including) 1, got {_shown(value)}")
+    return float(value)
 
 
-def _whole_numbers(low, high=None, increasing=False):
+def _whole_numbers(low, high=INT32_MAX, increasing=False):
     """A non-empty list of distinct whole numbers in [low, high] (sorted if `increasing`)."""
     def check(key, value, cfg):
-        bound = f"from {low} to {high}" if high is not None else f">= {low}"
         ok = (isinstance(value, (list, tuple)) and value
-              and all(isinstance(v, int) and not isinstance(v, bool) and v >= low
-                      and (high is None or v <= high) for v in value)
+              and all(_is_whole(v, low, high) for v in value)
               and len(set(value)) == len(value)
               and (not increasing or list(value) == sorted(value)))
         if not ok:
             order = "increasing " if increasing else ""
-            raise ConfigError(f"{key} must be a list of distinct {order}whole numbers {bound}, "
-                              f"got {value!r}")
+            raise ConfigError(f"{key} must be a list of distinct {order}whole numbers from {low} "
+                              f"to {high}, got {_shown(value)}")
+        return [int(v) for v in value]
     return check
 
 
@@ -117,8 +152,20 @@ FILE_NAME_CHARACTERS = set('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
 def _file_name(key, value, cfg):
     _text(key, value, cfg)
     if not set(value) <= FILE_NAME_CHARACTERS or value.startswith('.'):
-        raise ConfigError(f"{key}={value!r} may hold only letters, digits and . _ + - "
+        raise ConfigError(f"{key}={_shown(value)} may hold only letters, digits and . _ + - "
                           f"(it names files and folders)")
+    if len(value) > RUN_NAME_MAX:
+        raise ConfigError(f"{key} has {len(value)} characters; at most {RUN_NAME_MAX} fit into "
+                          f"the names of its files")
+    return value
+
+
+def _device(key, value, cfg):
+    _text(key, value, cfg)
+    if not DEVICE.fullmatch(value):
+        raise ConfigError(f"{key}={_shown(value)} names no device; write /device:GPU:<n> or "
+                          f"/device:CPU:0")
+    return value
 
 
 def _grids(key, value, cfg):
@@ -139,43 +186,48 @@ def _grids(key, value, cfg):
             if bad:
                 raise ConfigError(f"{key}[{name!r}] varies {', '.join(map(repr, bad))}, which "
                                   f"cannot be set per run; valid keys: {', '.join(settable_keys())}")
+    return value
 
 
 def _text(key, value, cfg):
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{key} must be a non-empty text, got {value!r}")
+        raise ConfigError(f"{key} must be a non-empty text, got {_shown(value)}")
+    return value
 
 
 def _optional(check):
     def optional(key, value, cfg):
-        if value is not None:
-            check(key, value, cfg)
+        return None if value is None else check(key, value, cfg)
     return optional
 
 
 def _menu(key, value, cfg):
     if not value:
         raise ConfigError(f"{key} must list at least one choice")
+    return value
 
 
 def _pool_size(key, value, cfg):
     if (not isinstance(value, (list, tuple)) or len(value) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
-        raise ConfigError(f"{key} must be two whole numbers >= 1 like [2, 2], got {value!r}")
+            or not all(_is_whole(v, 1, INT32_MAX) for v in value)):
+        raise ConfigError(f"{key} must be two whole numbers from 1 to {INT32_MAX} like [2, 2], "
+                          f"got {_shown(value)}")
+    return [int(v) for v in value]
 
 
 def _shard_counts(key, value, cfg):
     if (not isinstance(value, dict) or not value or not all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
-            for k, v in value.items())):
-        raise ConfigError(f"{key} must map split names to shard counts >= 1, like "
-                          f"{{'train': 8, 'valid': 2, 'test': 2}}, got {value!r}")
+            isinstance(k, str) and _is_whole(v, 1, INT32_MAX) for k, v in value.items())):
+        raise ConfigError(f"{key} must map split names to shard counts from 1 to {INT32_MAX}, like "
+                          f"{{'train': 8, 'valid': 2, 'test': 2}}, got {_shown(value)}")
+    return value
 
 
 def _dataset_name(key, value, cfg):
     _choice('datasets')(key, value, cfg)
     if value not in loaders.DATASETS:
-        raise ConfigError(f"{key}={value!r} has no loader; choose one of: {', '.join(loaders.DATASETS)}")
+        raise ConfigError(f"{key}={_shown(value)} has no loader; choose one of: {', '.join(loaders.DATASETS)}")
+    return value
 
 
 # --- the table: every key of constant.config, once ----------------------------
@@ -211,7 +263,7 @@ KEYS = {
     'batch_size': Key(_integer(1), set()),
     'augment': Key(_boolean, set()),
     'max_epochs': Key(_integer(1), {HOW}),
-    'seed': Key(_integer(0), set()),
+    'seed': Key(_integer(0, SEED_MAX), set()),
     'log_every': Key(_integer(1), {HOW}),
     'eval_batch_size': Key(_integer(1), {HOW}),
     'keep_checkpoints': Key(_integer(1), {HOW}),
@@ -226,14 +278,15 @@ KEYS = {
     'train_eval_images': Key(_optional(_integer(1)), set()),
     'resize_batch_size': Key(_integer(1), {HOW}),
     'tfrecord_shards': Key(_optional(_shard_counts), {HOW}),
-    'malloc_mmap_threshold': Key(_optional(_integer(4096)), {HOW}),
+    'malloc_mmap_threshold': Key(_optional(_integer(4096, MMAP_THRESHOLD_MAX)), {HOW}),
     'one_pass': Key(_boolean, {HOW}),
     'imagenet_dir': Key(_optional(_text), {HOW}),
     'experiment_grids': Key(_grids, {MENU}),
     'experiment_grid': Key(_choice('experiment_grids'), {HOW}),
-    'experiment_seeds': Key(_optional(_whole_numbers(0)), {HOW}),
-    'device': Key(_text, {HOW}),
+    'experiment_seeds': Key(_optional(_whole_numbers(0, SEED_MAX)), {HOW}),
+    'device': Key(_device, {HOW}),
     'num_gpus': Key(_integer(1), set()),
+    'peer_wait_seconds': Key(_number(0.0, low_open=False), {HOW}),
     'gpu_memory_growth': Key(_boolean, {HOW}),
     'gpu_memory_fraction': Key(_optional(_number(0.0, 1.0)), {HOW}),
     'log_device_placement': Key(_boolean, {HOW}),
@@ -284,7 +337,7 @@ def parse_value(text):
         return None
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, RecursionError, MemoryError):  # deep nesting: -----1
         return text
 
 
@@ -314,7 +367,7 @@ def validate(cfg):
     if missing:
         raise ConfigError(f"missing key(s) {', '.join(missing)} in constant.config")
     for key, entry in KEYS.items():
-        entry.rule(key, cfg[key], cfg)
+        cfg[key] = entry.rule(key, cfg[key], cfg)
     classes = loaders.DATASETS[cfg['dataset_name']].num_classes
     if cfg['output_shape'] != classes:
         raise ConfigError(f"output_shape={cfg['output_shape']} but {cfg['dataset_name']} has "
