@@ -29,6 +29,7 @@ config = {
     'output_shape': 10,  # units of the last FC layer = number of classes of the dataset
     'pool_size': [2, 2],  # max-pool window of the custom model
     'strides': 2,  # max-pool stride of the custom model
+    'init_weights': None,  # ResNet50: path of Keras' resnet50_..._notop.h5 to start the trunk from (None: random)
 
     # --- optimisation ------------------------------------------------------
     'optimizer': 'adam',  # 'adam' (the seed's) or 'momentum' (SGD with momentum)

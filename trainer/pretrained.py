@@ -13,6 +13,8 @@ bias goes into the moving mean. The SE blocks and the head start fresh.
 Only reading the file's layout needs no TensorFlow: the config check does it,
 so a wrong file is one line before anything is built.
 """
+import collections
+
 import numpy as np
 
 from trainer.architecture import EXPANSION, RESNET50_STAGES, STEM_CHANNELS
@@ -28,6 +30,10 @@ BN_WEIGHTS = ('gamma', 'beta', 'moving_mean', 'moving_variance')
 # Keras' files of the whole network (include_top=True) also hold the ImageNet
 # classifier, which a run never takes: its head is its own.
 TOP_LAYERS = {'predictions', 'probs', 'fc1000'}
+# What Keras' ResNet50 weights expect at their input ('caffe' preprocessing):
+# BGR pixels 0..255 less these means, unscaled.
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+STEM_KERNEL, STEM_MEAN = 'conv1/conv/kernel', 'conv1/bn/moving_mean'
 
 
 def trunk_layers():
@@ -156,3 +162,52 @@ def network_variables(model, kind='GLOBAL_VARIABLES'):
     prefix = model.variables_prefix
     variables = model.X.graph.get_collection(getattr(v1.GraphKeys, kind), prefix)
     return {v.op.name[len(prefix):]: v for v in variables}
+
+
+def fit_input(values, mean, std):
+    """`values` with the first conv taking this project's input: pixels
+    standardised per channel, z = (x - mean) / std, RGB or gray, where Keras'
+    weights take BGR pixels less CAFFE_MEAN_BGR. On one channel the kernel is
+    summed over B, G and R (a gray image is one with B = G = R). The constant
+    part goes into the moving mean: exact away from the borders, where the
+    zero padding stands for other pixels in the two conventions."""
+    kernel = values[STEM_KERNEL].astype(np.float64)  # [7, 7, 3 (BGR), 64]
+    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    source = (2, 1, 0) if len(mean) == 3 else (0, 0, 0)  # our channel feeding B, G, R
+    fitted = np.zeros(kernel.shape[:2] + (len(mean), kernel.shape[3]))
+    shift = np.zeros(kernel.shape[3])
+    for bgr, channel in enumerate(source):
+        fitted[:, :, channel] += kernel[:, :, bgr] * std[channel]
+        shift += kernel[:, :, bgr].sum(axis=(0, 1)) * (mean[channel] - CAFFE_MEAN_BGR[bgr])
+    return {**values, STEM_KERNEL: fitted.astype(np.float32),
+            STEM_MEAN: (values[STEM_MEAN] - shift).astype(np.float32)}
+
+
+def start_from(run):
+    """A fresh run's ResNet50 trunk from cfg['init_weights'] (nothing when it
+    is None), put in after the variables are initialised; runs.start_or_resume
+    calls it for a fresh start only, never over a restored checkpoint."""
+    path = run.cfg['init_weights']
+    if not path:
+        return
+    model, data = run.built.model, run.built.source.data
+    values = fit_input(read_trunk(path), data.mean, data.std)
+    variables = network_variables(model)
+    assign(run.session, [(variables[name], value) for name, value in values.items()])
+    print(loaded_line(path, model, values, len(data.mean)), flush=True)
+
+
+def loaded_line(path, model, values, channels):
+    """What init_weights loaded and what starts fresh, in one line."""
+    fresh = collections.Counter()
+    loaded = 0
+    for name, variable in network_variables(model, 'TRAINABLE_VARIABLES').items():
+        size = int(np.prod(variable.shape.as_list()))
+        if name in values:
+            loaded += size
+        else:
+            fresh['the SE blocks' if '/se/' in name else f"the {name.split('/')[0]}"] += size
+    gray = ', its first kernel summed over RGB' if channels == 1 else ''
+    starts = ', '.join(f'{part} ({size:,} parameters)' for part, size in fresh.items())
+    return (f"Initial weights from {path}: ResNet-50's trunk, {len(trunk_layers())} convolutions "
+            f"with their batch norms ({loaded:,} parameters{gray}); starting fresh: {starts}")

@@ -8,7 +8,7 @@ import sys
 import tensorflow as tf
 
 import constant
-from trainer import history, settings
+from trainer import history, pretrained, settings
 from trainer.errors import ResumeError
 
 v1 = tf.compat.v1
@@ -100,6 +100,7 @@ def start_or_resume(run, chief=True):
             os.replace(run.directory, run.directory + '.previous')
         os.makedirs(run.directory)
     session.run(v1.global_variables_initializer())
+    pretrained.start_from(run)  # init_weights: a fresh start only, never over a checkpoint
     run.record, run.done, run.skip = {'epochs': []}, 0, 0
 
 

@@ -9,9 +9,10 @@ import ast
 import collections
 import difflib
 import numbers
+import os
 
 import constant
-from trainer import architecture, loaders, machine
+from trainer import architecture, loaders, machine, pretrained
 from trainer.errors import ConfigError
 
 # Tags of a key, in KEYS:
@@ -172,6 +173,16 @@ def _shard_counts(key, value, cfg):
                           f"{{'train': 8, 'valid': 2, 'test': 2}}, got {value!r}")
 
 
+def _keras_weights(key, value, cfg):
+    """Keras' ResNet50 weights file; its layers and shapes are checked now,
+    before anything is built (pretrained.read_trunk reads no data for it)."""
+    _text(key, value, cfg)
+    if not os.path.isfile(value):
+        raise ConfigError(f"{key}={value!r}: no such file; download Keras' "
+                          f"{pretrained.KERAS_FILE} (see the README)")
+    pretrained.read_trunk(value, values=False)
+
+
 def _dataset_name(key, value, cfg):
     _choice('datasets')(key, value, cfg)
     if value not in loaders.DATASETS:
@@ -198,6 +209,7 @@ KEYS = {
     'output_shape': Key(_integer(2), {GRAPH, DATASET}),
     'pool_size': Key(_pool_size, {GRAPH, CUSTOM}),
     'strides': Key(_integer(1), {GRAPH, CUSTOM}),
+    'init_weights': Key(_optional(_keras_weights), {RESNET}),  # the start, not the graph
     'optimizer': Key(_one_of('adam', 'momentum'), {GRAPH}),  # Adam's slots are not momentum's
     'momentum': Key(_fraction, set()),
     'learning_rate': Key(_number(0.0), set()),
@@ -318,6 +330,9 @@ def validate(cfg):
     if cfg['output_shape'] != classes:
         raise ConfigError(f"output_shape={cfg['output_shape']} but {cfg['dataset_name']} has "
                           f"{classes} classes; set output_shape={classes}")
+    if cfg['init_weights'] and not applies('init_weights', cfg):
+        raise ConfigError(f"init_weights holds ResNet-50's weights and {cfg['model']} is another "
+                          f"network; set model=resnet50, or init_weights=None")
     if cfg['use_se']:
         for key in keys_tagged(SE):
             if not applies(key, cfg) and cfg[key] != constant.config[key]:
