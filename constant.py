@@ -66,6 +66,8 @@ config = {
     'malloc_mmap_threshold': 32768,  # bytes; larger blocks go back to the system when freed (None: glibc's)
     'one_pass': False,  # TFRecordsWriter resizes CIFAR itself, without ImageResizer's .npy files
     'imagenet_dir': None,  # for TFRecordsWriter: folder with train/<wnid>/*.JPEG and val/<wnid>/*.JPEG
+    'imagenet_metadata_file': None,  # TFRecordsWriter: TF's imagenet_metadata.txt (wnid<TAB>name) for image/class/text
+    'imagenet_bbox_file': None,  # TFRecordsWriter: TF's bounding-box CSV (file,xmin,ymin,xmax,ymax) for image/object/bbox/*
 
     # --- sweeps: python experiments.py runs every configuration of a grid ----
     # A grid is {key: [values]} (every combination) or a list of such (their union);

@@ -173,13 +173,18 @@ def _shard_counts(key, value, cfg):
                           f"{{'train': 8, 'valid': 2, 'test': 2}}, got {value!r}")
 
 
+def _existing_file(hint=''):
+    def check(key, value, cfg):
+        _text(key, value, cfg)
+        if not os.path.isfile(value):
+            raise ConfigError(f"{key}={value!r}: no such file{hint}")
+    return check
+
+
 def _keras_weights(key, value, cfg):
     """Keras' ResNet50 weights file; its layers and shapes are checked now,
     before anything is built (pretrained.read_trunk reads no data for it)."""
-    _text(key, value, cfg)
-    if not os.path.isfile(value):
-        raise ConfigError(f"{key}={value!r}: no such file; download Keras' "
-                          f"{pretrained.KERAS_FILE} (see the README)")
+    _existing_file(f"; download Keras' {pretrained.KERAS_FILE} (see the README)")(key, value, cfg)
     pretrained.read_trunk(value, values=False)
 
 
@@ -240,6 +245,8 @@ KEYS = {
     'malloc_mmap_threshold': Key(_optional(_integer(4096)), {HOW}),
     'one_pass': Key(_boolean, {HOW}),
     'imagenet_dir': Key(_optional(_text), {HOW}),
+    'imagenet_metadata_file': Key(_optional(_existing_file()), {HOW}),
+    'imagenet_bbox_file': Key(_optional(_existing_file()), {HOW}),
     'experiment_grids': Key(_grids, {MENU}),
     'experiment_grid': Key(_choice('experiment_grids'), {HOW}),
     'experiment_seeds': Key(_optional(_whole_numbers(0)), {HOW}),
