@@ -14,6 +14,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from trainer import imagenet
 from trainer.errors import DataError
 from trainer.input_pipeline import AUGMENTATION, batches, pass_iterator, random_shift_flip
 
@@ -26,7 +27,6 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 IMAGENET_COUNTS = {'train': 1281167, 'validation': 50000}
 IMAGENET_SHARDS = {'train': 1024, 'validation': 128}  # TensorFlow's ImageNet scripts
 IMAGENET_SIZE = 224
-IMAGENET_LABELS = range(1, 1001)
 CENTRAL_FRACTION = 0.875  # evaluation crop of the ResNet papers: 224 of 256
 
 
@@ -41,6 +41,7 @@ class RecordDataset:
     mean: np.ndarray
     std: np.ndarray
     record_split: dict     # split -> the prefix its records' features carry (cifar_raw)
+    classes: tuple = ()    # imagenet_jpeg: the synset of each output
 
     def num_examples(self, split):
         return self.counts[split]
@@ -103,9 +104,23 @@ def count_records(files):
     return sum(1 for f in files for _ in v1.io.tf_record_iterator(f))
 
 
-def open_imagenet(data_dir):
+def imagenet_classes(metadata, data_dir, classes):
+    """The synset of each output: TF's 1000 ('official', whatever the records
+    hold), or ('present') those the writer found, in the same order."""
+    if classes == 'official':
+        return imagenet.synsets()
+    present = metadata.get('description', {}).get('synsets')
+    if not present:
+        raise DataError(f"imagenet_classes='present' needs the synsets the records hold: "
+                        f"{os.path.join(data_dir, METADATA)}, written by TFRecordsWriter.py, "
+                        f"lists them; without it, set imagenet_classes='official'")
+    return tuple(present)
+
+
+def open_imagenet(data_dir, classes='official'):
     """ImageNet shards train-*-of-* and validation-*-of-* (TensorFlow's format);
-    the official validation set serves as validation and test split."""
+    the official validation set serves as validation and test split.
+    `classes`: see imagenet_classes."""
     metadata = read_metadata(data_dir) or {}
     files = {p: split_files(data_dir, p) for p in ('train', 'validation')}
     counts = {}
@@ -113,14 +128,13 @@ def open_imagenet(data_dir):
         known = metadata.get('splits', {}).get(prefix, {}).get('count')
         full = len(paths) == IMAGENET_SHARDS[prefix]
         counts[prefix] = known or (IMAGENET_COUNTS[prefix] if full else count_records(paths))
-    # Labels are 1..1000 even in a subset of the classes: the head stays FC 1000.
-    num_classes = len(IMAGENET_LABELS)
+    synsets = imagenet_classes(metadata, data_dir, classes)
     return RecordDataset(
         'imagenet_jpeg', {'train': files['train'], 'valid': files['validation'], 'test': files['validation']},
         {'train': counts['train'], 'valid': counts['validation'], 'test': counts['validation']},
-        (IMAGENET_SIZE, IMAGENET_SIZE, 3), num_classes,
+        (IMAGENET_SIZE, IMAGENET_SIZE, 3), len(synsets),
         np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32),
-        {'train': 'train', 'valid': 'validation', 'test': 'validation'})
+        {'train': 'train', 'valid': 'validation', 'test': 'validation'}, synsets)
 
 
 # --- parsing ---------------------------------------------------------------------
@@ -158,8 +172,27 @@ def parse_cifar_raw(data, split, strict):
     return parse
 
 
-def parse_imagenet_jpeg(data, training, seed):
-    """serialized record -> (float image 224x224, label 0..999, ok): a random
+def class_of_label(data, label, filename, strict):
+    """(class, ok) of an official label 1..1000: its synset's place in
+    data.classes; ok is False for a label of no class (TF's background 0, a
+    synset left out), which strict stops with the file's name."""
+    places = {wnid: i for i, wnid in enumerate(data.classes)}
+    table = [-1] + [places.get(wnid, -1) for wnid in imagenet.synsets()]  # at labels 0..1000
+    # Clipped into the table for the lookup; a label outside it is no class.
+    inside = tf.logical_and(label >= 0, label < len(table))
+    found = tf.where(inside, tf.gather(tf.constant(table, tf.int64),
+                                       tf.clip_by_value(label, 0, len(table) - 1)), -1)
+    ok = found >= 0
+    if strict:
+        message = tf.strings.join(['bad record in ', filename, ': label ', tf.strings.as_string(label),
+                                   f' is not one of the {len(data.classes)} classes'])
+        with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
+            ok = tf.identity(ok)
+    return tf.maximum(found, 0), ok
+
+
+def parse_imagenet_jpeg(data, training, seed, strict):
+    """serialized record, file -> (float image 224x224, class, ok): a random
     crop (8-100 % of the area, aspect 3/4-4/3) with flips for training, the
     central 87.5 % for evaluation, resized to 224. The randomness is stateless,
     seeded by the pass's seed and the record's index, like input_pipeline.random_shift_flip."""
@@ -168,6 +201,7 @@ def parse_imagenet_jpeg(data, training, seed):
 
     def parse(index, record):
         f = tf.io.parse_single_example(record[0], keys)
+        label, ok = class_of_label(data, f['image/class/label'], record[1], strict)
         encoded = f['image/encoded']
         if training:
             pair = tf.stack([seed, index])
@@ -181,7 +215,7 @@ def parse_imagenet_jpeg(data, training, seed):
         else:
             image = tf.image.central_crop(tf.io.decode_jpeg(encoded, channels=3), CENTRAL_FRACTION)
         image = tf.image.resize(image, [IMAGENET_SIZE, IMAGENET_SIZE], method='bilinear')
-        return image, f['image/class/label'] - 1, tf.constant(True)
+        return image, label, ok
     return parse
 
 
@@ -232,7 +266,7 @@ def make_dataset(data, split, training, batch_size, cfg, seed=None, limit=None, 
     if data.format == 'cifar_raw':
         parse = parse_cifar_raw(data, split, strict=not skip_bad)
     else:
-        parse = parse_imagenet_jpeg(data, training, seed)
+        parse = parse_imagenet_jpeg(data, training, seed, strict=not skip_bad)
     dataset = dataset.enumerate().map(parse, num_parallel_calls=AUTOTUNE).filter(is_good).map(without_flag)
     if training and cfg['augment'] and data.format == 'cifar_raw':
         dataset = dataset.enumerate().map(random_shift_flip(seed, *AUGMENTATION['cifar_128']),
@@ -287,7 +321,8 @@ class TFRecordInput:
                                      f'cannot be read')
         message = getattr(error, 'message', '')
         if 'bad record in' in message:
-            detail = message[message.index('bad record in'):].split('\n')[0]
+            # the first line of the message, less the bracket tf.debugging.Assert closes its data with
+            detail = message[message.index('bad record in'):].split('\n')[0].rstrip(']')
             return DataError(f'{detail}; write the file again, or set skip_bad_records=True to '
                              f'skip such records')
         return None
@@ -304,4 +339,6 @@ def first_unreadable(files):
     return None
 
 
-OPENERS = {'cifar_128': open_cifar_128, 'imagenet': open_imagenet}  # dataset -> (data_dir) -> RecordDataset
+# dataset -> (data_dir, cfg) -> RecordDataset
+OPENERS = {'cifar_128': lambda data_dir, cfg: open_cifar_128(data_dir),
+           'imagenet': lambda data_dir, cfg: open_imagenet(data_dir, cfg['imagenet_classes'])}

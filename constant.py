@@ -68,6 +68,7 @@ config = {
     'imagenet_dir': None,  # for TFRecordsWriter: folder with train/<wnid>/*.JPEG and val/<wnid>/*.JPEG
     'imagenet_metadata_file': None,  # TFRecordsWriter: TF's imagenet_metadata.txt (wnid<TAB>name) for image/class/text
     'imagenet_bbox_file': None,  # TFRecordsWriter: TF's bounding-box CSV (file,xmin,ymin,xmax,ymax) for image/object/bbox/*
+    'imagenet_classes': 'official',  # 'official': TF's 1000 synsets, FC 1000 even for a subset; 'present': the records' synsets only
 
     # --- sweeps: python experiments.py runs every configuration of a grid ----
     # A grid is {key: [values]} (every combination) or a list of such (their union);

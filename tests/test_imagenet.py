@@ -21,7 +21,7 @@ from PIL import Image
 
 import TFRecordsReader
 import TFRecordsWriter
-from trainer import imagenet, settings
+from trainer import imagenet, inputs, settings
 from trainer.errors import ConfigError, DataError
 from trainer.inputs import make_input
 from tests.test_streaming import data_dir, read_examples, read_pass, reader_cfg, smooth_image
@@ -387,3 +387,53 @@ def test_tensorflows_shards_read_as_they_are(tmp_path, graph, session):
         restored = image * TFRecordsReader.IMAGENET_STD + TFRecordsReader.IMAGENET_MEAN
         np.testing.assert_allclose(restored.mean(axis=(0, 1)),
                                    stored[top:h - top, left:w - left].mean(axis=(0, 1)), atol=2)
+
+
+def test_a_label_outside_the_classes_is_one_line_or_skipped(tmp_path, graph, session):
+    """TF's background label 0 (which its scripts leave unused) in a
+    record: named, or left out with skip_bad_records=True."""
+    records = tmp_path / 'records'
+    write_tf_shards(records, tf_items(np.random.default_rng(9), [5, 6, 7, 8, 9, 10, 11, 0, 12]))
+    data = TFRecordsReader.open_imagenet(str(records))
+    source = make_input(data, reader_cfg(tmp_path, 'output_shape=1000', 'eval_batch_size=4',
+                                         dataset='imagenet'))
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        read_pass(session, source, 'valid', False)
+    explained = str(source.explain(caught.value))
+    assert '\n' not in explained and 'validation-00000-of-00001' in explained
+    assert 'label 0 is not one of the 1000 classes' in explained
+    source = make_input(data, reader_cfg(tmp_path, 'output_shape=1000', 'eval_batch_size=4',
+                                         'skip_bad_records=True', dataset='imagenet'))
+    _, labels, _ = read_pass(session, source, 'valid', False)
+    assert labels.argmax(1).tolist() == [10, 11]
+
+
+# --- imagenet_classes='present': an FC-N head over the synsets of the records ------------------
+
+def test_present_classes_number_the_synsets_found(written, tree, graph, session):
+    data = TFRecordsReader.open_imagenet(written, 'present')
+    assert data.num_classes == 3
+    cfg = reader_cfg(tree['root'], 'imagenet_classes=present', 'output_shape=3', 'eval_batch_size=4',
+                     dataset='imagenet')
+    images, labels, _ = read_pass(session, make_input(data, cfg), 'valid', False)
+    names = [e.features.feature['image/filename'].bytes_list.value[0].decode()
+             for e in read_examples(data.files['valid'][0])]
+    assert labels.shape == (3, 3)
+    assert labels.argmax(1).tolist() == [WNIDS.index(tree['sources']['validation', n][0]) for n in names]
+
+
+def test_present_classes_check_output_shape_with_the_records(written, tree):
+    cfg = settings.checked_config(['dataset_name=imagenet', 'imagenet_classes=present',
+                                   'output_shape=1000', 'batch_size=4'])
+    with pytest.raises(DataError, match='holds 3 classes but output_shape=1000; set output_shape=3'):
+        inputs.open_dataset(cfg, written)
+    with pytest.raises(ConfigError, match=r"output_shape=3 but imagenet has 1000 classes; set "
+                                          r"output_shape=1000, or imagenet_classes='present'"):
+        settings.checked_config(['dataset_name=imagenet', 'output_shape=3'])
+
+
+def test_present_classes_need_the_writers_synset_list(tmp_path):
+    write_tf_shards(tmp_path / 'records', tf_items(np.random.default_rng(4)))
+    with pytest.raises(DataError, match=r"imagenet_classes='present' needs the synsets the records "
+                                        r"hold: .*dataset.json"):
+        TFRecordsReader.open_imagenet(str(tmp_path / 'records'), 'present')

@@ -27,9 +27,11 @@ SE = 'se'            # ... a model with SE blocks (use_se)
 CUSTOM = 'custom'    # ... the custom model
 RESNET = 'resnet'    # ... ResNet50
 SELU = 'selu'        # ... SELU
+IMAGENET = 'imagenet'  # ... the imagenet dataset
 CONDITIONS = {SE: lambda cfg: cfg['use_se'], CUSTOM: lambda cfg: cfg['model'] == 'custom_model',
               RESNET: lambda cfg: cfg['model'] == 'resnet50',
-              SELU: lambda cfg: cfg['activation_fn'] == 'selu'}
+              SELU: lambda cfg: cfg['activation_fn'] == 'selu',
+              IMAGENET: lambda cfg: cfg['dataset_name'] == 'imagenet'}
 
 Key = collections.namedtuple('Key', 'rule tags')
 
@@ -247,6 +249,7 @@ KEYS = {
     'imagenet_dir': Key(_optional(_text), {HOW}),
     'imagenet_metadata_file': Key(_optional(_existing_file()), {HOW}),
     'imagenet_bbox_file': Key(_optional(_existing_file()), {HOW}),
+    'imagenet_classes': Key(_one_of('official', 'present'), {GRAPH, IMAGENET}),  # what each output means
     'experiment_grids': Key(_grids, {MENU}),
     'experiment_grid': Key(_choice('experiment_grids'), {HOW}),
     'experiment_seeds': Key(_optional(_whole_numbers(0)), {HOW}),
@@ -333,10 +336,7 @@ def validate(cfg):
         raise ConfigError(f"missing key(s) {', '.join(missing)} in constant.config")
     for key, entry in KEYS.items():
         entry.rule(key, cfg[key], cfg)
-    classes = loaders.DATASETS[cfg['dataset_name']].num_classes
-    if cfg['output_shape'] != classes:
-        raise ConfigError(f"output_shape={cfg['output_shape']} but {cfg['dataset_name']} has "
-                          f"{classes} classes; set output_shape={classes}")
+    _check_output_shape(cfg)
     if cfg['init_weights'] and not applies('init_weights', cfg):
         raise ConfigError(f"init_weights holds ResNet-50's weights and {cfg['model']} is another "
                           f"network; set model=resnet50, or init_weights=None")
@@ -351,6 +351,17 @@ def validate(cfg):
             raise ConfigError(f"se_r={cfg['se_r']} leaves an SE block of {cfg['model']} with fewer "
                               f"than one hidden unit ({channels} channels); choose se_r <= {channels}")
     return cfg
+
+
+def _check_output_shape(cfg):
+    """output_shape against the dataset's classes; with imagenet_classes=
+    'present' the records tell (inputs.open_dataset checks them)."""
+    name, classes = cfg['dataset_name'], loaders.DATASETS[cfg['dataset_name']].num_classes
+    present = name == 'imagenet' and cfg['imagenet_classes'] == 'present'
+    if cfg['output_shape'] != classes and not present:
+        other = ", or imagenet_classes='present'" if name == 'imagenet' else ''
+        raise ConfigError(f"output_shape={cfg['output_shape']} but {name} has {classes} classes; "
+                          f"set output_shape={classes}{other}")
 
 
 def checked_config(args=(), base=None):
