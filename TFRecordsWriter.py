@@ -315,7 +315,9 @@ class ImageCoder:
         try:
             return self.session.run(self.to_rgb_jpeg[kind], {self.data: data})
         except tf.errors.InvalidArgumentError as error:
-            reason = error.message.strip().splitlines()[0]
+            # graph mode puts the op's traceback first; the codec's words come last, before the node
+            reason = [line for line in error.message.splitlines() if line.strip()
+                      and not line.strip().startswith('[[')][-1].strip()
             raise DataError(f'{path} does not decode in TensorFlow ({reason})') from None
 
     def close(self):

@@ -309,6 +309,19 @@ def test_a_folder_that_is_no_synset_is_one_line(tmp_path, capsys):
         TFRecordsWriter.imagenet_files(str(tmp_path / 'src'), 0)
 
 
+def test_an_image_tensorflow_cannot_decode_is_one_line(tmp_path):
+    """A TIFF named .JPEG: PIL reads it, TensorFlow's codecs (which the
+    trainer decodes with) do not."""
+    for folder in ('train', 'val'):
+        os.makedirs(tmp_path / 'src' / folder / WNIDS[0])
+        smooth_image(np.random.default_rng(1), 40, 30).save(
+            tmp_path / 'src' / folder / WNIDS[0] / 'a.JPEG', format='TIFF')
+    code, _, err = write_records(tmp_path)
+    assert code == 2 and err.count('\n') == 1
+    assert err.startswith(f"error: {tmp_path / 'src' / 'train' / WNIDS[0] / 'a.JPEG'} does not "
+                          f"decode in TensorFlow (Unknown image file format. One of JPEG")
+
+
 @pytest.mark.parametrize('content, says', [
     ('n01440764\ttench\n', r'has no name for synset n02509815'),
     ('n01440764 tench\n', r'line 1: expected <wnid><TAB><name>'),
