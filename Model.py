@@ -35,10 +35,11 @@ def squeeze_excite(x, se, data_format='NHWC', name='se'):
         return x * tf.reshape(s, [-1, channels, 1, 1] if axis == 1 else [-1, 1, 1, channels])
 
 
-def conv_bn(x, filters, kernel_size, strides, training, arch, activate=True, name='conv'):
+def conv_bn(x, filters, kernel_size, strides, training, arch, activate=True, padding='SAME',
+            name='conv'):
     """conv (no bias: batch norm's beta replaces it) + BN (+ the activation)."""
     with v1.variable_scope(name):
-        x = layers.conv2d(x, filters, kernel_size, strides, use_bias=False,
+        x = layers.conv2d(x, filters, kernel_size, strides, padding, use_bias=False,
                           initializer=layers.initializer_for(arch.activation_name), data_format=arch.data_format)
         x = layers.batch_normalization(x, training, data_format=arch.data_format)
         return arch.activation(x) if activate else x
@@ -106,9 +107,17 @@ def model_net(x, training, arch):
 
 def resnet50(x, training, arch):
     """ResNet50 (He et al. 2015): conv 7x7/2, max pool 3x3/2, [SE-]bottlenecks
-    3, 4, 6, 3 (RESNET50_STAGES), global average pool, then the SPEC head."""
-    x = conv_bn(x, STEM_CHANNELS, 7, 2, training, arch, name='conv1')
-    x = layers.max_pool2d(x, 3, 2, data_format=arch.data_format, name='pool1')
+    3, 4, 6, 3 (RESNET50_STAGES), global average pool, then the SPEC head.
+
+    The stem pads symmetrically, as Keras' ResNet50 and the SE reference do
+    (SPEC 5.2): TF's 'SAME' pads 2 before and 3 after at even sizes, which
+    shifts the sampling grid by a pixel, and ported weights would see other
+    features. The pool's padding is -inf, as Caffe's and PyTorch's: it is
+    never the maximum (Keras' zeros are the same after ReLU, not after SELU)."""
+    x = layers.pad(x, 3, arch.data_format, name='conv1_pad')
+    x = conv_bn(x, STEM_CHANNELS, 7, 2, training, arch, padding='VALID', name='conv1')
+    x = layers.pad(x, 1, arch.data_format, value=-np.inf, name='pool1_pad')
+    x = layers.max_pool2d(x, 3, 2, 'VALID', data_format=arch.data_format, name='pool1')
     for stage, width, blocks in RESNET50_STAGES:
         se = arch.se if arch.se and stage in arch.se.stages else None
         for block in range(blocks):

@@ -13,7 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from trainer import runs
+from trainer import imagenet, runs
 from trainer.errors import DataError
 from trainer.input_pipeline import AUGMENTATION, batches, pass_iterator, random_shift_flip
 from trainer.record_metadata import (METADATA, check_complete, incomplete_shards, pixel_stats,
@@ -27,7 +27,6 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 IMAGENET_COUNTS = {'train': 1281167, 'validation': 50000}
 IMAGENET_SHARDS = {'train': 1024, 'validation': 128}  # TensorFlow's ImageNet scripts
 IMAGENET_SIZE = 224
-IMAGENET_LABELS = range(1, 1001)
 CENTRAL_FRACTION = 0.875  # evaluation crop of the ResNet papers: 224 of 256
 
 
@@ -43,6 +42,7 @@ class RecordDataset:
     std: np.ndarray
     record_split: dict     # split -> the prefix its records' features carry (cifar_raw)
     shard_counts: dict = dataclasses.field(default_factory=dict)  # path -> records, from dataset.json
+    classes: tuple = ()    # imagenet_jpeg: the synset of each output
 
     def num_examples(self, split):
         return self.counts[split]
@@ -89,10 +89,24 @@ def count_records(files):
     return sum(1 for f in files for _ in v1.io.tf_record_iterator(f))
 
 
-def open_imagenet(data_dir):
+def imagenet_classes(metadata, data_dir, classes):
+    """The synset of each output: TF's 1000 ('official', whatever the records
+    hold), or ('present') those the writer found, in the same order."""
+    if classes == 'official':
+        return imagenet.synsets()
+    present = metadata.get('description', {}).get('synsets')
+    if not present:
+        raise DataError(f"imagenet_classes='present' needs the synsets the records hold: "
+                        f"{os.path.join(data_dir, METADATA)}, written by TFRecordsWriter.py, "
+                        f"lists them; without it, set imagenet_classes='official'")
+    return tuple(present)
+
+
+def open_imagenet(data_dir, classes='official'):
     """ImageNet shards train-*-of-* and validation-*-of-* (TensorFlow's format);
     the official validation set serves as validation and test split. The
-    counts are dataset.json's where TFRecordsWriter completed it."""
+    counts are dataset.json's where TFRecordsWriter completed it.
+    `classes`: see imagenet_classes."""
     metadata = read_metadata(data_dir)
     if metadata is None or incomplete_shards(metadata):
         metadata = {'splits': {}, 'shards': {}}
@@ -104,15 +118,14 @@ def open_imagenet(data_dir):
         known = metadata['splits'].get(prefix, {}).get('count')
         full = len(paths) == IMAGENET_SHARDS[prefix]
         counts[prefix] = known or (IMAGENET_COUNTS[prefix] if full else count_records(paths))
-    # Labels are 1..1000 even in a subset of the classes: the head stays FC 1000.
-    num_classes = len(IMAGENET_LABELS)
+    synsets = imagenet_classes(metadata, data_dir, classes)
     return RecordDataset(
         'imagenet_jpeg', {'train': files['train'], 'valid': files['validation'], 'test': files['validation']},
         {'train': counts['train'], 'valid': counts['validation'], 'test': counts['validation']},
-        (IMAGENET_SIZE, IMAGENET_SIZE, 3), num_classes,
+        (IMAGENET_SIZE, IMAGENET_SIZE, 3), len(synsets),
         np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32),
         {'train': 'train', 'valid': 'validation', 'test': 'validation'},
-        shard_counts(data_dir, metadata))
+        shard_counts(data_dir, metadata), synsets)
 
 
 # --- parsing ---------------------------------------------------------------------
@@ -175,11 +188,22 @@ def parse_cifar_raw(data, split, strict):
     return parse
 
 
+def class_of_label(data, label):
+    """The class of an official label 1..1000: its synset's place in
+    data.classes; -1 for a label of no class (TF's background 0, a synset
+    left out, a label outside 0..1000)."""
+    places = {wnid: i for i, wnid in enumerate(data.classes)}
+    table = [-1] + [places.get(wnid, -1) for wnid in imagenet.synsets()]  # at labels 0..1000
+    inside = tf.logical_and(label >= 0, label < len(table))
+    return tf.where(inside, tf.gather(tf.constant(table, tf.int64),
+                                      tf.clip_by_value(label, 0, len(table) - 1)), -1)
+
+
 def parse_imagenet_jpeg(data, training, seed, strict):
-    """serialized record, file -> (float image 224x224, label 0..999, ok): a
-    random crop (8-100 % of the area, aspect 3/4-4/3) with flips for
-    training, the central 87.5 % for evaluation, resized to 224; ok is False
-    for a record without an image or with a label outside 1..1000. The
+    """serialized record, file -> (float image 224x224, class, ok): a random
+    crop (8-100 % of the area, aspect 3/4-4/3) with flips for training, the
+    central 87.5 % for evaluation, resized to 224; ok is False for a record
+    without an image or whose label is no class (class_of_label). The
     randomness is stateless, seeded by the pass's seed and the record's
     index, like input_pipeline.random_shift_flip."""
     keys = {'image/encoded': tf.io.FixedLenFeature([], tf.string, default_value=''),
@@ -203,14 +227,15 @@ def parse_imagenet_jpeg(data, training, seed, strict):
         serialized, filename = record
         f = tf.io.parse_single_example(serialized, keys)
         encoded, label = f['image/encoded'], f['image/class/label']
+        found = class_of_label(data, label)
         size = tf.cast(tf.strings.length(encoded), tf.int64)
-        ok = tf.reduce_all([size > 0, label >= IMAGENET_LABELS.start, label < IMAGENET_LABELS.stop])
+        ok = tf.logical_and(size > 0, found >= 0)
         ok = flagged(ok, strict, BAD_RECORD, filename, ': image/class/label ', label, ' with ', size,
-                     f' bytes of image/encoded; expected a label in {IMAGENET_LABELS.start}..'
-                     f'{IMAGENET_LABELS.stop - 1} and a JPEG image')
+                     f' bytes of image/encoded; expected the label of one of the '
+                     f'{len(data.classes)} classes and a JPEG image')
         image = tf.cond(ok, lambda: decoded(encoded, index),
                         lambda: tf.zeros([IMAGENET_SIZE, IMAGENET_SIZE, 3]))
-        return image, label - IMAGENET_LABELS.start, ok
+        return image, tf.maximum(found, 0), ok
     return parse
 
 
@@ -388,4 +413,6 @@ def first_unreadable(files):
     return None
 
 
-OPENERS = {'cifar_128': open_cifar_128, 'imagenet': open_imagenet}  # dataset -> (data_dir) -> RecordDataset
+# dataset -> (data_dir, cfg) -> RecordDataset
+OPENERS = {'cifar_128': lambda data_dir, cfg: open_cifar_128(data_dir),
+           'imagenet': lambda data_dir, cfg: open_imagenet(data_dir, cfg['imagenet_classes'])}

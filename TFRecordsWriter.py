@@ -7,6 +7,9 @@
 Every shard is written under a temporary name and renamed once complete, then
 recorded in dataset.json (counts, shape, classes, pixel statistics). A rerun
 skips the shards recorded there and redoes the others.
+
+ImageNet records are those of TensorFlow's own ImageNet scripts
+(build_imagenet_data.py), field for field: see imagenet_example.
 """
 import glob
 import io
@@ -26,7 +29,7 @@ from PIL import Image  # noqa: E402
 
 import constant  # noqa: E402
 import ImageResizer  # noqa: E402
-from trainer import loaders, malloc_tuning, runs, safe_io, settings  # noqa: E402
+from trainer import imagenet, loaders, malloc_tuning, runs, safe_io, settings  # noqa: E402
 from trainer.errors import ConfigError, DataError  # noqa: E402
 from TFRecordsReader import IMAGENET_SHARDS, METADATA  # noqa: E402
 from trainer.record_metadata import read_metadata  # noqa: E402
@@ -40,6 +43,11 @@ def int64_feature(values):
     """A tf.train.Feature of int64s (one value or a list)."""
     values = values if isinstance(values, (list, tuple)) else [values]
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+
+
+def float_feature(values):
+    """A tf.train.Feature of floats (a list, possibly empty)."""
+    return tf.train.Feature(float_list=tf.train.FloatList(value=values))
 
 
 def bytes_feature(value):
@@ -60,18 +68,29 @@ def cifar_example(split, image, label):
     })).SerializeToString()
 
 
-def imagenet_example(jpeg, label, synset, height, width, filename):
-    """The record of TensorFlow's ImageNet scripts (label 1..1000)."""
+def imagenet_example(jpeg, label, synset, height, width, filename, text='', boxes=()):
+    """The record of TensorFlow's ImageNet scripts (their _convert_to_example):
+    the official label 1..1000, the class's name (empty without one), the
+    bounding boxes [xmin, ymin, xmax, ymax] (none without them). Colorspace
+    and channels say RGB and 3 for a grayscale JPEG too, as theirs do: its
+    readers decode to 3 channels."""
+    xmin, ymin, xmax, ymax = ([box[i] for box in boxes] for i in range(4))
     return tf.train.Example(features=tf.train.Features(feature={
-        'image/encoded': bytes_feature(jpeg),
-        'image/format': bytes_feature(b'JPEG'),
+        'image/height': int64_feature(height),
+        'image/width': int64_feature(width),
         'image/colorspace': bytes_feature(b'RGB'),
         'image/channels': int64_feature(3),
         'image/class/label': int64_feature(label),
         'image/class/synset': bytes_feature(synset.encode()),
-        'image/height': int64_feature(height),
-        'image/width': int64_feature(width),
+        'image/class/text': bytes_feature(text.encode()),
+        'image/object/bbox/xmin': float_feature(xmin),
+        'image/object/bbox/xmax': float_feature(xmax),
+        'image/object/bbox/ymin': float_feature(ymin),
+        'image/object/bbox/ymax': float_feature(ymax),
+        'image/object/bbox/label': int64_feature([label] * len(xmin)),
+        'image/format': bytes_feature(b'JPEG'),
         'image/filename': bytes_feature(filename.encode()),
+        'image/encoded': bytes_feature(jpeg),
     })).SerializeToString()
 
 
@@ -267,29 +286,38 @@ def write_cifar_128(cfg, one_pass):
 # --- ImageNet ----------------------------------------------------------------------
 
 def imagenet_files(root, seed):
-    """{split: [(path, label 1..1000, wnid)]} from train/<wnid>/*.JPEG and
-    val/<wnid>/*.JPEG; classes are the sorted wnids; training order shuffled
-    so that every shard holds every class."""
+    """{split: [(path, official label 1..1000, wnid)]} from train/<wnid>/* and
+    val/<wnid>/* (.JPEG, .JPG, .PNG), and the sorted wnids found; training
+    order shuffled so that every shard holds every class."""
     train_dir = os.path.join(root, 'train')
     if not os.path.isdir(train_dir):
         raise DataError(f'{train_dir} is missing: imagenet_dir must hold train/<wnid>/*.JPEG '
                         f'and val/<wnid>/*.JPEG')
-    wnids = sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
-    labels = {wnid: i + 1 for i, wnid in enumerate(wnids)}
-    files = {}
+    labels, found, files = imagenet.labels(), set(), {}
     for split, folder in IMAGENET_SPLIT_DIRS.items():
         entries = []
         for path in sorted(glob.glob(os.path.join(root, folder, '*', '*'))):
             wnid = os.path.basename(os.path.dirname(path))
             if wnid not in labels:
-                raise DataError(f'{path}: class {wnid} is not among the training classes')
+                raise DataError(f'{os.path.dirname(path)}: {wnid} is not one of the 1000 ImageNet '
+                                f'synsets (listed in {imagenet.SYNSETS_FILE})')
             if path.lower().endswith(('.jpeg', '.jpg', '.png')):
                 entries.append((path, labels[wnid], wnid))
+                found.add(wnid)
         if not entries:
             raise DataError(f'no images in {os.path.join(root, folder)}/<wnid>/')
         files[split] = entries
     random.Random(seed).shuffle(files['train'])
-    return files, wnids
+    return files, sorted(found)
+
+
+def annotations(cfg, wnids):
+    """({wnid: image/class/text}, {file name: bounding boxes}) from TF's
+    metadata files that the config names; without them empty texts and no
+    boxes, as TF's script writes for an image it has none for."""
+    texts_path, boxes_path = cfg['imagenet_metadata_file'], cfg['imagenet_bbox_file']
+    texts = imagenet.class_texts(texts_path, wnids) if texts_path else dict.fromkeys(wnids, '')
+    return texts, imagenet.bounding_boxes(boxes_path) if boxes_path else {}
 
 
 # An ImageNet file is at most a few MB and 20 megapixels: bounds that no real
@@ -305,19 +333,32 @@ class BadImage(DataError):
     """An image file that the records cannot hold."""
 
 
-class JpegDecoder:
-    """Decodes JPEG bytes as TFRecordsReader will (TensorFlow's decoder,
-    three channels), so that a record that is written is one that reads."""
+class ImageCoder:
+    """The conversions of TF's script (its ImageCoder), with TensorFlow's
+    codecs in a graph and session of their own: the one PNG and the 22 CMYK
+    JPEGs of ImageNet become RGB JPEGs at quality 100. (A GIF or BMP is
+    converted as the PNG is: decode_image decodes a PNG as decode_png does.)"""
 
     def __init__(self):
-        self.graph = tf.Graph()
-        with self.graph.as_default():
-            self.data = v1.placeholder(tf.string, [], 'jpeg')
-            self.shape = tf.shape(tf.io.decode_jpeg(self.data, channels=3))
-        self.session = v1.Session(graph=self.graph)
+        graph = tf.Graph()
+        with graph.as_default():
+            self.data = v1.placeholder(tf.string, [])
+            decoded = {'not_jpeg': tf.io.decode_image(self.data, channels=3, expand_animations=False),
+                       'cmyk': tf.io.decode_jpeg(self.data, channels=0)}  # CMYK decodes to RGB
+            self.to_rgb_jpeg = {kind: tf.io.encode_jpeg(image, format='rgb', quality=100)
+                                for kind, image in decoded.items()}
+            self.shape = tf.shape(tf.io.decode_jpeg(self.data, channels=3))  # as the reader decodes
+        self.session = v1.Session(graph=graph)
+
+    def __call__(self, kind, data, path):
+        try:
+            return self.session.run(self.to_rgb_jpeg[kind], {self.data: data})
+        except tf.errors.OpError as error:
+            raise BadImage(f'{path} does not decode in TensorFlow ({runs.error_reason(error)})') from None
 
     def why_not(self, data):
-        """None if the bytes decode, else TensorFlow's reason."""
+        """None if the JPEG bytes decode as TFRecordsReader will decode them,
+        else TensorFlow's reason."""
         try:
             self.session.run(self.shape, {self.data: data})
             return None
@@ -355,29 +396,23 @@ def opened(path, data):
     return image
 
 
-def rgb_jpeg(path, data):
-    """(RGB JPEG bytes, width, height) of an image file's bytes: re-encoded
-    only when they are not an RGB JPEG, as TensorFlow's scripts do for the
-    PNG and CMYK files of ImageNet."""
+def stored_jpeg(path, coder):
+    """(JPEG bytes as TF's script stores them, height, width) of an image
+    file: an RGB or grayscale JPEG as it is, a PNG or CMYK JPEG converted,
+    its size checked before it is read and the JPEG decoded as the reader
+    will decode it (TF's script lists the files to convert by name; here
+    their headers tell)."""
+    data = image_bytes(path)
     with opened(path, data) as image:
-        width, height = image.size
-        if image.format == 'JPEG' and image.mode == 'RGB':
-            return data, width, height
-        try:
-            out = io.BytesIO()
-            image.convert('RGB').save(out, format='JPEG', quality=95)
-        except IMAGE_ERRORS as error:
-            raise BadImage(f'{path} is not a readable image ({error})') from None
-        return out.getvalue(), width, height
-
-
-def jpeg_record(path, label, wnid, decoder):
-    """The record of an image file, once its JPEG decodes."""
-    data, width, height = rgb_jpeg(path, image_bytes(path))
-    reason = decoder.why_not(data)
+        (width, height), form, mode = image.size, image.format, image.mode
+    if form != 'JPEG':
+        data = coder('not_jpeg', data, path)
+    elif mode == 'CMYK':
+        data = coder('cmyk', data, path)
+    reason = coder.why_not(data)
     if reason:
         raise BadImage(f'{path} is not a readable JPEG ({reason})')
-    return imagenet_example(data, label, wnid, height, width, os.path.basename(path))
+    return data, height, width
 
 
 def write_imagenet(cfg):
@@ -386,27 +421,33 @@ def write_imagenet(cfg):
                         'and val/<wnid>/*.JPEG')
     out_dir = constant.derived_dirs(cfg)['DATA_DIR']
     files, wnids = imagenet_files(cfg['imagenet_dir'], cfg['seed'])
+    texts, boxes = annotations(cfg, wnids)
     shards = cfg['tfrecord_shards'] or IMAGENET_SHARDS
-    description = {'format': 'imagenet_jpeg', 'num_classes': len(wnids), 'synsets': wnids}
+    # The labels are the synsets' lines in TF's list; `synsets` are those present.
+    description = {'format': 'imagenet_jpeg', 'labels': os.path.basename(imagenet.SYNSETS_FILE),
+                   'num_classes': len(imagenet.synsets()), 'synsets': wnids,
+                   'class_texts': cfg['imagenet_metadata_file'], 'bounding_boxes': cfg['imagenet_bbox_file']}
     chunk = 256
     stream = ((split, entries[i:i + chunk], [e[1] for e in entries[i:i + chunk]])
               for split, entries in files.items() for i in range(0, len(entries), chunk))
-    decoder, left_out = JpegDecoder(), []
+    coder, left_out = ImageCoder(), []
 
-    def record_or_none(entry):
-        """The entry's record; None for a bad image if skip_bad_records."""
+    def record(path, label, wnid):
+        """The image's record; None for a bad image if skip_bad_records."""
         try:
-            return jpeg_record(*entry, decoder)
+            jpeg, height, width = stored_jpeg(path, coder)
         except BadImage as bad:
             if not cfg['skip_bad_records']:
                 raise BadImage(f'{bad}; remove it, or set skip_bad_records=True to leave such '
                                f'images out') from None
             print(f'warning: {bad}: left out', file=sys.stderr, flush=True)
-            left_out.append(entry[0])
+            left_out.append(path)
             return None
+        name = os.path.basename(path)
+        return imagenet_example(jpeg, label, wnid, height, width, name, texts[wnid], boxes.get(name, ()))
 
     def make_records(split, entries, labels):
-        return [record_or_none(entry) for entry in entries], None
+        return [record(*entry) for entry in entries], None
 
     counts = {split: len(entries) for split, entries in files.items()}
     print(f"Writing {sum(counts.values())} ImageNet images of {len(wnids)} classes into {out_dir}",
@@ -414,7 +455,7 @@ def write_imagenet(cfg):
     try:
         metadata = write_splits(out_dir, stream, counts, shards, '', make_records, description)
     finally:
-        decoder.close()
+        coder.close()
     if left_out:
         print(f'Left out {len(left_out)} image(s) that cannot be read (skip_bad_records=True)')
     return metadata

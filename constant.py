@@ -29,6 +29,7 @@ config = {
     'output_shape': 10,  # units of the last FC layer = number of classes of the dataset
     'pool_size': [2, 2],  # max-pool window of the custom model
     'strides': 2,  # max-pool stride of the custom model
+    'init_weights': None,  # ResNet50: path of Keras' resnet50_..._notop.h5 to start the trunk from (None: random)
 
     # --- optimisation ------------------------------------------------------
     'optimizer': 'adam',  # 'adam' (the seed's) or 'momentum' (SGD with momentum)
@@ -66,6 +67,9 @@ config = {
     'malloc_mmap_threshold': 32768,  # bytes; larger blocks go back to the system when freed (None: glibc's)
     'one_pass': False,  # TFRecordsWriter resizes CIFAR itself, without ImageResizer's .npy files
     'imagenet_dir': None,  # for TFRecordsWriter: folder with train/<wnid>/*.JPEG and val/<wnid>/*.JPEG
+    'imagenet_metadata_file': None,  # TFRecordsWriter: TF's imagenet_metadata.txt (wnid<TAB>name) for image/class/text
+    'imagenet_bbox_file': None,  # TFRecordsWriter: TF's bounding-box CSV (file,xmin,ymin,xmax,ymax) for image/object/bbox/*
+    'imagenet_classes': 'official',  # 'official': TF's 1000 synsets, FC 1000 even for a subset; 'present': the records' synsets only
 
     # --- sweeps: python experiments.py runs every configuration of a grid ----
     # A grid is {key: [values]} (every combination) or a list of such (their union);

@@ -127,6 +127,13 @@ def conv2d(x, filters, kernel_size, strides=1, padding="SAME", use_bias=True,
         return activation(y) if activation else y
 
 
+def pad(x, amount, data_format="NHWC", value=0.0, name="pad"):
+    """x with `amount` pixels of `value` on every side of H and W."""
+    spatial = [[amount, amount]] * 2
+    paddings = [[0, 0], [0, 0], *spatial] if data_format == "NCHW" else [[0, 0], *spatial, [0, 0]]
+    return tf.pad(x, paddings, constant_values=value, name=name)
+
+
 def max_pool2d(x, pool_size, strides, padding="SAME", data_format="NHWC", name="max_pool"):
     return tf.nn.max_pool2d(x, ksize=_window(pool_size, data_format),
                             strides=_window(strides, data_format), padding=padding,

@@ -53,9 +53,9 @@ def _squeeze_excite(x, r, name):
     return keras.layers.Multiply(name=f'{name}_scale')([x, s])
 
 
-def _conv_bn(x, filters, kernel_size, strides, activation, scale, name):
+def _conv_bn(x, filters, kernel_size, strides, activation, scale, name, padding='same'):
     """conv (no bias: BN's beta replaces it) + BN (+ activation when given)."""
-    x = keras.layers.Conv2D(filters, kernel_size, strides, padding='same',
+    x = keras.layers.Conv2D(filters, kernel_size, strides, padding=padding,
                             data_format=DATA_FORMAT, use_bias=False,
                             kernel_initializer=_initializer(scale), name=f'{name}_conv')(x)
     x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
@@ -106,8 +106,12 @@ def _custom_model(x, cfg):
 def _resnet50(x, cfg):
     """Model.resnet50: conv 7x7/2 + BN + act, max pool 3x3/2, bottlenecks, avg pool, head."""
     act, scale = cfg['activation_fn'], _initializer_scale(cfg['activation_fn'])
-    x = _conv_bn(x, 64, 7, 2, act, scale, 'conv1')
-    x = keras.layers.MaxPooling2D(3, 2, padding='same', data_format=DATA_FORMAT, name='pool1')(x)
+    # The stem pads symmetrically, as Model.resnet50 (its pool pads -inf, these
+    # zeros: the same after ReLU).
+    x = keras.layers.ZeroPadding2D(3, data_format=DATA_FORMAT, name='conv1_pad')(x)
+    x = _conv_bn(x, 64, 7, 2, act, scale, 'conv1', padding='valid')
+    x = keras.layers.ZeroPadding2D(1, data_format=DATA_FORMAT, name='pool1_pad')(x)
+    x = keras.layers.MaxPooling2D(3, 2, data_format=DATA_FORMAT, name='pool1')(x)
     for stage, width, blocks in RESNET50_STAGES:
         for block in range(blocks):
             first = block == 0

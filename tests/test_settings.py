@@ -51,6 +51,9 @@ def test_every_tag_of_the_table_is_a_known_one():
     (['model=resnet50', 'use_se=True'], ['dataset_name', 'model', 'activation_fn', 'use_se', 'se_r',
                                          'se_squeeze', 'se_excitation', 'se_integration',
                                          'se_stages', 'output_shape', 'optimizer', 'mixed_precision']),
+    (['dataset_name=imagenet', 'output_shape=1000'], ['dataset_name', 'model', 'activation_fn', 'use_se',
+                                                     'output_shape', 'pool_size', 'strides', 'optimizer',
+                                                     'mixed_precision', 'imagenet_classes']),
 ])
 def test_graph_signature_holds_the_keys_that_shape_that_network(args, expected):
     """What a checkpoint must match to restore: the network's and the

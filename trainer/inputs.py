@@ -11,7 +11,7 @@ def open_dataset(cfg, data_dir):
     TFRecordsReader.RecordDataset, checked against the config."""
     name = cfg['dataset_name']
     opener = TFRecordsReader.OPENERS.get(name)
-    data = opener(data_dir) if opener else loaders.DATASETS[name].load(data_dir, cfg['seed'],
+    data = opener(data_dir, cfg) if opener else loaders.DATASETS[name].load(data_dir, cfg['seed'],
                                                                        cfg['download'])
     train_images = data.num_examples('train')
     if cfg['batch_size'] > train_images:

@@ -15,7 +15,7 @@ import sys
 import tensorflow as tf
 
 import constant
-from trainer import checkpoints, history, settings
+from trainer import checkpoints, history, pretrained, settings
 from trainer.errors import DataError, ResumeError, UserError
 
 v1 = tf.compat.v1
@@ -195,6 +195,7 @@ def start_or_resume(run, chief=True):
             set_aside(run)
         os.makedirs(run.directory, exist_ok=True)
     session.run(v1.global_variables_initializer())
+    pretrained.start_from(run)  # init_weights: a fresh start only, never over a checkpoint
     run.record, run.done, run.skip = {'epochs': []}, 0, 0
 
 

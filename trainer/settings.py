@@ -14,11 +14,12 @@ import collections
 import difflib
 import math
 import numbers
+import os
 import re
 import reprlib
 
 import constant
-from trainer import architecture, loaders, machine
+from trainer import architecture, loaders, machine, pretrained
 from trainer.errors import ConfigError
 
 # Tags of a key, in KEYS:
@@ -33,9 +34,11 @@ SE = 'se'            # ... a model with SE blocks (use_se)
 CUSTOM = 'custom'    # ... the custom model
 RESNET = 'resnet'    # ... ResNet50
 SELU = 'selu'        # ... SELU
+IMAGENET = 'imagenet'  # ... the imagenet dataset
 CONDITIONS = {SE: lambda cfg: cfg['use_se'], CUSTOM: lambda cfg: cfg['model'] == 'custom_model',
               RESNET: lambda cfg: cfg['model'] == 'resnet50',
-              SELU: lambda cfg: cfg['activation_fn'] == 'selu'}
+              SELU: lambda cfg: cfg['activation_fn'] == 'selu',
+              IMAGENET: lambda cfg: cfg['dataset_name'] == 'imagenet'}
 
 Key = collections.namedtuple('Key', 'rule tags')
 
@@ -223,6 +226,23 @@ def _shard_counts(key, value, cfg):
     return value
 
 
+def _existing_file(hint=''):
+    def check(key, value, cfg):
+        _text(key, value, cfg)
+        if not os.path.isfile(value):
+            raise ConfigError(f"{key}={value!r}: no such file{hint}")
+        return value
+    return check
+
+
+def _keras_weights(key, value, cfg):
+    """Keras' ResNet50 weights file; its layers and shapes are checked now,
+    before anything is built (pretrained.read_trunk reads no data for it)."""
+    _existing_file(f"; download Keras' {pretrained.KERAS_FILE} (see the README)")(key, value, cfg)
+    pretrained.read_trunk(value, values=False)
+    return value
+
+
 def _dataset_name(key, value, cfg):
     _choice('datasets')(key, value, cfg)
     if value not in loaders.DATASETS:
@@ -250,6 +270,7 @@ KEYS = {
     'output_shape': Key(_integer(2), {GRAPH, DATASET}),
     'pool_size': Key(_pool_size, {GRAPH, CUSTOM}),
     'strides': Key(_integer(1), {GRAPH, CUSTOM}),
+    'init_weights': Key(_optional(_keras_weights), {RESNET}),  # the start, not the graph
     'optimizer': Key(_one_of('adam', 'momentum'), {GRAPH}),  # Adam's slots are not momentum's
     'momentum': Key(_fraction, set()),
     'learning_rate': Key(_number(0.0), set()),
@@ -281,6 +302,9 @@ KEYS = {
     'malloc_mmap_threshold': Key(_optional(_integer(4096, MMAP_THRESHOLD_MAX)), {HOW}),
     'one_pass': Key(_boolean, {HOW}),
     'imagenet_dir': Key(_optional(_text), {HOW}),
+    'imagenet_metadata_file': Key(_optional(_existing_file()), {HOW}),
+    'imagenet_bbox_file': Key(_optional(_existing_file()), {HOW}),
+    'imagenet_classes': Key(_one_of('official', 'present'), {GRAPH, IMAGENET}),  # what each output means
     'experiment_grids': Key(_grids, {MENU}),
     'experiment_grid': Key(_choice('experiment_grids'), {HOW}),
     'experiment_seeds': Key(_optional(_whole_numbers(0, SEED_MAX)), {HOW}),
@@ -368,10 +392,10 @@ def validate(cfg):
         raise ConfigError(f"missing key(s) {', '.join(missing)} in constant.config")
     for key, entry in KEYS.items():
         cfg[key] = entry.rule(key, cfg[key], cfg)
-    classes = loaders.DATASETS[cfg['dataset_name']].num_classes
-    if cfg['output_shape'] != classes:
-        raise ConfigError(f"output_shape={cfg['output_shape']} but {cfg['dataset_name']} has "
-                          f"{classes} classes; set output_shape={classes}")
+    _check_output_shape(cfg)
+    if cfg['init_weights'] and not applies('init_weights', cfg):
+        raise ConfigError(f"init_weights holds ResNet-50's weights and {cfg['model']} is another "
+                          f"network; set model=resnet50, or init_weights=None")
     if cfg['use_se']:
         for key in keys_tagged(SE):
             if not applies(key, cfg) and cfg[key] != constant.config[key]:
@@ -383,6 +407,17 @@ def validate(cfg):
             raise ConfigError(f"se_r={cfg['se_r']} leaves an SE block of {cfg['model']} with fewer "
                               f"than one hidden unit ({channels} channels); choose se_r <= {channels}")
     return cfg
+
+
+def _check_output_shape(cfg):
+    """output_shape against the dataset's classes; with imagenet_classes=
+    'present' the records tell (inputs.open_dataset checks them)."""
+    name, classes = cfg['dataset_name'], loaders.DATASETS[cfg['dataset_name']].num_classes
+    present = name == 'imagenet' and cfg['imagenet_classes'] == 'present'
+    if cfg['output_shape'] != classes and not present:
+        other = ", or imagenet_classes='present'" if name == 'imagenet' else ''
+        raise ConfigError(f"output_shape={cfg['output_shape']} but {name} has {classes} classes; "
+                          f"set output_shape={classes}{other}")
 
 
 def checked_config(args=(), base=None):
