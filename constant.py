@@ -98,6 +98,12 @@ config = {
     'experiment_grid': 'seed',  # which grid experiments.py runs
     'experiment_seeds': None,  # e.g. [1, 2, 3]: every configuration once per seed, mean ± sd tabled (None: seed)
 
+    # --- after training: evaluate.py, predict.py, export.py --------------------
+    'checkpoint': 'best',  # the run's checkpoint they use: 'best' (validation), 'newest', or a checkpoint's path
+    'eval_split': 'test',  # the split evaluate.py evaluates: 'train', 'valid' or 'test'
+    'top_k': 5,  # predict.py: the most probable classes listed for each image
+    'misclassified_images': 25,  # evaluate.py draws this many of the most confidently misclassified images
+
     # --- device ------------------------------------------------------------
     'device': '/device:GPU:0',  # where the model is built; falls back to the CPU when absent
     'num_gpus': 1,  # data-parallel replicas on this many GPUs; batch_size is the global batch, split among them

@@ -215,5 +215,8 @@ class FilterImages(Callback):
 
 def standard():
     """The chief's callbacks, in the order they run."""
-    return Callbacks([Evaluation(), BestCheckpoint(), EpochCheckpoint(), TensorBoardScalars(),
-                      EpochStatistics(), ProgressPlot(), TestEvaluation(), FilterImages()])
+    from trainer import evaluation, run_data  # their callbacks build on this module
+    return Callbacks([run_data.SaveDataDescription(),
+                      Evaluation(), BestCheckpoint(), EpochCheckpoint(), TensorBoardScalars(),
+                      EpochStatistics(), ProgressPlot(), TestEvaluation(), evaluation.TestAnalysis(),
+                      FilterImages()])

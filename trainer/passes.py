@@ -69,12 +69,16 @@ def evaluation_batches(session, source, split, fetches, stop=None):
             return
 
 
-def evaluate(session, model, source, split, stop=None):
-    """Mean loss and accuracy over a whole split, batch norm in inference mode."""
+def evaluate(session, model, source, split, stop=None, also=(), each_batch=None):
+    """Mean loss and accuracy over a whole split, batch norm in inference
+    mode; the values of the tensors `also` of every batch go to
+    each_batch(values), in the split's order."""
     loss_sum = correct = count = 0.0
-    for loss, accuracy, n in evaluation_batches(session, source, split,
-                                                [model.loss, model.accuracy, model.batch_size], stop):
+    fetches = [model.loss, model.accuracy, model.batch_size, *also]
+    for loss, accuracy, n, *values in evaluation_batches(session, source, split, fetches, stop):
         loss_sum, correct, count = loss_sum + loss * n, correct + accuracy * n, count + n
+        if each_batch:
+            each_batch(values)
     if not count:
         raise DataError(f'the {split} split gave no images to evaluate (all skipped as bad?)')
     return float(loss_sum / count), float(correct / count)

@@ -308,6 +308,10 @@ KEYS = {
     'experiment_grids': Key(_grids, {MENU}),
     'experiment_grid': Key(_choice('experiment_grids'), {HOW}),
     'experiment_seeds': Key(_optional(_whole_numbers(0, SEED_MAX)), {HOW}),
+    'checkpoint': Key(_text, {HOW}),  # 'best', 'newest' or a path: trained_runs.find checks it
+    'eval_split': Key(_one_of('train', 'valid', 'test'), {HOW}),
+    'top_k': Key(_integer(1), {HOW}),
+    'misclassified_images': Key(_integer(0, 400), {HOW}),  # a grid of 20 x 20 at most
     'device': Key(_device, {HOW}),
     'num_gpus': Key(_integer(1), set()),
     'peer_wait_seconds': Key(_number(0.0, low_open=False), {HOW}),
