@@ -17,6 +17,7 @@ import numbers
 import os
 import re
 import reprlib
+import warnings
 
 import constant
 from trainer import architecture, loaders, machine, pretrained
@@ -364,7 +365,11 @@ def parse_value(text):
     if lowered == 'none':
         return None
     try:
-        return ast.literal_eval(text)
+        # A path such as model.ckpt-2.index is text; Python's parser would
+        # warn on its way to saying so ('invalid decimal literal').
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', SyntaxWarning)
+            return ast.literal_eval(text)
     except (ValueError, SyntaxError, RecursionError, MemoryError):  # deep nesting: -----1
         return text
 
