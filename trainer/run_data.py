@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from trainer import loaders
+from trainer import inputs, loaders
 from trainer.callbacks import Callback
 
 KEY = 'data'
@@ -38,6 +38,12 @@ def saved(record):
     """The description a run's record holds; None for a run trained before
     runs kept it."""
     return record.get(KEY)
+
+
+def of_run(record, cfg, data_dir):
+    """The description a run's record keeps; for a run trained before runs
+    kept it, its dataset's as the data in `data_dir` gives it now."""
+    return saved(record) or describe(inputs.open_dataset(cfg, data_dir), cfg['dataset_name'])
 
 
 def with_run_statistics(data, description):
