@@ -19,11 +19,10 @@ from trainer import command
 
 command.answer_early(__name__, __doc__)  # --help and mistakes answered before TensorFlow loads
 
-import os  # noqa: E402
-
 import tensorflow as tf  # noqa: E402
 
-from trainer import evaluation, inputs, run_data, settings, trained_runs, training_graph  # noqa: E402
+from trainer import (console, evaluation, inputs, run_data, settings, trained_runs,  # noqa: E402
+                     training_graph)
 
 v1 = tf.compat.v1
 
@@ -56,7 +55,7 @@ def evaluate(cfg):
     print(evaluation.result_line(result))
     print('\n'.join(evaluation.table_lines(result)))
     print(f'Confusion matrix, per-class figures and misclassified images in: '
-          f'{os.path.relpath(directory)}', flush=True)
+          f'{console.shown_path(directory)}', flush=True)
     return result
 
 

@@ -28,7 +28,7 @@ import os  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
-from trainer import inference, run_data, settings, trained_runs  # noqa: E402
+from trainer import console, inference, run_data, settings, trained_runs  # noqa: E402
 
 v1 = tf.compat.v1
 FOLDER = 'saved_model'  # in a run's folder: one SavedModel per checkpoint exported
@@ -45,7 +45,7 @@ def export(cfg):
         trained_runs.restore(serving.saver, session, trained)
         inference.export(serving, session, directory)
     shape = ', '.join(map(str, description['image_shape']))
-    print(f'Exported {trained.describe()}\nas a SavedModel into: {os.path.relpath(directory)}\n'
+    print(f'Exported {trained.describe()}\nas a SavedModel into: {console.shown_path(directory)}\n'
           f"serving_default: images, float32 [N, {shape}] of raw pixels 0..255 -> probabilities, "
           f"float32 [N, {len(description['classes'])}]; serving_uint8: the same from uint8; "
           f'class_names: the class of each probability', flush=True)

@@ -31,7 +31,7 @@ import main
 import predict
 from Model import Model
 from tests.fixtures import write_cifar_batches
-from trainer import inference, loaders, settings, trained_runs
+from trainer import console, inference, loaders, settings, trained_runs
 
 v1 = tf.compat.v1
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -145,7 +145,7 @@ def test_training_ends_with_the_test_splits_confusion_matrix_and_per_class_figur
     assert [int(r[0]) for r in worst] == sorted(wrong, key=lambda i: -confidence[i])[:25]
     for name in ('confusion.png', 'misclassified.png'):
         assert (folder / name).read_bytes().startswith(b'\x89PNG')
-    assert f"in: {os.path.relpath(folder)}" in trained['stdout']
+    assert f"in: {console.shown_path(folder)}" in trained['stdout']
 
 
 def test_the_run_keeps_its_datas_description(trained):
@@ -222,7 +222,7 @@ np.savez(sys.argv[4], classes=model.signatures['class_names']()['class_names'].n
 
 def test_export_loads_without_this_project_and_gives_the_checkpoints_probabilities(trained):
     saved = trained['run'] / 'saved_model' / 'best'
-    assert f'into: {os.path.relpath(saved)}' in trained['export_stdout']
+    assert f'into: {console.shown_path(saved)}' in trained['export_stdout']
     finish(trained['loader'])  # tf.saved_model.load in a process without this project's modules
     out = np.load(trained['root'] / 'loaded.npz')
     difference = float(np.abs(out['float'] - trained['best_probabilities']).max())

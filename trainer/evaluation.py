@@ -19,11 +19,10 @@ import numpy as np
 import tensorflow as tf
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from trainer import evaluation_figures, passes, run_data, runs, safe_io
+from trainer import console, evaluation_figures, passes, run_data, runs, safe_io
 from trainer.callbacks import Callback
 
 TOP = 5  # top-5 accuracy, where there are at least 10 classes (as ImageNet results are quoted)
-FOLDER = 'evaluation'  # in a run's folder: one folder <split>-<checkpoint> per evaluation
 SPLIT_NAMES = {'train': 'Train', 'valid': 'Validation', 'test': 'Test'}  # as the epoch statistics say
 TABLE_CLASSES = 30  # the console shows the per-class table of at most this many classes
 
@@ -180,7 +179,7 @@ def write(directory, result, outcome, description, title):
 
 
 def folder(run_directory, split, label):
-    return os.path.join(run_directory, FOLDER, f'{split}-{label}')
+    return os.path.join(run_directory, runs.EVALUATION_DIR, f'{split}-{label}')
 
 
 def analyse_and_write(session, model, source, split, keep, description, directory, title,
@@ -210,7 +209,7 @@ class TestAnalysis(Callback):
                                    run.cfg['misclassified_images'], description, directory,
                                    f"{run.name}, epoch {epoch}, test split", run.stop)
         print(f"Confusion matrix and per-class figures of the test split (epoch {epoch}, "
-              f"accuracy {result['accuracy']:.4f}) in: {os.path.relpath(directory)}", flush=True)
+              f"accuracy {result['accuracy']:.4f}) in: {console.shown_path(directory)}", flush=True)
 
 
 def best_weights_into_session(run):

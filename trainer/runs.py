@@ -20,6 +20,7 @@ from trainer.errors import DataError, ResumeError, UserError
 
 v1 = tf.compat.v1
 BEST_DIR = 'best'  # in a run's folder: the checkpoint of its best validation epoch
+EVALUATION_DIR = 'evaluation'  # in a run's folder: one folder <split>-<checkpoint> per evaluation
 EARLIER = '.earlier-'  # <run>.earlier-<when it was set aside>: an earlier run of the same name
 
 

@@ -7,7 +7,7 @@ import os
 
 import tensorflow as tf
 
-from trainer import checkpoints, runs
+from trainer import checkpoints, console, runs
 from trainer.errors import UserError
 
 NAMED_RUNS_SHOWN = 12  # a folder of many runs: the first this many are named
@@ -33,7 +33,7 @@ class TrainedRun:
         """'the best validation epoch's checkpoint (epoch 7) of <run>: <path>'."""
         what = {'best': "the best validation epoch's checkpoint",
                 'newest': 'the newest checkpoint'}.get(self.label, 'checkpoint')
-        return f'{what} (epoch {self.epoch}) of {self.run.name}: {os.path.relpath(self.prefix)}'
+        return f'{what} (epoch {self.epoch}) of {self.run.name}: {console.shown_path(self.prefix)}'
 
 
 def find(cfg):
@@ -69,7 +69,7 @@ def no_run_message(run, cfg):
     runs_dir = os.path.dirname(run.directory)
     trained = sorted(name for name in (os.listdir(runs_dir) if os.path.isdir(runs_dir) else ())
                      if checkpoints.found(os.path.join(runs_dir, name)))
-    where = f"no trained run {run.name} of {cfg['dataset_name']} in {os.path.relpath(runs_dir)}"
+    where = f"no trained run {run.name} of {cfg['dataset_name']} in {console.shown_path(runs_dir)}"
     if not trained:
         return (f'{where}: train it first (python main.py with the same key=value arguments), '
                 f'or set datasets_root / dataset_name to where it was trained')
