@@ -27,11 +27,13 @@ from sklearn.model_selection import train_test_split
 
 import evaluate
 import export
+import ImageResizer
 import main
 import predict
-from Model import Model
+import TFRecordsWriter
+from Model import Model, network
 from tests.fixtures import write_cifar_batches
-from trainer import console, inference, loaders, settings, trained_runs
+from trainer import architecture, checkpoints, console, inference, loaders, settings, trained_runs
 
 v1 = tf.compat.v1
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -260,6 +262,50 @@ def test_a_checkpoint_of_another_network_names_the_differing_keys(trained, capsy
     assert 'give the image files or folders to classify' in capsys.readouterr().err
 
 
+@pytest.fixture(scope='module')
+def records(tmp_path_factory):
+    """A cifar_128 run of one epoch on TFRecords that ImageResizer and
+    TFRecordsWriter made of small CIFAR-10 batches (18 training images)."""
+    root = tmp_path_factory.mktemp('records')
+    batches = write_cifar_batches(root / 'cifar_32' / 'data_dir', n_per_batch=4)
+    shards = "tfrecord_shards={'train': 1, 'valid': 1, 'test': 1}"
+    assert ImageResizer.main([f'datasets_root={root}', shards]) == 0
+    assert TFRecordsWriter.main([f'datasets_root={root}', shards]) == 0
+    args = [f'datasets_root={root}', 'dataset_name=cifar_128', 'max_epochs=1', 'batch_size=6',
+            'train_eval_images=6', 'log_every=100000']
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main.train(settings.load_config(args)) == 0
+    run = root / 'cifar_128' / 'save_dir' / 'runs' / RUN
+    return {'root': root, 'args': args, 'run': run, 'x_test': batches['x_test'],
+            'record': json.loads((run / 'history.json').read_text())}
+
+
+def test_a_run_on_tfrecords_evaluates_and_classifies_image_files(records, tmp_path, capsys):
+    """evaluate reads the records' test split; predict makes a 32 px PNG a
+    128 px image as ImageResizer made the records' and gives the
+    checkpoint's probabilities."""
+    record, run = records['record'], records['run']
+    assert record['data']['classes'][:2] == ['airplane', 'automobile']
+    assert evaluate.main(records['args']) == 0
+    result = json.loads((run / 'evaluation' / 'test-best' / 'summary.json').read_text())
+    assert result['accuracy'] == record['best']['test_accuracy'] and result['images'] == 4
+    assert 'top5_accuracy' in result
+    image = records['x_test'][0]
+    write_png(tmp_path / 'small.png', image)
+    capsys.readouterr()
+    assert predict.main(records['args'] + ['top_k=10', str(tmp_path / 'small.png')]) == 0
+    printed = dict(re.findall(r'(\w+) \((\d\.\d{4})\)', capsys.readouterr().out))
+    resizer = ImageResizer.BicubicResizer(128)
+    large = resizer(image[np.newaxis]).astype(np.float64)
+    resizer.close()
+    data = record['data']
+    cfg = settings.load_config(records['args'])
+    expected = checkpoint_probabilities(cfg, str(run / record['best']['checkpoint']), large,
+                                        np.array(data['mean']), np.array(data['std']))[0]
+    assert {name: float(p) for name, p in printed.items()} == {
+        name: pytest.approx(p, abs=5.1e-5) for name, p in zip(data['classes'], expected)}
+
+
 def test_cifar_class_names_come_from_batches_meta(tmp_path):
     write_cifar_batches(tmp_path, n_per_batch=2)
     names = [f'kind {i}' for i in range(10)]
@@ -304,6 +350,49 @@ for name, strategy in strategies.items():
 """
 
 
+def served_probabilities(cfg, pixels):
+    """The probabilities predict.py and export.py's network gives raw
+    `pixels`, with the weights of the checkpoint cfg names."""
+    trained = trained_runs.find(cfg)
+    serving = inference.Serving(cfg, trained.record['data'])
+    with serving.graph.as_default(), v1.Session() as session:
+        trained_runs.restore(serving.saver, session, trained)
+        return serving.probabilities_of(session, pixels)
+
+
+@pytest.mark.parametrize('model, use_se, activation', [('custom_model', True, 'selu'),
+                                                       ('resnet50', True, 'relu')])
+def test_every_network_serves_as_its_checkpoint_computes(tmp_path, model, use_se, activation):
+    """With the trained run's custom_model_relu, every model, SE and
+    activation: a checkpoint of the network as training's Model builds it
+    (in the model's variable scope; batch norm's moving averages made values
+    of their own) gives predict and export the probabilities of its
+    inference mode. Not Model itself: ResNet-50's training graph, gradients
+    and all, takes minutes to build on a small CPU."""
+    cfg = settings.load_config([f'datasets_root={tmp_path}', f'model={model}', f'use_se={use_se}',
+                                f'activation_fn={activation}', 'checkpoint=newest'])
+    train_x, test_x, _ = digits_reference()
+    mean, std = float(train_x.mean()), float(train_x.std())
+    data = {'dataset_name': 'digits', 'image_shape': [8, 8, 1], 'pixel_max': DIGIT_LEVELS,
+            'mean': [mean], 'std': [std], 'resize': 'bicubic', 'classes': [str(i) for i in range(10)]}
+    rng = np.random.default_rng(5)
+    with tf.Graph().as_default():
+        images = v1.placeholder(tf.float32, [None, 8, 8, 1])
+        with v1.variable_scope(model):
+            probabilities = tf.nn.softmax(network(images, False, architecture.from_config(cfg)))
+        with v1.Session() as session:
+            session.run(v1.global_variables_initializer())
+            for variable in v1.global_variables():
+                if 'moving_' in variable.name:
+                    low = 0.5 if 'variance' in variable.name else -0.2
+                    variable.load(rng.uniform(low, low + 0.7, variable.shape).astype(np.float32), session)
+            expected = session.run(probabilities, {images: (test_x - mean) / std})
+            record = {'epochs': [{'epoch': 1}], 'config': settings.saved_config(cfg), 'data': data}
+            run = tmp_path / 'digits' / 'save_dir' / 'runs' / f"{model}{'_se' if use_se else ''}_{activation}"
+            checkpoints.save(session, v1.train.Saver(), str(run), 1, 0, record)
+    assert np.abs(served_probabilities(cfg, test_x * 255 / DIGIT_LEVELS) - expected).max() < 1e-5
+
+
 def test_checkpoints_of_replicas_and_of_a_job_serve_and_evaluate(replicated):
     """A checkpoint written by two replicas (num_gpus=2, MirroredStrategy)
     and one of a graph under the multi-worker strategy restore into the
@@ -315,12 +404,7 @@ def test_checkpoints_of_replicas_and_of_a_job_serve_and_evaluate(replicated):
         run = root / 'digits' / 'save_dir' / 'runs' / name
         cfg = settings.load_config([f'datasets_root={root}', f'run_name={name}', 'checkpoint=newest'])
         written = np.load(run / 'probabilities.npy')
-        trained = trained_runs.find(cfg)
-        serving = inference.Serving(cfg, trained.record['data'])
-        with serving.graph.as_default(), v1.Session() as session:
-            trained_runs.restore(serving.saver, session, trained)
-            served = serving.probabilities_of(session, test_x * 255 / DIGIT_LEVELS)
-        assert np.abs(served - written).max() < 1e-5
+        assert np.abs(served_probabilities(cfg, test_x * 255 / DIGIT_LEVELS) - written).max() < 1e-5
     with contextlib.redirect_stdout(io.StringIO()):
         result = evaluate.evaluate(cfg)  # the job's, restored into the training graph of one device
     assert result['accuracy'] == pytest.approx(np.mean(written.argmax(1) == test_y))
