@@ -12,6 +12,7 @@ from trainer import safe_io
 
 MOST_CLASSES = 30  # a larger matrix shows the classes most involved in errors
 DPI = 120
+MIN_WIDTH = 5.0  # inches: a grid of few images still holds its title
 # Colour of a share s: s ** GAMMA, so that errors of 1 % (0.25) show beside the
 # diagonal's 99 %, where a linear scale leaves them white.
 GAMMA = 0.3
@@ -70,7 +71,7 @@ def draw_misclassified(worst, classes, description, path, title):
     n = len(worst)
     columns = max(1, math.ceil(math.sqrt(n)))
     rows = max(1, math.ceil(n / columns))
-    fig = Figure(figsize=(1.9 * columns + 0.4, 2.1 * rows + 0.7))
+    fig = Figure(figsize=(max(1.9 * columns + 0.4, MIN_WIDTH), 2.1 * rows + 0.9))
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
     for ax in axes:
         ax.axis('off')
@@ -81,9 +82,9 @@ def draw_misclassified(worst, classes, description, path, title):
                   interpolation='nearest')
         ax.set_title(f'true {classes[miss.label]}\npredicted {classes[miss.predicted]} '
                      f'({miss.confidence:.0%})', fontsize=8)
-    if not n:
-        axes[0].text(0.5, 0.5, 'no misclassified images', ha='center', va='center')
-    fig.suptitle(f'{title}: the {n} most confidently misclassified images', fontsize=10)
+    said = (f'the {n} most confidently misclassified images' if n > 1
+            else 'the misclassified image' if n else 'no misclassified images')
+    fig.suptitle(f'{title}\n{said}', fontsize=10)
     fig.tight_layout()
     save(fig, path)
 
