@@ -360,9 +360,13 @@ def served_probabilities(cfg, pixels):
         return serving.probabilities_of(session, pixels)
 
 
-@pytest.mark.parametrize('model, use_se, activation', [('custom_model', True, 'selu'),
-                                                       ('resnet50', True, 'relu')])
-def test_every_network_serves_as_its_checkpoint_computes(tmp_path, model, use_se, activation):
+# ResNet-50's 50 layers of float32 (batch norm's statistics random) amplify
+# rounding: the inputs' last bit alone (pixels scaled in float32 by predict,
+# in float64 here) moved its probabilities by 8e-6 on this CPU.
+@pytest.mark.parametrize('model, use_se, activation, tolerance', [
+    ('custom_model', True, 'selu', 1e-5), ('resnet50', True, 'relu', 5e-5)])
+def test_every_network_serves_as_its_checkpoint_computes(tmp_path, model, use_se, activation,
+                                                         tolerance):
     """With the trained run's custom_model_relu, every model, SE and
     activation: a checkpoint of the network as training's Model builds it
     (in the model's variable scope; batch norm's moving averages made values
@@ -390,7 +394,7 @@ def test_every_network_serves_as_its_checkpoint_computes(tmp_path, model, use_se
             record = {'epochs': [{'epoch': 1}], 'config': settings.saved_config(cfg), 'data': data}
             run = tmp_path / 'digits' / 'save_dir' / 'runs' / f"{model}{'_se' if use_se else ''}_{activation}"
             checkpoints.save(session, v1.train.Saver(), str(run), 1, 0, record)
-    assert np.abs(served_probabilities(cfg, test_x * 255 / DIGIT_LEVELS) - expected).max() < 1e-5
+    assert np.abs(served_probabilities(cfg, test_x * 255 / DIGIT_LEVELS) - expected).max() < tolerance
 
 
 def test_checkpoints_of_replicas_and_of_a_job_serve_and_evaluate(replicated):
