@@ -13,7 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from trainer import imagenet, runs
+from trainer import imagenet, loaders, runs
 from trainer.errors import DataError
 from trainer.input_pipeline import AUGMENTATION, batches, pass_iterator, random_shift_flip
 from trainer.record_metadata import (METADATA, check_complete, incomplete_shards, pixel_stats,
@@ -42,7 +42,7 @@ class RecordDataset:
     std: np.ndarray
     record_split: dict     # split -> the prefix its records' features carry (cifar_raw)
     shard_counts: dict = dataclasses.field(default_factory=dict)  # path -> records, from dataset.json
-    classes: tuple = ()    # imagenet_jpeg: the synset of each output
+    classes: tuple = ()    # the name of each output: CIFAR-10's labels, ImageNet's synsets
 
     def num_examples(self, split):
         return self.counts[split]
@@ -82,7 +82,8 @@ def open_cifar_128(data_dir):
     description = metadata['description']
     return RecordDataset('cifar_raw', files, {s: metadata['splits'][s]['count'] for s in splits},
                          tuple(description['image_shape']), description['num_classes'], mean, std,
-                         {s: s for s in splits}, shard_counts(data_dir, metadata))
+                         {s: s for s in splits}, shard_counts(data_dir, metadata),
+                         loaders.CIFAR_CLASSES)  # the writer writes CIFAR-10 only
 
 
 def count_records(files):
@@ -199,6 +200,13 @@ def class_of_label(data, label):
                                       tf.clip_by_value(label, 0, len(table) - 1)), -1)
 
 
+def central_view(image):
+    """What evaluation shows the network of an ImageNet image: its central
+    87.5 %, resized to 224 px (float pixels)."""
+    image = tf.image.central_crop(image, CENTRAL_FRACTION)
+    return tf.image.resize(image, [IMAGENET_SIZE, IMAGENET_SIZE], method='bilinear')
+
+
 def parse_imagenet_jpeg(data, training, seed, strict):
     """serialized record, file -> (float image 224x224, class, ok): a random
     crop (8-100 % of the area, aspect 3/4-4/3) with flips for training, the
@@ -219,9 +227,8 @@ def parse_imagenet_jpeg(data, training, seed, strict):
             window = tf.stack([begin[0], begin[1], size[0], size[1]])
             image = tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
             image = tf.image.stateless_random_flip_left_right(image, seed=pair + 1)
-        else:
-            image = tf.image.central_crop(tf.io.decode_jpeg(encoded, channels=3), CENTRAL_FRACTION)
-        return tf.image.resize(image, [IMAGENET_SIZE, IMAGENET_SIZE], method='bilinear')
+            return tf.image.resize(image, [IMAGENET_SIZE, IMAGENET_SIZE], method='bilinear')
+        return central_view(tf.io.decode_jpeg(encoded, channels=3))
 
     def parse(index, record):
         serialized, filename = record

@@ -134,7 +134,7 @@ def test_tensorboard_loads_the_per_epoch_scalars_and_the_test_result(first_run):
 
 def test_the_end_of_a_run_says_where_its_files_are(first_run, monkeypatch):
     root, result = first_run
-    tail = result.stdout.splitlines()[-7:]
+    tail = result.stdout.splitlines()[-8:]
     assert re.match(r'^Run custom_model_relu done: 2 epoch\(s\), \d+:\d\d:\d\d of training and '
                     r'evaluation in all; this process took \d+:\d\d:\d\d$', tail[0])
     shown = dict(re.match(r'^  (\w[\w ]*?): +(.*)$', line).groups() for line in tail[1:])
@@ -143,6 +143,8 @@ def test_the_end_of_a_run_says_where_its_files_are(first_run, monkeypatch):
     assert os.path.isfile(shown['best epoch'].split(': ')[1] + '.index')
     assert os.path.isfile(shown['history'].split(',')[0]) and os.path.isfile(shown['plot'])
     assert os.path.isdir(shown['filters'])
+    folder, held = shown['evaluation'].split(': ')
+    assert held == 'test-best' and os.path.isfile(os.path.join(folder, held, 'confusion.csv'))
     assert shown['TensorBoard'] == 'tensorboard --logdir datasets/digits/save_dir/runs'
 
 

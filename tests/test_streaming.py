@@ -22,8 +22,10 @@ from PIL import Image
 
 import ImageResizer
 import main
+import predict
 import TFRecordsReader
 import TFRecordsWriter
+from Model import Model
 from trainer import loaders, settings
 from trainer.errors import DataError
 from trainer.inputs import make_input
@@ -847,10 +849,28 @@ def test_imagenet_reader_passes(imagenet, graph, session):
 
 
 def test_main_trains_on_a_written_imagenet_subset(imagenet, capsys):
-    code = main.main(['dataset_name=imagenet', 'output_shape=1000', f"datasets_root={imagenet['root']}",
-                      'batch_size=7', 'eval_batch_size=8', 'max_epochs=1'])
-    assert code == 0
+    args = ['dataset_name=imagenet', 'output_shape=1000', f"datasets_root={imagenet['root']}",
+            'batch_size=7', 'eval_batch_size=8', 'max_epochs=1']
+    assert main.main(args) == 0
     assert 'Validation error: epoch 1' in capsys.readouterr().out
+    # predict.py shows the network a validation JPEG as evaluation does (its central view)
+    first = read_examples(os.path.join(imagenet['dir'], 'validation-00000-of-00001'))[0]
+    wnid = feature(first, 'image/class/synset').decode()
+    path = imagenet['src'] / 'val' / wnid / feature(first, 'image/filename').decode()
+    assert predict.main(args + ['top_k=3', str(path)]) == 0
+    printed = re.findall(r'(n\d{8}) \((\d\.\d{4})\)', capsys.readouterr().out)
+    run = imagenet['root'] / 'imagenet' / 'save_dir' / 'runs' / 'custom_model_relu'
+    record = load_json(run / 'history.json')
+    cfg = settings.load_config(args)
+    with tf.Graph().as_default(), v1.Session() as session:
+        model = Model(cfg, (224, 224, 3))
+        v1.train.Saver().restore(session, str(run / record['best']['checkpoint']))
+        images, _, _ = read_pass(session, make_input(TFRecordsReader.open_imagenet(imagenet['dir']), cfg),
+                                 'valid', training=False)
+        probabilities = session.run(tf.nn.softmax(model.logits), {model.X: images[:1]})[0]
+    top = np.argsort(-probabilities, kind='stable')[:3]
+    assert [name for name, _ in printed] == [record['data']['classes'][i] for i in top]
+    assert [float(p) for _, p in printed] == pytest.approx(probabilities[top], abs=5.1e-5)
 
 
 def jpeg_bytes(width=48, height=40):

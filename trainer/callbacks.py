@@ -241,7 +241,8 @@ class RunSummary(Callback):
                  ('history', here(os.path.join(run.directory, history.JSON_FILE)) + ', .csv'),
                  ('TensorBoard', f'tensorboard --logdir {here(os.path.dirname(run.directory))}'),
                  ('plot', here(plot_path(run))),
-                 ('filters', here(os.path.join(run.dirs['FILTERS_SAVE_DIR'], run.name)))]
+                 ('filters', here(os.path.join(run.dirs['FILTERS_SAVE_DIR'], run.name))),
+                 ('evaluation', evaluations(run.directory))]
         print(f'Run {run.name} done: {len(epochs)} epoch(s), {console.clock(spent)} of training and '
               f'evaluation in all; this process took {console.clock(time.perf_counter() - self.started)}')
         for what, where in files:
@@ -249,8 +250,18 @@ class RunSummary(Callback):
         sys.stdout.flush()
 
 
+def evaluations(run_directory):
+    """'<run>/evaluation: test-best, valid-newest': the folder of the run's
+    evaluations (confusion matrix, per-class figures) and what it holds."""
+    directory = os.path.join(run_directory, runs.EVALUATION_DIR)
+    held = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    return f"{console.shown_path(directory)}: {', '.join(held)}" if held else 'none'
+
+
 def standard():
     """The chief's callbacks, in the order they run."""
-    return Callbacks([Evaluation(), BestCheckpoint(), EpochCheckpoint(), TestEvaluation(),
-                      TensorBoardScalars(), EpochStatistics(), ProgressPlot(), FilterImages(),
-                      RunSummary()])
+    from trainer import evaluation, run_data  # their callbacks build on this module
+    return Callbacks([run_data.SaveDataDescription(),
+                      Evaluation(), BestCheckpoint(), EpochCheckpoint(), TestEvaluation(),
+                      evaluation.TestAnalysis(), TensorBoardScalars(), EpochStatistics(),
+                      ProgressPlot(), FilterImages(), RunSummary()])

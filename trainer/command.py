@@ -15,13 +15,15 @@ def program():
     return f'python {os.path.basename(sys.argv[0])}'
 
 
-def answer_early(module_name, usage, defaults=()):
+def answer_early(module_name, usage, defaults=(), args=None):
     """Called at the top of a command's script, before its heavy imports:
     when it runs as the program (module_name '__main__'), answers `--help`
-    and a wrong key or value at once, then imports TensorFlow quietly."""
+    and a wrong key or value at once, then imports TensorFlow quietly.
+    `args`: the command's key=value arguments, where it takes others too
+    (default: all of sys.argv[1:])."""
     if module_name != '__main__':
         return
-    argv = sys.argv[1:]
+    argv = sys.argv[1:] if args is None else args
     if {'--help', '-h'} & set(argv):
         print(key_docs.help_text(usage))
         sys.exit(0)

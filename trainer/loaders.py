@@ -2,8 +2,8 @@
 arrays; streamed: cifar_128 and imagenet, opened by TFRecordsReader.
 
 Each loader returns an ArrayDataset with deterministic train / valid / test
-splits (SPEC 4) and the per-channel mean and std of the training split, which
-the input pipeline uses to normalise images.
+splits (SPEC 4), the per-channel mean and std of the training split, which
+the input pipeline uses to normalise images, and the names of its classes.
 """
 import codecs
 import dataclasses
@@ -12,6 +12,7 @@ import io
 import math
 import os
 import pickle
+import sys
 import tarfile
 import zipfile
 import zlib
@@ -41,6 +42,7 @@ class ArrayDataset:
     num_classes: int
     mean: np.ndarray  # float32 [C], of the training split
     std: np.ndarray   # float32 [C]
+    classes: tuple = ()  # the name of each class, label order
 
     @property
     def image_shape(self):
@@ -55,6 +57,7 @@ class DatasetInfo:
     num_classes: int
     image_shape: tuple
     load: callable = None  # (data_dir, seed, download) -> ArrayDataset; None: streamed TFRecords
+    pixel_max: int = 255  # the brightest pixel value the images hold (digits: 16)
 
 
 def channel_stats(images):
@@ -66,12 +69,15 @@ def channel_stats(images):
     return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
 
 
-def make_dataset(train, valid, test, num_classes):
+def make_dataset(train, valid, test, num_classes, classes=None):
+    """The dataset of three splits; `classes` names the labels ('0', '1', ...
+    where the data names none: the digits)."""
     for name, split in (('train', train), ('valid', valid), ('test', test)):
         if len(split) == 0:
             raise DataError(f'the {name} split is empty')
     mean, std = channel_stats(train.images)
-    return ArrayDataset(train, valid, test, num_classes, mean, std)
+    classes = tuple(classes) if classes else tuple(str(i) for i in range(num_classes))
+    return ArrayDataset(train, valid, test, num_classes, mean, std, classes)
 
 
 def hold_out(images, labels, fraction):
@@ -381,6 +387,52 @@ def cifar_archive_files(tar, archive):
     return files
 
 
+CIFAR_META = 'batches.meta'
+# The names CIFAR-10's batches.meta gives its labels: used where a folder of
+# batches lacks that file, and for the 128 px records made from those batches.
+CIFAR_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship',
+                 'truck')
+
+
+def cifar_meta_bytes(data_dir):
+    """(where, bytes) of batches.meta in the extracted folder or the archive
+    of data_dir; None where neither holds it."""
+    path = os.path.join(data_dir, CIFAR_FOLDER, CIFAR_META)
+    if os.path.isfile(path):
+        check_cifar_file_size(path, os.path.getsize(path))
+        with open(path, 'rb') as f:
+            return path, f.read()
+    archive = os.path.join(data_dir, CIFAR_ARCHIVE.name)
+    if not os.path.isfile(archive):
+        return None
+    try:
+        with tarfile.open(archive, 'r:gz') as tar:
+            member = cifar_archive_files(tar, archive).get(CIFAR_META)
+            return (f'{archive}:{member.name}', tar.extractfile(member).read()) if member else None
+    except (tarfile.TarError, OSError, EOFError, zlib.error):
+        return None  # the batches' own reading names a broken archive
+
+
+def cifar_class_names(data_dir):
+    """The label names of batches.meta; CIFAR_CLASSES (with a warning for a
+    file that does not hold ten names) where there is none to read."""
+    found = cifar_meta_bytes(data_dir)
+    if found is None:
+        return CIFAR_CLASSES
+    source, data = found
+    try:
+        meta = SafeUnpickler(io.BytesIO(data), encoding='bytes').load()
+        names = tuple(n.decode() if isinstance(n, bytes) else n
+                      for n in meta.get(b'label_names', meta.get('label_names', ())))
+    except Exception:  # any failure of a foreign pickle is bad input
+        names = ()
+    if len(names) != 10 or not all(isinstance(n, str) and n for n in names):
+        print(f"warning: {source} does not hold CIFAR-10's ten label names; naming the classes "
+              f"{', '.join(CIFAR_CLASSES)}", file=sys.stderr, flush=True)
+        return CIFAR_CLASSES
+    return names
+
+
 def cifar_split_counts(data_dir, download):
     """{split: images} of the CIFAR-10 split, from one pass over the batches."""
     sizes = {name: len(read_cifar_batch(data, source)[1])
@@ -417,11 +469,11 @@ def load_cifar_32(data_dir, seed, download):
     train, valid, test = (Split(np.concatenate([p[0] for p in parts[s]]),
                                 np.concatenate([p[1] for p in parts[s]]))
                           for s in ('train', 'valid', 'test'))
-    return make_dataset(train, valid, test, 10)
+    return make_dataset(train, valid, test, 10, cifar_class_names(data_dir))
 
 
 DATASETS = {
-    'digits': DatasetInfo(10, (8, 8, 1), load_digits),
+    'digits': DatasetInfo(10, (8, 8, 1), load_digits, pixel_max=16),  # scikit-learn's levels 0..16
     'mnist': DatasetInfo(10, (28, 28, 1), load_mnist),
     'cifar_32': DatasetInfo(10, (32, 32, 3), load_cifar_32),
     'cifar_128': DatasetInfo(10, (128, 128, 3)),  # TFRecords, opened by TFRecordsReader

@@ -49,18 +49,29 @@ def train_epoch(session, model, source, cfg, epoch, stop, skip=0):
     return float(loss_sum / max(seen - skip, 1))
 
 
-def evaluate(session, model, source, split, stop=None):
-    """Mean loss and accuracy over a whole split, batch norm in inference mode."""
+def evaluation_batches(session, source, split, fetches, stop=None):
+    """Yields session.run(fetches) for each batch of a pass over the whole
+    split in its order, batch norm in inference mode."""
     source.start(session, split, training=False)
-    loss_sum = correct = count = 0.0
     while True:
         if stop:
             stop.check()
         try:
-            loss, accuracy, n = session.run([model.loss, model.accuracy, model.batch_size])
+            yield session.run(fetches)
         except tf.errors.OutOfRangeError:
-            break
+            return
+
+
+def evaluate(session, model, source, split, stop=None, also=(), each_batch=None):
+    """Mean loss and accuracy over a whole split, batch norm in inference
+    mode; the values of the tensors `also` of every batch go to
+    each_batch(values), in the split's order."""
+    loss_sum = correct = count = 0.0
+    fetches = [model.loss, model.accuracy, model.batch_size, *also]
+    for loss, accuracy, n, *values in evaluation_batches(session, source, split, fetches, stop):
         loss_sum, correct, count = loss_sum + loss * n, correct + accuracy * n, count + n
+        if each_batch:
+            each_batch(values)
     if not count:
         raise DataError(f'the {split} split gave no images to evaluate (all skipped as bad?)')
     return float(loss_sum / count), float(correct / count)

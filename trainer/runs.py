@@ -20,6 +20,7 @@ from trainer.errors import DataError, ResumeError, UserError
 
 v1 = tf.compat.v1
 BEST_DIR = 'best'  # in a run's folder: the checkpoint of its best validation epoch
+EVALUATION_DIR = 'evaluation'  # in a run's folder: one folder <split>-<checkpoint> per evaluation
 EARLIER = '.earlier-'  # <run>.earlier-<when it was set aside>: an earlier run of the same name
 
 
@@ -141,11 +142,19 @@ def restore_newest_readable(session, saver, directory):
     return None
 
 
-def check_same_graph(record, cfg, run_dir):
+def graph_changes(record, cfg, ignored=()):
+    """'key: value in the checkpoint, value now' for every key that shapes
+    the network (settings.graph_signature) and differs between the config a
+    record saved and cfg, but those `ignored`; '' where none does."""
     saved = record.get('config', {})
-    differing = [k for k, v in settings.graph_signature(cfg).items() if k in saved and saved[k] != v]
-    if differing:
-        changes = ', '.join(f'{k}: {saved[k]!r} in the checkpoint, {cfg[k]!r} now' for k in differing)
+    differing = [k for k, v in settings.graph_signature(cfg).items()
+                 if k in saved and saved[k] != v and k not in ignored]
+    return ', '.join(f'{k}: {saved[k]!r} in the checkpoint, {cfg[k]!r} now' for k in differing)
+
+
+def check_same_graph(record, cfg, run_dir):
+    changes = graph_changes(record, cfg)
+    if changes:
         raise ResumeError(f'cannot resume {run_dir} with another network ({changes}); set the '
                           f'same values, or drop resume=True to start afresh')
 

@@ -17,6 +17,7 @@ import numbers
 import os
 import re
 import reprlib
+import warnings
 
 import constant
 from trainer import architecture, loaders, machine, pretrained
@@ -308,6 +309,10 @@ KEYS = {
     'experiment_grids': Key(_grids, {MENU}),
     'experiment_grid': Key(_choice('experiment_grids'), {HOW}),
     'experiment_seeds': Key(_optional(_whole_numbers(0, SEED_MAX)), {HOW}),
+    'checkpoint': Key(_text, {HOW}),  # 'best', 'newest' or a path: trained_runs.find checks it
+    'eval_split': Key(_one_of('train', 'valid', 'test'), {HOW}),
+    'top_k': Key(_integer(1), {HOW}),
+    'misclassified_images': Key(_integer(0, 400), {HOW}),  # a grid of 20 x 20 at most
     'device': Key(_device, {HOW}),
     'num_gpus': Key(_integer(1), set()),
     'peer_wait_seconds': Key(_number(0.0, low_open=False), {HOW}),
@@ -360,7 +365,11 @@ def parse_value(text):
     if lowered == 'none':
         return None
     try:
-        return ast.literal_eval(text)
+        # A path such as model.ckpt-2.index is text; Python's parser would
+        # warn on its way to saying so ('invalid decimal literal').
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', SyntaxWarning)
+            return ast.literal_eval(text)
     except (ValueError, SyntaxError, RecursionError, MemoryError):  # deep nesting: -----1
         return text
 

@@ -1,0 +1,69 @@
+"""Evaluates a trained run on a split: loss, accuracy, top-5 accuracy (10
+classes or more), the confusion matrix, per-class precision / recall /
+accuracy and the most confidently misclassified images.
+
+    python evaluate.py                         # the run constant.py names: best checkpoint, test split
+    python evaluate.py use_se=True eval_split=valid
+    python evaluate.py checkpoint=newest       # or checkpoint=PATH of a checkpoint (model.ckpt-<epochs>)
+    python evaluate.py --help                  # this, and every key with its default
+
+The same constant.py and key=value arguments that named the run for training
+name it here. Writes <run>/evaluation/<split>-<checkpoint>/: confusion.csv
+and .json (rows: true class, columns: predicted class), per_class.csv,
+summary.json, misclassified.csv and the figures confusion.png and
+misclassified.png.
+"""
+import sys
+
+from trainer import command
+
+command.answer_early(__name__, __doc__)  # --help and mistakes answered before TensorFlow loads
+
+import tensorflow as tf  # noqa: E402
+
+from trainer import (console, evaluation, inputs, run_data, settings, trained_runs,  # noqa: E402
+                     training_graph)
+
+v1 = tf.compat.v1
+
+
+def evaluate(cfg):
+    """Evaluates the checkpoint cfg names on cfg['eval_split'] and writes
+    the files beside its run; returns the summary (evaluation.summary)."""
+    trained = trained_runs.find(cfg)
+    cfg = trained_runs.inference_config(cfg, trained)
+    split = cfg['eval_split']
+    data = inputs.open_dataset(cfg, trained.run.dirs['DATA_DIR'])
+    description = run_data.saved(trained.record) or run_data.describe(data, cfg['dataset_name'])
+    data = run_data.with_run_statistics(data, description)
+    print(f'Evaluating {trained.describe()}, on the {split} split ({data.num_examples(split)} '
+          f'images)', flush=True)
+    built = training_graph.build_graph(cfg, data)
+    directory = evaluation.folder(trained.run.directory, split, trained.label)
+    title = f'{trained.run.name}, epoch {trained.epoch}, {split} split'
+    with built.graph.as_default(), v1.Session(config=training_graph.session_config(cfg)) as session:
+        trained_runs.restore(built.saver, session, trained)
+        try:
+            result = evaluation.analyse_and_write(session, built.model, built.source, split,
+                                                  cfg['misclassified_images'], description,
+                                                  directory, title)
+        except (OSError, tf.errors.OpError) as error:
+            explained = built.source.explain(error)
+            if explained is None:
+                raise
+            raise explained from None
+    print(evaluation.result_line(result))
+    print('\n'.join(evaluation.table_lines(result)))
+    print(f'Confusion matrix, per-class figures and misclassified images in: '
+          f'{console.shown_path(directory)}', flush=True)
+    return result
+
+
+def main(argv):
+    """python evaluate.py [key=value ...]: the exit status."""
+    v1.disable_eager_execution()
+    return command.run(lambda: evaluate(settings.load_config(argv)) and 0)
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))

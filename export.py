@@ -1,0 +1,62 @@
+"""Exports a trained run's network as a TensorFlow SavedModel, for anyone to
+load without this project's code.
+
+    python export.py                      # the run constant.py names, its best checkpoint
+    python export.py use_se=True checkpoint=newest
+    python export.py --help               # this, and every key with its default
+
+The same constant.py and key=value arguments that named the run for training
+name it here. Writes <run>/saved_model/<checkpoint>/ (tag 'serve') and
+prints where. The network is in inference mode (batch norm's moving
+averages), the run's normalisation inside; signatures:
+
+    serving_default   images: float32 [N, height, width, channels], raw pixels 0..255
+                      -> probabilities: float32 [N, classes]
+    serving_uint8     the same from uint8 images
+    class_names       (no input) -> class_names: the class of each probability
+
+    model = tf.saved_model.load('.../saved_model/best')
+    probabilities = model.signatures['serving_default'](images=tf.constant(images, tf.float32))['probabilities']
+"""
+import sys
+
+from trainer import command
+
+command.answer_early(__name__, __doc__)  # --help and mistakes answered before TensorFlow loads
+
+import os  # noqa: E402
+
+import tensorflow as tf  # noqa: E402
+
+from trainer import console, inference, run_data, settings, trained_runs  # noqa: E402
+
+v1 = tf.compat.v1
+FOLDER = 'saved_model'  # in a run's folder: one SavedModel per checkpoint exported
+
+
+def export(cfg):
+    """Writes the SavedModel of the checkpoint cfg names; returns its folder."""
+    trained = trained_runs.find(cfg)
+    cfg = trained_runs.inference_config(cfg, trained)
+    description = run_data.of_run(trained.record, cfg, trained.run.dirs['DATA_DIR'])
+    serving = inference.Serving(cfg, description)
+    directory = os.path.join(trained.run.directory, FOLDER, trained.label)
+    with serving.graph.as_default(), v1.Session() as session:
+        trained_runs.restore(serving.saver, session, trained)
+        inference.export(serving, session, directory)
+    shape = ', '.join(map(str, description['image_shape']))
+    print(f'Exported {trained.describe()}\nas a SavedModel into: {console.shown_path(directory)}\n'
+          f"serving_default: images, float32 [N, {shape}] of raw pixels 0..255 -> probabilities, "
+          f"float32 [N, {len(description['classes'])}]; serving_uint8: the same from uint8; "
+          f'class_names: the class of each probability', flush=True)
+    return directory
+
+
+def main(argv):
+    """python export.py [key=value ...]: the exit status."""
+    v1.disable_eager_execution()
+    return command.run(lambda: export(settings.load_config(argv)) and 0)
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
