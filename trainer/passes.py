@@ -49,17 +49,24 @@ def train_epoch(session, model, source, cfg, epoch, stop, skip=0):
     return float(loss_sum / max(seen - skip, 1))
 
 
-def evaluate(session, model, source, split, stop=None):
-    """Mean loss and accuracy over a whole split, batch norm in inference mode."""
+def each_batch(session, source, split, fetches, stop=None):
+    """Yields session.run(fetches) for every batch of one pass over a split,
+    batch norm in inference mode (is_training is not fed)."""
     source.start(session, split, training=False)
-    loss_sum = correct = count = 0.0
     while True:
         if stop:
             stop.check()
         try:
-            loss, accuracy, n = session.run([model.loss, model.accuracy, model.batch_size])
+            yield session.run(fetches)
         except tf.errors.OutOfRangeError:
-            break
+            return
+
+
+def evaluate(session, model, source, split, stop=None):
+    """Mean loss and accuracy over a whole split, batch norm in inference mode."""
+    loss_sum = correct = count = 0.0
+    for loss, accuracy, n in each_batch(session, source, split,
+                                        [model.loss, model.accuracy, model.batch_size], stop):
         loss_sum, correct, count = loss_sum + loss * n, correct + accuracy * n, count + n
     if not count:
         raise DataError(f'the {split} split gave no images to evaluate (all skipped as bad?)')

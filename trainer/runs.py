@@ -141,11 +141,17 @@ def restore_newest_readable(session, saver, directory):
     return None
 
 
-def check_same_graph(record, cfg, run_dir):
+def graph_changes(record, cfg):
+    """What differs between the network of a run's record and cfg's, said
+    key by key; '' for the same network."""
     saved = record.get('config', {})
     differing = [k for k, v in settings.graph_signature(cfg).items() if k in saved and saved[k] != v]
-    if differing:
-        changes = ', '.join(f'{k}: {saved[k]!r} in the checkpoint, {cfg[k]!r} now' for k in differing)
+    return ', '.join(f'{k}: {saved[k]!r} in the checkpoint, {cfg[k]!r} now' for k in differing)
+
+
+def check_same_graph(record, cfg, run_dir):
+    changes = graph_changes(record, cfg)
+    if changes:
         raise ResumeError(f'cannot resume {run_dir} with another network ({changes}); set the '
                           f'same values, or drop resume=True to start afresh')
 
