@@ -69,6 +69,8 @@ config = {
         # <dataset>/save_dir
     'data_dir': None,  # input files; None means datasets_root/<dataset_name>/data_dir
     'download': True,  # fetch missing MNIST / CIFAR-10 files from their official addresses
+    'excitation_split': 'valid',  # instruments.py: the split whose classes the SE excitations are measured on
+    'instruments_checkpoint': 'newest',  # instruments.py: the run's 'newest' or 'best' checkpoint, or a checkpoint's path
 
     # --- streamed datasets (cifar_128, imagenet): TFRecords -----------------
     'shuffle_buffer': 2048,  # records in the streaming reader's shuffle buffer (memory: buffer x

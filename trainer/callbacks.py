@@ -158,13 +158,23 @@ def plot_path(run):
 
 class ProgressPlot(Callback):
     """The PDF of all completed epochs, after every epoch, so that a long run
-    can be watched and a stopped one keeps its plot."""
+    can be watched and a stopped one keeps its plot; again at the end, with
+    the test result (it comes after TestEvaluation)."""
 
     def after_epoch(self, run, row):
         path = plot_path(run)
         print(f'Plotting in: {console.shown_path(path)}', flush=True)
-        util.plot_training_progress(run.record['epochs'], path,
-                                    f"{run.name} on {run.cfg['dataset_name']}")
+        self.draw(run)
+
+    def after_train(self, run):
+        if run.record['epochs']:
+            self.draw(run)
+
+    @staticmethod
+    def draw(run):
+        util.plot_training_progress(run.record['epochs'], plot_path(run),
+                                    f"{run.name} on {run.cfg['dataset_name']}",
+                                    run.record.get('best'), run.record.get('test'))
 
 
 # --- at the end ------------------------------------------------------------------
@@ -251,6 +261,8 @@ class RunSummary(Callback):
 
 def standard():
     """The chief's callbacks, in the order they run."""
-    return Callbacks([Evaluation(), BestCheckpoint(), EpochCheckpoint(), TestEvaluation(),
+    from trainer import study  # the instruments of SPEC 10 are Callbacks themselves
+    return Callbacks([Evaluation(), study.SelfNormalisation(), BestCheckpoint(), EpochCheckpoint(),
+                      study.SelfNormalisationFiles(), study.Excitations(), TestEvaluation(),
                       TensorBoardScalars(), EpochStatistics(), ProgressPlot(), FilterImages(),
                       RunSummary()])

@@ -243,6 +243,16 @@ def _keras_weights(key, value, cfg):
     return value
 
 
+def _checkpoint_choice(key, value, cfg):
+    """'newest', 'best', or the path of a checkpoint (its prefix)."""
+    _text(key, value, cfg)
+    if value not in ('newest', 'best') and not os.path.isfile(value + '.index'):
+        raise ConfigError(f"{key}={_shown(value)} is not a checkpoint (no {_shown(value + '.index')}); "
+                          f"choose newest, best or the path of a checkpoint like "
+                          f"runs/<run>/model.ckpt-3")
+    return value
+
+
 def _dataset_name(key, value, cfg):
     _choice('datasets')(key, value, cfg)
     if value not in loaders.DATASETS:
@@ -294,6 +304,8 @@ KEYS = {
     'datasets_root': Key(_text, {HOW}),
     'data_dir': Key(_optional(_text), {HOW}),
     'download': Key(_boolean, {HOW}),
+    'excitation_split': Key(_one_of('train', 'valid', 'test'), {HOW}),
+    'instruments_checkpoint': Key(_checkpoint_choice, {HOW}),
     'shuffle_buffer': Key(_integer(1), set()),
     'skip_bad_records': Key(_boolean, set()),
     'train_eval_images': Key(_optional(_integer(1)), set()),
