@@ -22,16 +22,17 @@ SE_GATES = {'sigmoid': layers.sigmoid, 'tanh': layers.tanh, 'relu': layers.relu}
 
 # --- building blocks ----------------------------------------------------------
 
-def squeeze_excite(x, se, data_format='NHWC', name='se'):
+def squeeze_excite(x, se, data_format='NHWC', name='se', initializer=None):
     """SE(U) = gate(W2 relu(W1 squeeze(U))) * U, with W1: C -> C/r, W2: C/r -> C;
     `se` (an architecture.SqueezeExcite) gives r, the squeeze (global average
-    or max pool) and the gate (sigmoid, tanh or relu)."""
+    or max pool) and the gate (sigmoid, tanh or relu); W1 and W2 start from
+    `initializer` (He-normal if None), the network's own."""
     axis = layers.channel_axis(data_format)
     channels = int(x.shape[axis])
     with v1.variable_scope(name):
         z = layers.global_pool(x, se.squeeze, data_format)
-        s = layers.fc(z, channels // se.ratio, layers.relu, name='fc1')
-        s = layers.fc(s, channels, SE_GATES[se.excitation], name='fc2')
+        s = layers.fc(z, channels // se.ratio, layers.relu, initializer=initializer, name='fc1')
+        s = layers.fc(s, channels, SE_GATES[se.excitation], initializer=initializer, name='fc2')
         return x * tf.reshape(s, [-1, channels, 1, 1] if axis == 1 else [-1, 1, 1, channels])
 
 
@@ -55,7 +56,8 @@ def bottleneck(x, width, strides, projection, training, arch, se=None, name='blo
     where = se.integration if se else None
 
     def excite(tensor):
-        return squeeze_excite(tensor, se, arch.data_format)
+        return squeeze_excite(tensor, se, arch.data_format,
+                              initializer=layers.initializer_for(arch.activation_name))
 
     with v1.variable_scope(name):
         residual = excite(x) if where == 'pre' else x
@@ -101,7 +103,8 @@ def model_net(x, training, arch):
         x = layers.max_pool2d(x, arch.pool_size, arch.pool_strides, data_format=arch.data_format,
                               name=f'pool{i}')
     if arch.se:
-        x = squeeze_excite(x, arch.se, arch.data_format)
+        x = squeeze_excite(x, arch.se, arch.data_format,
+                           initializer=layers.initializer_for(arch.activation_name))
     return classifier(layers.flatten(x, arch.data_format), training, arch)
 
 

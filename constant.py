@@ -123,9 +123,10 @@ config = {
     'experiment_seeds': None,  # e.g. [1, 2, 3]: experiments.py runs every configuration once per
         # seed and tables the mean and spread (None: once, with seed)
 
-    # --- after training: evaluate.py, predict.py, export.py --------------------
+    # --- after training: evaluate.py, predict.py, export.py, instruments.py ----
     'checkpoint': 'best',  # the run's checkpoint they use: 'best' (validation), 'newest', or a checkpoint's path
     'eval_split': 'test',  # the split evaluate.py evaluates: 'train', 'valid' or 'test'
+    'excitation_split': 'valid',  # instruments.py: the split whose classes the SE excitations are measured on
     'top_k': 5,  # predict.py: the most probable classes listed for each image
     'misclassified_images': 25,  # evaluate.py draws this many of the most confidently misclassified images
 

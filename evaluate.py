@@ -21,8 +21,7 @@ command.answer_early(__name__, __doc__)  # --help and mistakes answered before T
 
 import tensorflow as tf  # noqa: E402
 
-from trainer import (console, evaluation, inputs, run_data, settings, trained_runs,  # noqa: E402
-                     training_graph)
+from trainer import (console, evaluation, settings, trained_runs, training_graph)  # noqa: E402
 
 v1 = tf.compat.v1
 
@@ -33,9 +32,7 @@ def evaluate(cfg):
     trained = trained_runs.find(cfg)
     cfg = trained_runs.inference_config(cfg, trained)
     split = cfg['eval_split']
-    data = inputs.open_dataset(cfg, trained.run.dirs['DATA_DIR'])
-    description = run_data.saved(trained.record) or run_data.describe(data, cfg['dataset_name'])
-    data = run_data.with_run_statistics(data, description)
+    data, description = trained_runs.open_data(cfg, trained)
     print(f'Evaluating {trained.describe()}, on the {split} split ({data.num_examples(split)} '
           f'images)', flush=True)
     built = training_graph.build_graph(cfg, data)

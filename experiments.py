@@ -28,8 +28,8 @@ import tensorflow as tf  # noqa: E402
 
 import constant  # noqa: E402
 import main  # noqa: E402
-import util  # noqa: E402
-from trainer import console, safe_io, settings  # noqa: E402
+from trainer import (console, excitation, safe_io, self_normalisation, settings,  # noqa: E402
+                     study, study_figures)
 from trainer.errors import ConfigError, DataError, UserError  # noqa: E402
 from trainer.runs import saved_record  # noqa: E402
 
@@ -302,6 +302,15 @@ def results_csv(rows):
     return text.getvalue()
 
 
+def sweep_run(cfg, record):
+    """What the sweep's figure shows of a run: its curves and instruments."""
+    numbers, _, _ = excitation.paths(run_dir(cfg), study.TRAINING_SPLIT)
+    return study_figures.SweepRun(
+        cfg['run_name'], without_activation(cfg), cfg['activation_fn'], cfg['use_se'],
+        record['epochs'], record.get(self_normalisation.KEY),
+        excitation.load(numbers) if os.path.isfile(numbers) else None)
+
+
 def write_results(grid, runs):
     """results.md, results.csv and validation.pdf of the runs that have
     trained, in SAVE_DIR/experiments/<grid>; returns (that directory, the
@@ -315,8 +324,8 @@ def write_results(grid, runs):
     markdown = results_markdown(rows, title, trained)
     safe_io.write_text(os.path.join(out_dir, 'results.md'), markdown)
     safe_io.write_text(os.path.join(out_dir, 'results.csv'), results_csv(rows))
-    util.plot_validation_curves({cfg['run_name']: record['epochs'] for cfg, record in records},
-                                os.path.join(out_dir, 'validation.pdf'), title)
+    study_figures.sweep_figure([sweep_run(cfg, record) for cfg, record in records],
+                               os.path.join(out_dir, 'validation.pdf'), title)
     return out_dir, markdown
 
 

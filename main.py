@@ -18,8 +18,9 @@ import time  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
-from trainer import (callbacks, cluster, inputs, interruption, malloc_tuning, passes,  # noqa: E402
-                     runs, safe_io, settings, training_graph)
+from trainer import (callbacks, cluster, evaluation, inputs, interruption,  # noqa: E402
+                     malloc_tuning, passes, run_data, runs, safe_io, settings, study,
+                     training_graph)
 
 v1 = tf.compat.v1
 
@@ -63,7 +64,21 @@ def train_in_session(run, data, job):
             cluster.check_agreement(session, run.built.agreement, run.done, run.skip)
         if not chief:
             return train_as_worker(run)
-        return train_as_chief(run, callbacks.standard())
+        return train_as_chief(run, chief_callbacks())
+
+
+def chief_callbacks():
+    """The chief's bookkeeping, in the order it runs. What adds to the epoch's
+    row comes before EpochCheckpoint, which commits the row with the
+    checkpoint; the excitations, labelled with the last epoch, come before
+    TestEvaluation restores the best epoch's weights, which the test split's
+    analysis uses; RunSummary, last, names every file the others wrote."""
+    return callbacks.Callbacks([
+        run_data.SaveDataDescription(), callbacks.Evaluation(), study.SelfNormalisation(),
+        callbacks.BestCheckpoint(), callbacks.EpochCheckpoint(), study.SelfNormalisationFiles(),
+        study.Excitations(), callbacks.TestEvaluation(), evaluation.TestAnalysis(),
+        callbacks.TensorBoardScalars(), callbacks.EpochStatistics(), callbacks.ProgressPlot(),
+        callbacks.FilterImages(), callbacks.RunSummary()])
 
 
 def train_as_chief(run, hooks):

@@ -1,16 +1,29 @@
-"""Pictures of a run: the training-progress PDF, a sweep's validation curves, conv filter images."""
+"""Pictures of a run: the training-progress PDF, conv filter images."""
 import math
 import os
 
 import numpy as np
 from matplotlib.figure import Figure  # not pyplot: no global figure state
+from matplotlib.ticker import MaxNLocator
 from skimage import io as skio
 
 from trainer import safe_io
 
 
-def plot_training_progress(epochs, path, title):
-    """Per epoch: train and valid loss, train and valid accuracy, learning rate."""
+LR_NEARLY_CONSTANT = 1e-3  # a relative change over the run below this is said, not drawn
+
+
+def plot_training_progress(epochs, path, title, best=None, test=None):
+    """The run's PDF (training_progress_figure)."""
+    fig = training_progress_figure(epochs, title, best, test)
+    with safe_io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format='pdf')
+
+
+def training_progress_figure(epochs, title, best=None, test=None):
+    """Per epoch: train and valid loss, train and valid accuracy, learning
+    rate; the best validation epoch (`best`, record['best']) marked, the
+    test result (`test`, record['test']) in the title."""
     x = [e['epoch'] for e in epochs]
     fig = Figure(figsize=(8, 10))
     ax_loss, ax_acc, ax_lr = fig.subplots(3, 1, sharex=True)
@@ -18,37 +31,51 @@ def plot_training_progress(epochs, path, title):
                               (ax_acc, 'accuracy', 'accuracy')):
         for split in ('train', 'valid'):
             ax.plot(x, [e[f'{split}_{metric}'] for e in epochs], 'o-', label=split)
+        if best:
+            ax.axvline(best['epoch'], color='tab:red', ls=':', lw=1.5,
+                       label=f"best validation epoch ({best['epoch']})")
         ax.set_ylabel(label)
         ax.legend()
         ax.grid(alpha=0.3)
-    ax_lr.plot(x, [e['learning_rate'] for e in epochs], 'o-', color='tab:green')
-    ax_lr.set_ylabel('learning rate')
+    plot_learning_rate(ax_lr, x, [e['learning_rate'] for e in epochs])
     ax_lr.set_xlabel('epoch')
-    ax_lr.grid(alpha=0.3)
-    fig.suptitle(title)
-    with safe_io.atomic_path(path) as tmp:
-        fig.savefig(tmp, format='pdf')
+    ax_lr.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(title + test_line(best, test))
+    return fig
 
 
-def plot_validation_curves(runs, path, title):
-    """Validation loss and accuracy per epoch of several runs ({name: epochs}),
-    one line per run, on one page."""
-    fig = Figure(figsize=(9, 9))
-    ax_loss, ax_acc = fig.subplots(2, 1, sharex=True)
-    for name, epochs in runs.items():
-        x = [e['epoch'] for e in epochs]
-        ax_loss.plot(x, [e['valid_loss'] for e in epochs], 'o-', label=name)
-        ax_acc.plot(x, [e['valid_accuracy'] for e in epochs], 'o-', label=name)
-    ax_loss.set_ylabel('validation loss')
-    ax_acc.set_ylabel('validation accuracy')
-    ax_acc.set_xlabel('epoch')
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-    if runs:
-        ax_acc.legend(fontsize='small')
-    fig.suptitle(title)
-    with safe_io.atomic_path(path) as tmp:
-        fig.savefig(tmp, format='pdf')
+def plot_learning_rate(ax, x, rates):
+    """The rate at the end of each epoch, on an axis from 0; a note in its
+    place where it barely changes (the seed's decay over a short run), whose
+    curve would only show rounding."""
+    ax.set_ylabel('learning rate (end of epoch)')
+    ax.grid(alpha=0.3)
+    change = rates[-1] / rates[0] - 1 if rates[0] else 0.0
+    if max(rates) - min(rates) <= LR_NEARLY_CONSTANT * max(rates):
+        said = (f'constant over the run: {rates[0]:.4g}' if rates[-1] == rates[0] else
+                f'nearly constant over the run: {rates[0]:.6g} to {rates[-1]:.6g} '
+                f'({100 * change:+.3f} %)')
+        ax.text(0.5, 0.5, said, transform=ax.transAxes, ha='center', va='center')
+        ax.set_yticks([])
+        return
+    ax.plot(x, rates, 'o-', color='tab:green')
+    ax.set_ylim(0, 1.1 * max(rates))
+    ax.ticklabel_format(axis='y', style='sci', scilimits=(-2, 3), useOffset=False)
+    ax.text(0.02, 0.08, f'{rates[0]:.4g} to {rates[-1]:.4g} ({100 * change:+.2f} %)',
+            transform=ax.transAxes)
+
+
+def test_line(best, test):
+    """The title's line of test results: the final weights', and the best
+    validation epoch's where it is another epoch."""
+    if not test:
+        return ''
+    line = (f"\ntest: accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f} "
+            f"(final weights, epoch {test['epoch']})")
+    if best and 'test_accuracy' in best and best['epoch'] != test['epoch']:
+        line += (f"; best validation epoch {best['epoch']}: accuracy "
+                 f"{best['test_accuracy']:.4f}, loss {best['test_loss']:.4f}")
+    return line
 
 
 def filter_images(kernel):

@@ -165,12 +165,16 @@ def test_resnet50_forward_and_init(dataset, use_se, act):
         s.run(r.init)
         logits = s.run(r.logits, {r.model.X: random_images(SHAPES[dataset])})
         kernel = s.run(var('resnet50/stage4/block2/conv2/conv/kernel', r.graph))
+        se_weights = s.run(var('resnet50/stage5/block1/se/fc1/weights', r.graph)) if use_se else None
     assert logits.shape == (2, 10)
     assert np.all(np.isfinite(logits))
     # LeCun normal for SELU, He normal for ReLU; fan_in 3*3*256
-    expected = np.sqrt((1.0 if act == 'selu' else 2.0) / (3 * 3 * 256))
+    scale = 1.0 if act == 'selu' else 2.0
+    expected = np.sqrt(scale / (3 * 3 * 256))
     assert kernel.shape == (3, 3, 256, 256)
     assert abs(kernel.std() / expected - 1) < 0.05
+    if use_se:  # the SE block's FC layers too; fan_in 2048
+        assert abs(se_weights.std() / np.sqrt(scale / 2048) - 1) < 0.05
 
 
 @pytest.mark.parametrize('dataset, use_se, act', COMBOS)
@@ -409,14 +413,19 @@ def test_resnet50_training_step():
 
 @pytest.mark.parametrize('act, scale', [('selu', 1.0), ('relu', 2.0)])
 def test_custom_model_initialisation(session, act, scale):
-    model = build(make_config(model='custom_model', activation_fn=act, dataset_name='mnist'),
-                  SHAPES['mnist'])
+    model = build(make_config(model='custom_model', activation_fn=act, dataset_name='mnist',
+                              use_se=True), SHAPES['mnist'])
     init(session)
     for name, fan_in in (('conv2/kernel', 5 * 5 * 16), ('conv3/kernel', 5 * 5 * 32),
                          ('head/fc1/weights', 1024)):
         w = session.run(var('custom_model/' + name))
         expected = np.sqrt(scale / fan_in)
         assert abs(w.std() / expected - 1) < 0.05, name
+    # The SE block's FC layers like every other: LeCun-normal under SELU. Their
+    # 256 weights each tell sqrt(1/fan_in) from sqrt(2/fan_in) (41 % apart).
+    for name, fan_in in (('se/fc1/weights', 64), ('se/fc2/weights', 4)):
+        w = session.run(var('custom_model/' + name))
+        assert abs(w.std() / np.sqrt(scale / fan_in) - 1) < 0.15, name
     assert model.first_conv_kernel.op.name == 'custom_model/conv1/kernel'
 
 

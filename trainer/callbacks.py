@@ -4,7 +4,7 @@ Run (trainer.runs) and does one job. The loop calls them in list order, so a
 callback sees what the ones before it added to the epoch's row.
 
 A new per-epoch instrument is one more subclass of Callback, added to
-`standard()`; the loop does not change. Callbacks that add to the epoch's row
+main.py's `chief_callbacks()`; the loop does not change. Callbacks that add to the epoch's row
 come before EpochCheckpoint, which commits the row with the checkpoint.
 """
 import os
@@ -158,13 +158,23 @@ def plot_path(run):
 
 class ProgressPlot(Callback):
     """The PDF of all completed epochs, after every epoch, so that a long run
-    can be watched and a stopped one keeps its plot."""
+    can be watched and a stopped one keeps its plot; again at the end, with
+    the test result (it comes after TestEvaluation)."""
 
     def after_epoch(self, run, row):
         path = plot_path(run)
         print(f'Plotting in: {console.shown_path(path)}', flush=True)
-        util.plot_training_progress(run.record['epochs'], path,
-                                    f"{run.name} on {run.cfg['dataset_name']}")
+        self.draw(run)
+
+    def after_train(self, run):
+        if run.record['epochs']:
+            self.draw(run)
+
+    @staticmethod
+    def draw(run):
+        util.plot_training_progress(run.record['epochs'], plot_path(run),
+                                    f"{run.name} on {run.cfg['dataset_name']}",
+                                    run.record.get('best'), run.record.get('test'))
 
 
 # --- at the end ------------------------------------------------------------------
@@ -257,11 +267,3 @@ def evaluations(run_directory):
     held = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
     return f"{console.shown_path(directory)}: {', '.join(held)}" if held else 'none'
 
-
-def standard():
-    """The chief's callbacks, in the order they run."""
-    from trainer import evaluation, run_data  # their callbacks build on this module
-    return Callbacks([run_data.SaveDataDescription(),
-                      Evaluation(), BestCheckpoint(), EpochCheckpoint(), TestEvaluation(),
-                      evaluation.TestAnalysis(), TensorBoardScalars(), EpochStatistics(),
-                      ProgressPlot(), FilterImages(), RunSummary()])

@@ -7,7 +7,7 @@ import os
 
 import tensorflow as tf
 
-from trainer import checkpoints, console, runs
+from trainer import checkpoints, console, inputs, run_data, runs
 from trainer.errors import UserError
 
 NAMED_RUNS_SHOWN = 12  # a folder of many runs: the first this many are named
@@ -143,3 +143,11 @@ def inference_config(cfg, trained):
     saved = trained.record.get('config', {})
     return {**cfg, 'mixed_precision': False, 'num_gpus': 1, 'train_eval_images': None,
             'seed': saved.get('seed', cfg['seed'])}
+
+
+def open_data(cfg, trained):
+    """The dataset as the trained network saw it, normalised by the run's
+    training statistics, and its description (run_data)."""
+    data = inputs.open_dataset(cfg, trained.run.dirs['DATA_DIR'])
+    description = run_data.saved(trained.record) or run_data.describe(data, cfg['dataset_name'])
+    return run_data.with_run_statistics(data, description), description
