@@ -47,6 +47,7 @@ def test_trains_and_prints_the_seed_console_format(first_run):
     assert result.returncode == 0, result.stderr
     assert result.stderr == ''  # no TensorFlow start-up noise on a CPU-only machine
     lines = result.stdout.splitlines()
+    assert len([line for line in lines if line.startswith('precision: ')]) == 1
     progress = [PROGRESS.match(line) for line in lines if line.startswith('epoch ')]
     assert all(progress), lines
     # every 500 images, and after the last batch: 500, 1000, 1437 per epoch
