@@ -57,14 +57,15 @@ def train_epoch(session, model, source, cfg, epoch, stop, skip=0):
 
 
 def evaluate(session, model, source, split, stop=None):
-    """Mean loss and accuracy over a whole split, batch norm in inference mode."""
+    """Mean loss and accuracy over a whole split, through the copy of the
+    network fixed in inference mode (batch norm's moving averages, no dropout)."""
     source.start(session, split, training=False)
     loss_sum = correct = count = 0.0
     while True:
         if stop:
             stop.check()
         try:
-            loss, accuracy, n = session.run([model.loss, model.accuracy, model.batch_size])
+            loss, accuracy, n = session.run([model.eval_loss, model.eval_accuracy, model.batch_size])
         except tf.errors.OutOfRangeError:
             break
         loss_sum, correct, count = loss_sum + loss * n, correct + accuracy * n, count + n
