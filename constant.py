@@ -22,54 +22,78 @@ config = {
     'se_r': 16,  # SE reduction ratio r: hidden units = channels / r
     'se_squeeze': 'avg',  # SE squeeze: global 'avg' (the paper's) or 'max' pooling of each map
     'se_excitation': 'sigmoid',  # SE gate: 'sigmoid' (the paper's), 'tanh' or 'relu'
-    'se_integration': 'standard',  # ResNet50: SE on the residual ('standard'), 'pre', 'post' or 'identity'
+    'se_integration': 'standard',  # ResNet50: where the SE block sits, 'standard', 'pre', 'post' or
+        # 'identity' (see Models)
     'se_stages': [2, 3, 4, 5],  # ResNet50 stages (2-5, conv2_x-conv5_x) whose blocks get SE
-    'selu_residual_scale': 0.7071,  # SELU ResNet50: AF(s * (residual + shortcut)); 1/sqrt(2) keeps variance 1
-    'dropout': 0.0,  # drop rate of the hidden FC layers in training (alpha dropout with SELU)
+    'selu_residual_scale': 0.7071,  # SELU ResNet50: each block computes AF(s * (residual +
+        # shortcut)); 1/sqrt(2) keeps the variance at 1
+    'dropout': 0.0,  # drop rate of the hidden FC layers while training (alpha dropout with SELU)
     'output_shape': 10,  # units of the last FC layer = number of classes of the dataset
     'pool_size': [2, 2],  # max-pool window of the custom model
     'strides': 2,  # max-pool stride of the custom model
-    'init_weights': None,  # ResNet50: path of Keras' resnet50_..._notop.h5 to start the trunk from (None: random)
+    'init_weights': None,  # ResNet50: path of Keras'
+        # resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5; a fresh run starts its trunk from it
+        # (see Models)
 
     # --- optimisation ------------------------------------------------------
     'optimizer': 'adam',  # 'adam' (the seed's) or 'momentum' (SGD with momentum)
     'momentum': 0.9,  # momentum of the 'momentum' optimizer
     'learning_rate': 1e-3,  # initial step size
-    'lr_schedule': 'exponential',  # 'exponential' (the seed's), 'piecewise' or 'cosine' (to 0 at max_epochs)
+    'lr_schedule': 'exponential',  # 'exponential' (the seed's), 'piecewise' or 'cosine' (from
+        # learning_rate to 0 at max_epochs)
     'decay_steps': 100000,  # exponential LR decay: lr * decay_base ** (step / decay_steps)
     'decay_base': 0.96,  # exponential LR decay: base
-    'lr_boundaries': [5, 8],  # piecewise: after these epochs the LR is multiplied by lr_factor
+    'lr_boundaries': [5, 8],  # piecewise: after each of these epochs the LR is multiplied by
+        # lr_factor
     'lr_factor': 0.1,  # piecewise: LR multiplier at each boundary
-    'weight_decay': 0.0,  # L2 penalty on conv and FC weights (not biases, not batch-norm parameters)
-    'label_smoothing': 0.0,  # training targets (1 - e) * one_hot + e / classes
+    'weight_decay': 0.0,  # L2 penalty weight_decay * sum(w²) / 2 on conv kernels and FC weights;
+        # biases and batch-norm parameters are left alone
+    'label_smoothing': 0.0,  # training targets (1 - e) * one_hot + e / classes (the reported losses
+        # stay plain cross-entropy)
     'batch_size': 50,  # images per training step
-    'augment': False,  # training images get a random shifted crop, and a flip except for handwritten digits
+    'augment': False,  # training images get a random shifted crop (1/8 of the side, reflected
+        # padding), and a mirror flip except for handwritten digits
     'max_epochs': 10,  # passes over the training set
     'seed': 42,  # seeds weights, data splits and shuffling: equal seeds, equal runs
 
     # --- reporting and outputs ---------------------------------------------
-    'log_every': 2500,  # print a progress line every this many training images
+    'log_every': 2500,  # print a progress line every this many training images (at least four an epoch)
     'eval_batch_size': 250,  # images per step when evaluating (larger: faster, more memory)
     'keep_checkpoints': 2,  # newest checkpoints kept in the run's directory
-    'keep_earlier_runs': 5,  # a fresh start keeps the run of the same name as <run>.earlier-<time>; this many kept
+    'keep_earlier_runs': 5,  # a fresh start keeps the run of the same name as <run>.earlier-<time>;
+        # this many are kept
     'resume': False,  # continue the run of this model/SE/activation from its last checkpoint
-    'run_name': None,  # name of the run's outputs; None: model, SE, activation (resnet50_se_selu)
-    'datasets_root': os.path.join(PROJECT_DIR, 'datasets'),  # holds <dataset>/data_dir and save_dir
+    'run_name': None,  # name of the run's outputs; None: model, SE and activation, e.g.
+        # resnet50_se_selu
+    'datasets_root': os.path.join(PROJECT_DIR, 'datasets'),  # holds <dataset>/data_dir and
+        # <dataset>/save_dir
     'data_dir': None,  # input files; None means datasets_root/<dataset_name>/data_dir
     'download': True,  # fetch missing MNIST / CIFAR-10 files from their official addresses
 
     # --- streamed datasets (cifar_128, imagenet): TFRecords -----------------
-    'shuffle_buffer': 2048,  # records in the reader's shuffle buffer (memory: buffer x record size)
-    'skip_bad_records': False,  # skip records of the wrong size and corrupt files instead of stopping
-    'train_eval_images': 10000,  # train loss/accuracy measured on this many training images (None: all)
-    'resize_batch_size': 1000,  # images per step of ImageResizer and TFRecordsWriter (bounds memory)
-    'tfrecord_shards': None,  # {split: shards} for TFRecordsWriter; None: 8/2/2 CIFAR, 1024/128 ImageNet
-    'malloc_mmap_threshold': 32768,  # bytes; larger blocks go back to the system when freed (None: glibc's)
+    'shuffle_buffer': 2048,  # records in the streaming reader's shuffle buffer (memory: buffer x
+        # record size)
+    'skip_bad_records': False,  # skip bad records (wrong size, label or split, a JPEG that does not
+        # decode) and unreadable or short files instead of stopping; for TFRecordsWriter, leave out
+        # ImageNet images that cannot be read
+    'train_eval_images': 10000,  # the epoch's train loss/accuracy are measured on this many
+        # training images (None: all)
+    'resize_batch_size': 1000,  # images per step of ImageResizer and TFRecordsWriter (bounds their
+        # memory)
+    'tfrecord_shards': None,  # {split: shards} for TFRecordsWriter; None: 8/2/2 for CIFAR, 1024/128
+        # for ImageNet
+    'malloc_mmap_threshold': 32768,  # bytes: glibc hands larger freed blocks back to the system at
+        # once, so a streamed run's memory stays flat over epochs (None: glibc's default)
     'one_pass': False,  # TFRecordsWriter resizes CIFAR itself, without ImageResizer's .npy files
-    'imagenet_dir': None,  # for TFRecordsWriter: folder with train/<wnid>/*.JPEG and val/<wnid>/*.JPEG
-    'imagenet_metadata_file': None,  # TFRecordsWriter: TF's imagenet_metadata.txt (wnid<TAB>name) for image/class/text
-    'imagenet_bbox_file': None,  # TFRecordsWriter: TF's bounding-box CSV (file,xmin,ymin,xmax,ymax) for image/object/bbox/*
-    'imagenet_classes': 'official',  # 'official': TF's 1000 synsets, FC 1000 even for a subset; 'present': the records' synsets only
+    'imagenet_dir': None,  # for TFRecordsWriter: the folder with train/<wnid>/*.JPEG and
+        # val/<wnid>/*.JPEG
+    'imagenet_metadata_file': None,  # for TFRecordsWriter: TensorFlow's imagenet_metadata.txt
+        # (wnid<TAB>name), for image/class/text
+    'imagenet_bbox_file': None,  # for TFRecordsWriter: TensorFlow's bounding-box CSV
+        # (file,xmin,ymin,xmax,ymax), for image/object/bbox/*
+    'imagenet_classes': 'official',  # 'official': the outputs are the 1000 synsets of TensorFlow's
+        # list, FC 1000 even for a subset; 'present': only the synsets the records hold
+        # (output_shape = their number)
 
     # --- sweeps: python experiments.py runs every configuration of a grid ----
     # A grid is {key: [values]} (every combination) or a list of such (their union);
@@ -95,16 +119,20 @@ config = {
             {'model': ['resnet50'], 'use_se': [True], 'se_integration': ['pre', 'post', 'identity']},
         ],
     },
-    'experiment_grid': 'seed',  # which grid experiments.py runs
-    'experiment_seeds': None,  # e.g. [1, 2, 3]: every configuration once per seed, mean ± sd tabled (None: seed)
+    'experiment_grid': 'seed',  # which grid python experiments.py runs
+    'experiment_seeds': None,  # e.g. [1, 2, 3]: experiments.py runs every configuration once per
+        # seed and tables the mean and spread (None: once, with seed)
 
     # --- device ------------------------------------------------------------
-    'device': '/device:GPU:0',  # where the model is built; falls back to the CPU when absent
-    'num_gpus': 1,  # data-parallel replicas on this many GPUs; batch_size is the global batch, split among them
-    'peer_wait_seconds': 600.0,  # a worker of a TF_CONFIG job waits this long for the others to start
+    'device': '/device:GPU:0',  # where the model is built; falls back to the CPU when there is no
+        # GPU
+    'num_gpus': 1,  # train data-parallel on this many GPUs of the machine (MirroredStrategy);
+        # batch_size is the global batch, split among them
+    'peer_wait_seconds': 600.0,  # a worker of a multi-machine job (TF_CONFIG) waits this long for
+        # the other workers to start, then stops naming those missing
     'gpu_memory_growth': True,  # take GPU memory as needed instead of all of it at start
     'gpu_memory_fraction': None,  # or cap the GPU memory taken, 0 < f <= 1 (None: no cap)
-    'log_device_placement': False,  # print the device of every op (TensorFlow's log)
+    'log_device_placement': False,  # print the device of every op (also set TF_CPP_MIN_LOG_LEVEL=0)
     'data_format': 'auto',  # 'NHWC' or 'NCHW' inside the model; auto: NCHW on a GPU in float32, else NHWC
     'mixed_precision': 'auto',  # float16 (GPU) / bfloat16 (CPU) compute with loss scaling; auto: on a GPU, and on a CPU with native bfloat16 for the networks measured to gain (README)
     'xla': 'auto',  # XLA JIT compilation of the graph; auto: on a GPU only (slower on the CPU)

@@ -10,7 +10,6 @@ Runs already complete are skipped and an interrupted one resumes, so running
 the same command again continues a stopped sweep.
 """
 import csv
-import datetime
 import hashlib
 import io
 import itertools
@@ -30,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 import constant  # noqa: E402
 import main  # noqa: E402
 import util  # noqa: E402
-from trainer import safe_io, settings  # noqa: E402
+from trainer import console, safe_io, settings  # noqa: E402
 from trainer.errors import ConfigError, DataError, UserError  # noqa: E402
 from trainer.runs import saved_record  # noqa: E402
 
@@ -175,10 +174,6 @@ def run_all(runs):
     return 0
 
 
-def _clock(seconds):
-    return str(datetime.timedelta(seconds=round(seconds)))
-
-
 def result_row(cfg, record):
     """A run's row of the results table (numbers, not yet formatted)."""
     epochs = record['epochs']
@@ -204,7 +199,7 @@ def _formatted(column, value):
     if value is None:
         return '-'
     if column == 'time':
-        return _clock(value)
+        return console.clock(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             return 'NaN'
@@ -334,7 +329,7 @@ def run_experiments(argv):
     finally:  # a run that failed costs its own row, not the table of the others
         out_dir, markdown = write_results(grid, runs)
         print(markdown)
-        print(f'Results in: {os.path.relpath(out_dir)} (results.md, results.csv, validation.pdf)',
+        print(f'Results in: {console.shown_path(out_dir)} (results.md, results.csv, validation.pdf)',
               flush=True)
 
 

@@ -52,6 +52,7 @@ def train_in_session(run, data, job):
     """Builds the graph and trains in its session, started or resumed, as
     the chief or a worker; returns the exit status."""
     chief, cfg = cluster.is_chief(job.role), run.cfg
+    print(training_graph.building_line(cfg, data), flush=True)
     print(machine.precision_line(cfg), flush=True)
     run.built = training_graph.build_graph(cfg, data, job.strategy, job.role)
     with run.built.graph.as_default(), v1.Session(job.target, config=job.session_proto) as session:

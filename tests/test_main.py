@@ -13,19 +13,22 @@ import pytest
 import tensorflow as tf
 
 from Model import Model
-from trainer import loaders, passes, settings, training_graph
+from trainer import loaders, machine, passes, settings, training_graph
 from trainer.errors import DataError
 from trainer.input_pipeline import ArrayInput
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROGRESS = re.compile(r'^epoch (\d+), step (\d+) / (\d+), loss = \d+\.\d\d \(\d+\.\d{3} sec/batch\)$')
+PROGRESS = re.compile(r'^epoch (\d+), step (\d+) / (\d+), loss = \d+\.\d\d \(\d+\.\d{3} sec/batch\), '
+                      r'mean loss (\d+\.\d{3}), (ETA|epoch trained in) \d+:\d\d:\d\d$')
 TRAIN = re.compile(r'^Train error: epoch (\d+) loss=\d+\.\d{4} accuracy=(\d\.\d{4})$')
 VALID = re.compile(r'^Validation error: epoch (\d+) loss=\d+\.\d{4} accuracy=(\d\.\d{4})$')
 
 
-def run_main(root, *args):
-    """Runs main.py in a clean environment (no TF_CPP_MIN_LOG_LEVEL of ours)."""
+def run_main(root, *args, log_level=None):
+    """Runs main.py in a clean environment: no TF_CPP_MIN_LOG_LEVEL of ours,
+    or the user's `log_level`."""
     env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+    env.update({'TF_CPP_MIN_LOG_LEVEL': log_level} if log_level else {})
     return subprocess.run(
         [sys.executable, os.path.join(PROJECT_DIR, 'main.py'), f'datasets_root={root / "datasets"}', *args],
         cwd=root, env=env, capture_output=True, text=True, timeout=300)
@@ -38,7 +41,8 @@ def epochs_reported(stdout):
 @pytest.fixture(scope='module')
 def first_run(tmp_path_factory):
     root = tmp_path_factory.mktemp('run')
-    result = run_main(root, 'max_epochs=2', 'log_every=500')
+    # TF_CPP_MIN_LOG_LEVEL=1, common in TF users' shells, must not bring TF's start-up notices
+    result = run_main(root, 'max_epochs=2', 'log_every=300', log_level='1')
     return root, result
 
 
@@ -47,13 +51,16 @@ def test_trains_and_prints_the_seed_console_format(first_run):
     assert result.returncode == 0, result.stderr
     assert result.stderr == ''  # no TensorFlow start-up noise on a CPU-only machine
     lines = result.stdout.splitlines()
+    assert lines[0] == 'Building custom_model (relu) for digits (8x8x1 images, 10 classes) on ' \
+                       f'CPU ({os.cpu_count()} cores)'
     assert len([line for line in lines if line.startswith('precision: ')]) == 1
     progress = [PROGRESS.match(line) for line in lines if line.startswith('epoch ')]
     assert all(progress), lines
-    # every 500 images, and after the last batch: 500, 1000, 1437 per epoch
+    # every 300 images, and after the last batch
     assert [(int(m.group(1)), int(m.group(2))) for m in progress] == \
-        [(e, s) for e in (1, 2) for s in (500, 1000, 1437)]
+        [(e, s) for e in (1, 2) for s in (300, 600, 900, 1200, 1437)]
     assert all(m.group(3) == '1437' for m in progress)
+    assert [m.group(5) for m in progress[:5]] == ['ETA'] * 4 + ['epoch trained in']
     stats = [i for i, line in enumerate(lines) if line == 'EPOCH STATISTICS :']
     assert len(stats) == 2
     for epoch, i in zip((1, 2), stats):
@@ -62,6 +69,10 @@ def test_trains_and_prints_the_seed_console_format(first_run):
         assert VALID.match(lines[i + 2]).group(1) == str(epoch)
         assert re.match(r'^Total epoch time training: \d+\.\d$', lines[i + 3])
         assert lines[i + 4] == 'Plotting in: datasets/digits/save_dir/plot_training/custom_model_relu.pdf'
+    record = json.loads((root / 'datasets/digits/save_dir/runs/custom_model_relu/history.json').read_text())
+    # the training pass alone (SPEC 6), not the evaluation after it
+    assert [line.split(': ')[1] for line in lines if line.startswith('Total epoch time')] == \
+        [f"{row['train_seconds']:.1f}" for row in record['epochs']]
     # two epochs of the default model learn digits well beyond chance (10 %)
     assert float(VALID.match([line for line in lines if line.startswith('Validation')][-1]).group(2)) > 0.8
     assert re.search(r'^Test error: loss=\d+\.\d{4} accuracy=\d\.\d{4}$', result.stdout, re.M)
@@ -82,6 +93,9 @@ def test_writes_plot_filters_history_checkpoint_and_events(first_run):
         rows = list(csv.DictReader(f))
     assert [r['epoch'] for r in rows] == ['1', '2']
     assert float(rows[1]['valid_accuracy']) == pytest.approx(record['epochs'][1]['valid_accuracy'])
+    tested = {int(r['epoch']): float(r['test_accuracy']) for r in rows if r['test_accuracy']}
+    expected = {2: record['test']['accuracy'], record['best']['epoch']: record['best']['test_accuracy']}
+    assert tested == pytest.approx(expected)
     assert (run / 'model.ckpt-2.index').is_file()
     assert 'model.ckpt-2' in (run / 'checkpoint').read_text()
     assert any(name.startswith('events.out.tfevents') for name in os.listdir(run))
@@ -103,18 +117,34 @@ def test_keeps_the_best_validation_epoch_and_tests_it(first_run):
     assert record['device'] == f'CPU ({os.cpu_count()} cores)'
 
 
-def test_tensorboard_events_hold_per_epoch_scalars(first_run):
-    from tensorflow.compat.v1 import train
+def test_tensorboard_loads_the_per_epoch_scalars_and_the_test_result(first_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     root, _ = first_run
     run = root / 'datasets' / 'digits' / 'save_dir' / 'runs' / 'custom_model_relu'
-    events = [p for p in run.iterdir() if p.name.startswith('events')]
-    steps = {}
-    for event in train.summary_iterator(str(events[0])):
-        for value in event.summary.value:
-            steps.setdefault(value.tag, []).append(event.step)
-    assert steps['valid_accuracy'] == [1, 2]
-    assert steps['train_loss'] == [1, 2]
-    assert steps['learning_rate'] == [1, 2]
+    events = EventAccumulator(str(run))
+    events.Reload()
+    record = json.loads((run / 'history.json').read_text())
+    for tag in ('valid_accuracy', 'train_loss', 'learning_rate'):
+        scalars = events.Scalars(tag)
+        assert [s.step for s in scalars] == [1, 2]
+        assert [s.value for s in scalars] == pytest.approx([e[tag] for e in record['epochs']])
+    for tag, value in (('test_accuracy', record['test']['accuracy']),
+                       ('best_epoch_test_accuracy', record['best']['test_accuracy'])):
+        assert [(s.step, s.value) for s in events.Scalars(tag)] == [(2, pytest.approx(value))]
+
+
+def test_the_end_of_a_run_says_where_its_files_are(first_run, monkeypatch):
+    root, result = first_run
+    tail = result.stdout.splitlines()[-7:]
+    assert re.match(r'^Run custom_model_relu done: 2 epoch\(s\), \d+:\d\d:\d\d of training and '
+                    r'evaluation in all; this process took \d+:\d\d:\d\d$', tail[0])
+    shown = dict(re.match(r'^  (\w[\w ]*?): +(.*)$', line).groups() for line in tail[1:])
+    monkeypatch.chdir(root)  # the paths are shown relative to where main.py ran
+    assert os.path.isfile(shown['checkpoint'] + '.index')
+    assert os.path.isfile(shown['best epoch'].split(': ')[1] + '.index')
+    assert os.path.isfile(shown['history'].split(',')[0]) and os.path.isfile(shown['plot'])
+    assert os.path.isdir(shown['filters'])
+    assert shown['TensorBoard'] == 'tensorboard --logdir datasets/digits/save_dir/runs'
 
 
 def test_resume_continues_from_the_last_epoch(first_run):
@@ -175,8 +205,9 @@ def test_gpu_options_fall_back_cleanly_on_a_cpu_only_machine(options):
         source.start(session, 'train', training=True, seed=0)
         _, loss = session.run([model.train_op, model.loss], {model.is_training: True})
         assert loss > 0 and session.run(model.global_step) == 1
-        # the graph asks for the configured device; the session ran wherever it could
-        requested = tf.DeviceSpec.from_string(cfg['device'])
+        # the graph asks for the configured device where the machine has it, else the CPU
+        requested = tf.DeviceSpec.from_string(machine.placement(cfg['device']))
+        assert requested.device_type == ('GPU' if machine.gpu_found(cfg['device']) else 'CPU')
         assert tf.DeviceSpec.from_string(model.logits.device).device_type == requested.device_type
 
 

@@ -14,7 +14,7 @@ import time
 import tensorflow as tf
 
 import util
-from trainer import checkpoints, history, passes, runs
+from trainer import checkpoints, console, history, passes, runs
 
 v1 = tf.compat.v1
 
@@ -119,9 +119,19 @@ class TensorBoardScalars(Callback):
         self.writer.add_session_log(v1.SessionLog(status=v1.SessionLog.START), run.done)
 
     def after_epoch(self, run, row):
-        values = [v1.Summary.Value(tag=tag, simple_value=float(value))
-                  for tag, value in row.items() if tag != 'epoch']
-        self.writer.add_summary(v1.Summary(value=values), row['epoch'])
+        self.write({tag: value for tag, value in row.items() if tag != 'epoch'}, row['epoch'])
+
+    def after_train(self, run):
+        """The test result (TestEvaluation runs first), at the step of its epoch."""
+        test, best = run.record.get('test'), run.record.get('best', {})
+        if test:
+            scalars = {'test_loss': test['loss'], 'test_accuracy': test['accuracy']}
+            scalars.update({f'best_epoch_{k}': best[k] for k in ('test_loss', 'test_accuracy') if k in best})
+            self.write(scalars, test['epoch'])
+
+    def write(self, scalars, step):
+        values = [v1.Summary.Value(tag=tag, simple_value=float(value)) for tag, value in scalars.items()]
+        self.writer.add_summary(v1.Summary(value=values), step)
         self.writer.flush()
 
     def close(self):
@@ -139,7 +149,7 @@ class EpochStatistics(Callback):
               f"accuracy={row['train_accuracy']:.4f}")
         print(f"Validation error: epoch {epoch} loss={row['valid_loss']:.4f} "
               f"accuracy={row['valid_accuracy']:.4f}")
-        print(f"Total epoch time training: {row['epoch_seconds']:.1f}", flush=True)
+        print(f"Total epoch time training: {row['train_seconds']:.1f}", flush=True)  # SPEC 6
 
 
 def plot_path(run):
@@ -152,7 +162,7 @@ class ProgressPlot(Callback):
 
     def after_epoch(self, run, row):
         path = plot_path(run)
-        print(f'Plotting in: {os.path.relpath(path)}', flush=True)
+        print(f'Plotting in: {console.shown_path(path)}', flush=True)
         util.plot_training_progress(run.record['epochs'], path,
                                     f"{run.name} on {run.cfg['dataset_name']}")
 
@@ -210,10 +220,37 @@ class FilterImages(Callback):
 
     def after_train(self, run):
         grid = util.draw_filters(self.kernel, os.path.join(run.dirs['FILTERS_SAVE_DIR'], run.name))
-        print(f'First-layer filters in: {os.path.relpath(os.path.dirname(grid))}')
+        print(f'First-layer filters in: {console.shown_path(os.path.dirname(grid))}')
+
+
+class RunSummary(Callback):
+    """The end of a run: where its files are, and its time."""
+
+    def before_train(self, run):
+        self.started = time.perf_counter()
+
+    def after_train(self, run):
+        epochs = run.record['epochs']
+        spent = sum(row.get('epoch_seconds', 0) for row in epochs)
+        newest = checkpoints.found(run.directory)
+        best = run.record.get('best')
+        here = console.shown_path
+        files = [('checkpoint', here(newest[-1].prefix) if newest else 'none'),
+                 ('best epoch', f"{best['epoch']}: {here(os.path.join(run.directory, best['checkpoint']))}"
+                  if best else 'none'),
+                 ('history', here(os.path.join(run.directory, history.JSON_FILE)) + ', .csv'),
+                 ('TensorBoard', f'tensorboard --logdir {here(os.path.dirname(run.directory))}'),
+                 ('plot', here(plot_path(run))),
+                 ('filters', here(os.path.join(run.dirs['FILTERS_SAVE_DIR'], run.name)))]
+        print(f'Run {run.name} done: {len(epochs)} epoch(s), {console.clock(spent)} of training and '
+              f'evaluation in all; this process took {console.clock(time.perf_counter() - self.started)}')
+        for what, where in files:
+            print(f'  {what + ":":<13}{where}')
+        sys.stdout.flush()
 
 
 def standard():
     """The chief's callbacks, in the order they run."""
-    return Callbacks([Evaluation(), BestCheckpoint(), EpochCheckpoint(), TensorBoardScalars(),
-                      EpochStatistics(), ProgressPlot(), TestEvaluation(), FilterImages()])
+    return Callbacks([Evaluation(), BestCheckpoint(), EpochCheckpoint(), TestEvaluation(),
+                      TensorBoardScalars(), EpochStatistics(), ProgressPlot(), FilterImages(),
+                      RunSummary()])

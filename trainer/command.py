@@ -4,7 +4,7 @@ with exit status 2 for whatever a user can fix."""
 import os
 import sys
 
-from trainer import settings, tf_quiet
+from trainer import key_docs, settings, tf_quiet
 from trainer.errors import UserError
 
 RECORDS_DEFAULTS = ('dataset_name=cifar_128',)  # ImageResizer and TFRecordsWriter: 128 px CIFAR unless told
@@ -23,7 +23,7 @@ def answer_early(module_name, usage, defaults=()):
         return
     argv = sys.argv[1:]
     if {'--help', '-h'} & set(argv):
-        print(usage.strip())
+        print(key_docs.help_text(usage))
         sys.exit(0)
     try:
         settings.checked_config([*defaults, *argv])

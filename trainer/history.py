@@ -11,11 +11,15 @@ from trainer import safe_io
 from trainer.errors import DataError
 
 COLUMNS = ('epoch', 'train_loss', 'train_accuracy', 'valid_loss', 'valid_accuracy',
-           'learning_rate', 'train_running_loss', 'train_seconds', 'epoch_seconds')
+           'learning_rate', 'train_running_loss', 'train_seconds', 'epoch_seconds',
+           'test_loss', 'test_accuracy')
+
+
+JSON_FILE, CSV_FILE = 'history.json', 'history.csv'
 
 
 def paths(run_dir):
-    return os.path.join(run_dir, 'history.json'), os.path.join(run_dir, 'history.csv')
+    return os.path.join(run_dir, JSON_FILE), os.path.join(run_dir, CSV_FILE)
 
 
 def load(run_dir):
@@ -46,5 +50,18 @@ def save(run_dir, record):
     rows = io.StringIO()
     writer = csv.DictWriter(rows, fieldnames=COLUMNS, extrasaction='ignore')
     writer.writeheader()
-    writer.writerows(record['epochs'])
+    writer.writerows(csv_rows(record))
     safe_io.write_text(csv_path, rows.getvalue())
+
+
+def csv_rows(record):
+    """The epochs' rows, with the test figures on the rows of the weights
+    tested: the final epoch's, and the best validation epoch's."""
+    tested = {}
+    if 'test' in record:
+        tested[record['test']['epoch']] = (record['test']['loss'], record['test']['accuracy'])
+    best = record.get('best', {})
+    if 'test_loss' in best:
+        tested[best['epoch']] = (best['test_loss'], best['test_accuracy'])
+    return [{**row, **dict(zip(('test_loss', 'test_accuracy'), tested.get(row['epoch'], ())))}
+            for row in record['epochs']]

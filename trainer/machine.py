@@ -3,6 +3,7 @@ a GPU or not, NCHW kernels on its CPU or not, native bfloat16 on its CPU or not.
 import functools
 import sys
 
+from trainer import tf_quiet
 from trainer.tf_quiet import OnFirstUse
 
 tf = OnFirstUse()
@@ -10,7 +11,19 @@ tf = OnFirstUse()
 
 def gpu_found(device):
     """Whether `device` names a GPU and TensorFlow sees one on this machine."""
-    return 'GPU' in device.upper() and bool(tf.config.list_physical_devices('GPU'))
+    if 'GPU' not in device.upper():
+        return False
+    with tf_quiet.stderr_hidden():  # 'failed call to cuInit' on a machine without a driver
+        return bool(tf.config.list_physical_devices('GPU'))
+
+
+def placement(device):
+    """The device to build on: `device`, or the CPU for a GPU this machine
+    lacks. Soft placement would fall back too, but op by op, with a warning
+    per colocation group at TF_CPP_MIN_LOG_LEVEL < 2."""
+    if 'GPU' in device.upper() and not gpu_found(device):
+        return '/device:CPU:0'
+    return device
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,10 +1,10 @@
 """Passes over the data: a training epoch, step by step with its progress
 lines, and the evaluation of a whole split."""
 import math
-import time
 
 import tensorflow as tf
 
+from trainer import console
 from trainer.errors import DataError
 
 
@@ -22,15 +22,14 @@ def train_epoch(session, model, source, cfg, epoch, stop, skip=0):
     """One shuffled pass over the training split, less its first `skip`
     images; returns the mean training loss of the images trained.
 
-    Prints a progress line each time another `log_every` images are done, and
-    after the last batch. Raises Divergence at the first non-finite loss and
-    Interrupted (with the images done) when a stop was requested.
+    Prints progress lines (console.ProgressLog). Raises Divergence at the
+    first non-finite loss and Interrupted (with the images done) when a stop
+    was requested.
     """
     total, last = source.num_examples('train'), source.training_images()
-    log_every = cfg['log_every']
+    progress = console.ProgressLog(epoch, total, last, console.log_interval(cfg['log_every'], last), skip)
     source.start(session, 'train', training=True, seed=cfg['seed'] * 100_003 + epoch, skip=skip)
-    seen, loss_sum, batches_since_log = skip, 0.0, 0
-    next_log, last_log = (skip // log_every + 1) * log_every, time.perf_counter()
+    seen, loss_sum = skip, 0.0
     while True:
         stop.check(images=seen)
         try:
@@ -41,13 +40,7 @@ def train_epoch(session, model, source, cfg, epoch, stop, skip=0):
         if not math.isfinite(loss):
             raise Divergence(f'loss became {loss} at epoch {epoch}, step {seen}')
         loss_sum += loss * batch
-        batches_since_log += 1
-        if seen >= next_log or seen == last:
-            now = time.perf_counter()
-            print(f'epoch {epoch}, step {seen} / {total}, loss = {loss:.2f} '
-                  f'({(now - last_log) / batches_since_log:.3f} sec/batch)', flush=True)
-            next_log = (seen // log_every + 1) * log_every
-            last_log, batches_since_log = now, 0
+        progress.step(seen, loss, batch)
     if seen < last:
         print(f'epoch {epoch}: skipped {last - seen} of {total} training records that could '
               f'not be read', flush=True)

@@ -16,6 +16,9 @@ import sys
 
 import tensorflow as tf
 
+
+from trainer import machine
+
 v1 = tf.compat.v1
 
 
@@ -25,7 +28,7 @@ def replica_devices(cfg):
     device, with a warning (a machine with fewer GPUs than asked)."""
     wanted = cfg['num_gpus']
     if wanted <= 1:
-        return [cfg['device']]
+        return [machine.placement(cfg['device'])]
     for kind in ('GPU', 'CPU'):
         found = tf.config.list_logical_devices(kind)
         if len(found) >= wanted:
@@ -33,7 +36,7 @@ def replica_devices(cfg):
     gpus = len(tf.config.list_logical_devices('GPU'))
     print(f"warning: num_gpus={wanted} but this machine has {gpus} GPU(s); training on one "
           f"device", file=sys.stderr, flush=True)
-    return [cfg['device']]
+    return [machine.placement(cfg['device'])]
 
 
 def strategy_for(devices):

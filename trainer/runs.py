@@ -15,7 +15,7 @@ import sys
 import tensorflow as tf
 
 import constant
-from trainer import checkpoints, history, pretrained, settings
+from trainer import checkpoints, console, history, pretrained, settings
 from trainer.errors import DataError, ResumeError, UserError
 
 v1 = tf.compat.v1
@@ -225,7 +225,7 @@ def set_aside(run):
     for path, name in ((plot, 'plot.pdf'), (filters, 'filters')):
         if os.path.exists(path):
             os.replace(path, os.path.join(earlier, name))
-    print(f'The earlier run {run.name} is kept in {os.path.relpath(earlier)} (with its plot and '
+    print(f'The earlier run {run.name} is kept in {console.shown_path(earlier)} (with its plot and '
           f'filters)', flush=True)
     keep = run.cfg['keep_earlier_runs']
     runs_dir = os.path.dirname(run.directory)
@@ -267,7 +267,7 @@ def record_divergence(run, divergence, plot):
     history.save(run.directory, run.record)
     if run.record['epochs']:
         print(f"The plot of epochs 1-{run.record['epochs'][-1]['epoch']} is in "
-              f"{os.path.relpath(plot)}", file=sys.stderr)
+              f"{console.shown_path(plot)}", file=sys.stderr)
     return 1
 
 

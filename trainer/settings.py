@@ -366,18 +366,21 @@ def parse_value(text):
 
 
 def parse_overrides(args, known_keys):
-    """['key=value', ...] -> {key: value}; refuses unknown and fixed keys."""
+    """['key=value', ...] -> {key: value}; refuses unknown and fixed keys,
+    naming only the keys a user can set."""
     overrides = {}
+    settable = sorted(set(known_keys) - set(MENU_KEYS))
     for arg in args:
         key, sep, text = arg.partition('=')
         if not sep or not key:
-            raise ConfigError(f"argument {arg!r} is not key=value (example: python main.py model=resnet50)")
-        if key not in known_keys:
-            close = difflib.get_close_matches(key, known_keys, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown key {key!r}{hint}; valid keys: {', '.join(sorted(known_keys))}")
+            raise ConfigError(f"argument {arg!r} is not key=value (example: model=resnet50); "
+                              f"--help lists the keys")
         if key in MENU_KEYS:
             raise ConfigError(f"{key} lists the choices and cannot be overridden; edit constant.py to change it")
+        if key not in settable:
+            close = difflib.get_close_matches(key, settable, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown key {key!r}{hint}; valid keys: {', '.join(settable)}")
         overrides[key] = parse_value(text)
     return overrides
 

@@ -4,28 +4,39 @@ driver, ...), which bypass every log level, and only when first needed.
 Commands import it through `import_tensorflow_quietly` once their arguments
 are checked; `OnFirstUse` stands for it in modules that a config check
 imports (constant.py imports layers.py), so that a mistyped key is answered
-before TensorFlow's import of several seconds. Setting TF_CPP_MIN_LOG_LEVEL
-yourself shows the notices again, and an import that fails shows them too.
+before TensorFlow's import of several seconds. TF_CPP_MIN_LOG_LEVEL=0 shows
+the notices again (its levels 1-3 do not hide them), and an import that
+fails shows them too.
 """
+import contextlib
 import functools
 import os
 import sys
 import tempfile
 
 
-def import_tensorflow_quietly():
-    """The tensorflow module, imported now if it was not."""
-    if 'tensorflow' in sys.modules:
-        return sys.modules['tensorflow']
-    if 'TF_CPP_MIN_LOG_LEVEL' in os.environ:
-        import tensorflow  # the user chose the log level: nothing to hide
-        return tensorflow
-    os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
+def notices_wanted():
+    """Whether the user asked for TensorFlow's C++ notices: only
+    TF_CPP_MIN_LOG_LEVEL=0 does. Its levels 1-3 do not hide the notices
+    written before absl's logging starts (oneDNN, cudart), so those are
+    hidden here for any other setting."""
+    return os.environ.get('TF_CPP_MIN_LOG_LEVEL') == '0'
+
+
+@contextlib.contextmanager
+def stderr_hidden():
+    """Holds back what C++ code writes to file descriptor 2 (Python's
+    warnings bypass it only through sys.stderr, which writes to it too);
+    replays it if the block fails, so that no reason is lost."""
+    if notices_wanted():
+        yield
+        return
+    sys.stderr.flush()
     saved_stderr = os.dup(2)
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
         try:
-            import tensorflow
+            yield
         except BaseException:
             os.dup2(saved_stderr, 2)
             sink.seek(0)
@@ -34,7 +45,17 @@ def import_tensorflow_quietly():
         finally:
             os.dup2(saved_stderr, 2)
             os.close(saved_stderr)
-    tensorflow.get_logger().setLevel('ERROR')
+
+
+def import_tensorflow_quietly():
+    """The tensorflow module, imported now if it was not."""
+    if 'tensorflow' in sys.modules:
+        return sys.modules['tensorflow']
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+    with stderr_hidden():
+        import tensorflow
+    if not notices_wanted():
+        tensorflow.get_logger().setLevel('ERROR')  # deprecation notices of TF's own modules
     return tensorflow
 
 

@@ -91,6 +91,14 @@ def session_config(cfg):
     return proto
 
 
+def building_line(cfg, data):
+    """Says what is built before a build that can take half a minute."""
+    se = ' with SE' if cfg['use_se'] else ''
+    shape = 'x'.join(map(str, data.image_shape))
+    return (f"Building {cfg['model']}{se} ({cfg['activation_fn']}) for {cfg['dataset_name']} "
+            f"({shape} images, {cfg['output_shape']} classes) on {device_name(cfg)}")
+
+
 def device_name(cfg):
     """What trains: 'GPU (NVIDIA H100 ...)' or 'CPU (2 cores)', for the record."""
     if machine.gpu_found(cfg['device']):

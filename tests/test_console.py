@@ -1,0 +1,124 @@
+"""What the console and the README tell a user: --help and mistakes of every
+command, the key table, progress lines, a quiet start."""
+import glob
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+import constant
+from trainer import console, history, key_docs, settings
+
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Every command a user runs: the top-level scripts that answer --help early.
+COMMANDS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(PROJECT_DIR, '*.py'))
+                  if 'command.answer_early(' in open(p, encoding='utf-8').read())
+
+
+def run_command(script, *args, env=None):
+    return subprocess.run([sys.executable, os.path.join(PROJECT_DIR, script), *args], cwd=PROJECT_DIR,
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_the_commands_are_found():
+    assert {'main.py', 'experiments.py', 'ImageResizer.py', 'TFRecordsWriter.py'} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize('script', COMMANDS)
+@pytest.mark.parametrize('flag', ['--help', '-h'])
+def test_help_gives_usage_then_every_settable_key_with_default_and_meaning(script, flag):
+    result = run_command(script, flag)
+    assert result.returncode == 0 and result.stderr == ''
+    usage = open(os.path.join(PROJECT_DIR, script), encoding='utf-8').read().split('"""')[1].strip()
+    assert result.stdout.startswith(usage.splitlines()[0])
+    listed = re.findall(r'^  (\w+)=', result.stdout, re.M)
+    assert listed == [d.key for d in key_docs.key_docs() if not d.fixed]
+    assert set(listed) == set(settings.settable_keys())
+    for doc in key_docs.key_docs():
+        if not doc.fixed:
+            shown = re.search(rf'^  {doc.key}=(.*?)(?: {{2,}}|\n {{34}})(\S.*(?:\n {{34}}\S.*)*)',
+                              result.stdout, re.M)
+            assert shown.group(1) == doc.default
+            assert ' '.join(shown.group(2).split()) == doc.meaning
+
+
+@pytest.mark.parametrize('script', COMMANDS)
+def test_a_wrong_key_is_one_line_naming_only_keys_a_user_can_set(script):
+    result = run_command(script, 'modle=resnet50')
+    assert result.returncode == 2 and result.stdout == ''
+    line, = result.stderr.splitlines()
+    assert line.startswith("error: unknown key 'modle' (did you mean 'model'?); valid keys: ")
+    valid = line.split('valid keys: ')[1].split(', ')
+    assert valid == settings.settable_keys()
+    assert not set(valid) & set(settings.MENU_KEYS)
+    assert 'main.py' not in line
+
+
+def test_every_key_has_its_meaning_in_constant_py():
+    docs = key_docs.key_docs()
+    assert [d.key for d in docs] == list(constant.config)
+    assert all(len(d.meaning) > 10 for d in docs), [d.key for d in docs if len(d.meaning) <= 10]
+
+
+def test_a_meaning_may_go_on_over_comment_lines():
+    source = ("config = {\n    # --- a section ---\n    'a': 1,  # first line\n        # second line\n"
+              "    'b': [1,\n          2],  # of b\n\n    # --- next ---\n    'c': None,  # c\n}\n")
+    docs = key_docs.key_docs(source)
+    assert [(d.key, d.default, d.meaning) for d in docs] == \
+        [('a', '1', 'first line second line'), ('b', 'see constant.py', 'of b'), ('c', 'None', 'c')]
+
+
+def test_the_readme_key_table_is_the_one_constant_py_makes():
+    """`python -m trainer.key_docs` makes it anew after a key changes."""
+    with open(key_docs.README_FILE, encoding='utf-8') as f:
+        readme = f.read()
+    assert key_docs.readme_with_table(readme) == readme
+
+
+def test_the_readme_tables_are_not_split_by_blank_lines():
+    """A blank line ends a markdown table: what follows renders as text."""
+    with open(key_docs.README_FILE, encoding='utf-8') as f:
+        lines = f.read().splitlines()
+    for before, blank, after in zip(lines, lines[1:], lines[2:]):
+        assert not (before.startswith('|') and not blank.strip() and after.startswith('|')), before
+
+
+@pytest.mark.parametrize('images, log_every, expected', [
+    (1437, 2500, 360), (1437, 300, 300), (45000, 2500, 2500), (3, 2500, 1)])
+def test_an_epoch_prints_at_least_a_few_progress_lines(images, log_every, expected):
+    assert console.log_interval(log_every, images) == expected
+
+
+def test_progress_lines_say_the_mean_loss_since_the_last_and_the_time_left(capsys, monkeypatch):
+    now = iter([0.0, 10.0, 20.0])  # the clock is read at the start and at each line
+    monkeypatch.setattr(console.time, 'perf_counter', lambda: next(now))
+    log = console.ProgressLog(epoch=3, total=400, last=400, every=200, skip=0)
+    for seen, loss in ((100, 4.0), (200, 2.0), (300, 1.0), (400, 3.0)):
+        log.step(seen, loss, 100)
+    lines = capsys.readouterr().out.splitlines()
+    # 200 images in 10 s: 200 more take 10 s; the last line says the epoch's time
+    assert lines == ['epoch 3, step 200 / 400, loss = 2.00 (5.000 sec/batch), mean loss 3.000, ETA 0:00:10',
+                     'epoch 3, step 400 / 400, loss = 3.00 (5.000 sec/batch), mean loss 2.000, '
+                     'epoch trained in 0:00:20']
+
+
+def test_history_csv_holds_the_test_result_on_the_rows_of_the_weights_tested():
+    record = {'epochs': [{'epoch': e, 'valid_loss': 1.0 / e} for e in (1, 2, 3)],
+              'best': {'epoch': 2, 'test_loss': 0.5, 'test_accuracy': 0.8},
+              'test': {'epoch': 3, 'loss': 0.4, 'accuracy': 0.9}}
+    rows = history.csv_rows(record)
+    assert [(r['epoch'], r.get('test_loss'), r.get('test_accuracy')) for r in rows] == \
+        [(1, None, None), (2, 0.5, 0.8), (3, 0.4, 0.9)]
+
+
+@pytest.mark.parametrize('level', ['2', '3'])
+def test_tensorflow_starts_quietly_at_the_log_levels_users_set(level):
+    """TF 2.21 writes its start-up notices before its logging starts, past
+    TF_CPP_MIN_LOG_LEVEL; only 0 asks for them. (Level 1 and unset: test_main.)"""
+    code = ('from trainer import machine, tf_quiet; tf_quiet.import_tensorflow_quietly(); '
+            'machine.gpu_found("/device:GPU:0")')
+    result = subprocess.run([sys.executable, '-c', code], cwd=PROJECT_DIR, capture_output=True,
+                            text=True, timeout=120, env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': level})
+    assert result.returncode == 0 and result.stderr == ''
