@@ -1,7 +1,8 @@
 """Training throughput of every model configuration against Keras 3 `fit` of
 the same architecture, and how much of the machine's matmul rate ResNet50 uses.
 
-    python -m bench.throughput [only=custom_28,resnet50_128] [key=value ...]
+    python -m bench.throughput [only=custom_28,resnet50_128] [variants=relu,se_selu]
+                               [schedule=WARMUP,WINDOWS,STEPS] [options=False] [key=value ...]
 
 For each architecture (custom model at 28x28x1 and 32x32x3, ResNet50 at 32 and
 128 px), with and without SE, with ReLU and SELU: images per second of the
@@ -21,6 +22,11 @@ Then ResNet50 at 128 px with each GPU-minded option (mixed precision, XLA,
 NCHW) against the defaults, the float32 matmul rate of this machine, and the
 share of it that ResNet50 training at 128 px reaches, counting 6 FLOPs per
 forward multiply-add per image (forward, input gradients, weight gradients).
+
+`variants` picks among relu, selu, se_relu, se_selu (default all four),
+`schedule` replaces every architecture's warm-up steps, window pairs and steps
+per window (fewer: minutes instead of tens of minutes, looser figures), and
+`options=False` leaves out the options at 128 px.
 
 Prints a table and writes bench/results/throughput.json.
 """
@@ -58,7 +64,8 @@ ARCHITECTURES = {
     'resnet50_128': (dict(model='resnet50', dataset_name='cifar_128'), (128, 128, 3), 600, (2, 3, 3)),
 }
 OPTIONS = ['mixed_precision=True', 'xla=True', 'data_format=NCHW']
-VARIANTS = [dict(use_se=se, activation_fn=act) for se in (False, True) for act in ('relu', 'selu')]
+VARIANTS = {f"{'se_' if se else ''}{act}": dict(use_se=se, activation_fn=act)
+            for se in (False, True) for act in ('relu', 'selu')}
 
 
 def option(argv, name, default):
@@ -95,14 +102,18 @@ def interleaved(contenders, warmup, windows):
     """Alternates timed windows of the contenders ({name: function(steps)
     giving images/s}, the first one first), so that load from other processes
     on this shared machine hits them alike; returns the median images/s of
-    each, and the median ratio of the first to each within a round of windows."""
+    each, and the rounds of windows ({name: images/s} each) for median_ratio."""
     for run_window in contenders.values():
         run_window(warmup)
     rounds = [{name: run_window() for name, run_window in contenders.items()}
               for _ in range(windows)]
-    first = next(iter(contenders))
-    return ({name: statistics.median(r[name] for r in rounds) for name in contenders},
-            {name: statistics.median(r[first] / r[name] for r in rounds) for name in contenders})
+    return {name: statistics.median(r[name] for r in rounds) for name in contenders}, rounds
+
+
+def median_ratio(rounds, faster, slower):
+    """The median over rounds of one contender's rate over another's within
+    the round: steadier than the ratio of the medians under drifting load."""
+    return statistics.median(r[faster] / r[slower] for r in rounds)
 
 
 def synthetic_arrays(image_shape, count, num_classes, seed):
@@ -220,16 +231,19 @@ def compare(cfg, data, arrays, warmup, windows, steps):
         if mixed:
             float32_step, _ = stack.enter_context(project_steps(float32_cfg, data))
             contenders['project_float32'] = lambda n=steps: timed_rate(float32_step, batch, n)
-        rates, ratios = interleaved(contenders, warmup, windows)
+        rates, rounds = interleaved(contenders, warmup, windows)
     row = {'batch_size': batch, 'parameters': params, 'precision': keras_policy(cfg),
            'forward_multiply_adds': ours.forward_multiply_adds(),
            'project_images_per_second': rates['project'],
-           'keras_images_per_second': rates['keras'], 'ratio': ratios['keras']}
+           'keras_images_per_second': rates['keras'],
+           'ratio': median_ratio(rounds, 'project', 'keras')}
     if mixed:
         row.update({f'{name}_images_per_second': rates[name] for name in
                     ('keras_same_precision', 'project_float32')},
-                   ratio_same_precision=ratios['keras_same_precision'],
-                   ratio_to_project_float32=ratios['project_float32'])
+                   ratio_same_precision=median_ratio(rounds, 'project', 'keras_same_precision'),
+                   ratio_to_project_float32=median_ratio(rounds, 'project', 'project_float32'),
+                   # what float32 (the default where bfloat16 is not turned on) gets against Keras
+                   float32_ratio=median_ratio(rounds, 'project_float32', 'keras'))
     return row
 
 
@@ -246,21 +260,22 @@ def matmul_rate(size=2048, warmup=3, windows=5, steps=10):
     return rate * 2 * size ** 3
 
 
-def option_rows(argv, data):
+def option_rows(argv, data, schedule):
     """ResNet50 at 128 px with each GPU-minded option on, against the
     defaults, in interleaved windows: what each does on this machine."""
     base = [*argv, 'model=resnet50', 'dataset_name=cifar_128']
-    _, _, _, (warmup, windows, steps) = ARCHITECTURES['resnet50_128']
+    warmup, windows, steps = schedule
     rows = []
     for option in OPTIONS:
         default_cfg, option_cfg = settings.load_config(base), settings.load_config([*base, option])
         with project_steps(default_cfg, data) as (default_step, model), \
                 project_steps(option_cfg, data) as (option_step, _):
-            rates, ratios = interleaved(
+            rates, rounds = interleaved(
                 {'option': lambda n=steps: timed_rate(option_step, option_cfg['batch_size'], n),
                  'default': lambda n=steps: timed_rate(default_step, default_cfg['batch_size'], n)},
                 warmup, windows)
-        with_option, without, ratio = rates['option'], rates['default'], ratios['default']
+        with_option, without = rates['option'], rates['default']
+        ratio = median_ratio(rounds, 'option', 'default')
         rows.append({'option': option, 'images_per_second': with_option,
                      'default_images_per_second': without, 'ratio': ratio,
                      'forward_multiply_adds': model.forward_multiply_adds()})
@@ -269,26 +284,28 @@ def option_rows(argv, data):
     return rows
 
 
-def measure(only, argv):
-    """Rows of the Keras comparison, and of the options at 128 px."""
+def measure(only, variants, schedule, with_options, argv):
+    """Rows of the Keras comparison, and of the options at 128 px.
+    `schedule` (warm-up, windows, steps), if given, replaces each architecture's."""
     rows, options = [], []
     with tempfile.TemporaryDirectory(prefix='bench_records_') as records_dir:
-        for name, (overrides, shape, count, schedule) in ARCHITECTURES.items():
+        for name, (overrides, shape, count, own_schedule) in ARCHITECTURES.items():
             if only and name not in only:
                 continue
             arrays = synthetic_arrays(shape, count, 10, seed=0)
             data = as_records(arrays, os.path.join(records_dir, name)) if shape[0] == 128 else arrays
-            for variant in VARIANTS:
-                args = [f'{k}={v}' for k, v in {**overrides, **variant}.items()]
-                row = {'architecture': name, **variant,
-                       **compare(settings.load_config([*argv, *args]), data, arrays, *schedule)}
+            for variant in variants:
+                args = [f'{k}={v}' for k, v in {**overrides, **VARIANTS[variant]}.items()]
+                row = {'architecture': name, **VARIANTS[variant],
+                       **compare(settings.load_config([*argv, *args]), data, arrays,
+                                 *(schedule or own_schedule))}
                 rows.append(row)
-                print(f"{name:13s} se={variant['use_se']!s:5s} {variant['activation_fn']:4s} "
-                      f"{row['precision']:14s} ours {row['project_images_per_second']:8.1f}  "
+                print(f"{name:13s} {variant:7s} {row['precision']:14s} "
+                      f"ours {row['project_images_per_second']:8.1f}  "
                       f"keras {row['keras_images_per_second']:8.1f}  ratio {row['ratio']:.2f}"
                       + same_precision_text(row), flush=True)
-            if name == 'resnet50_128':
-                options = option_rows(argv, data)
+            if name == 'resnet50_128' and with_options:
+                options = option_rows(argv, data, schedule or own_schedule)
     return rows, options
 
 
@@ -313,11 +330,14 @@ def cell(row, key, text):
     return text.format(row[key]) if key in row else '-'
 
 
-def report(rows, options, matmul_flops):
+def report(rows, options, matmul_flops, schedule):
+    if schedule:
+        print('\nreduced schedule: {} warm-up steps, {} rounds of windows of {} steps'
+              .format(*schedule))
     print('\n| architecture | SE | activation | precision | project img/s | Keras fit img/s '
           '(float32) | ratio | Keras img/s, same precision | ratio, same precision | '
-          'project in float32 img/s | gain over float32 |')
-    print('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
+          'project in float32 img/s | gain over float32 | project float32 / Keras float32 |')
+    print('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
     for r in rows:
         print(f"| {r['architecture']} | {'yes' if r['use_se'] else 'no'} | {r['activation_fn']} | "
               f"{r['precision']} | {r['project_images_per_second']:.1f} | "
@@ -325,7 +345,8 @@ def report(rows, options, matmul_flops):
               f"{cell(r, 'keras_same_precision_images_per_second', '{:.1f}')} | "
               f"{cell(r, 'ratio_same_precision', '{:.2f}x')} | "
               f"{cell(r, 'project_float32_images_per_second', '{:.1f}')} | "
-              f"{cell(r, 'ratio_to_project_float32', '{:.2f}x')} |")
+              f"{cell(r, 'ratio_to_project_float32', '{:.2f}x')} | "
+              f"{cell(r, 'float32_ratio', '{:.2f}x')} |")
     print(f'\nfloat32 matmul rate of this machine: {matmul_flops / 1e9:.1f} GFLOP/s; {load_line()}')
     print('\n| ResNet50 128 px | img/s | training FLOP/s = share of the matmul rate |')
     print('| --- | --- | --- |')
@@ -341,15 +362,22 @@ def report(rows, options, matmul_flops):
 
 
 def run(argv):
-    only = next((a.split('=', 1)[1].split(',') for a in argv if a.startswith('only=')), [])
-    argv = [a for a in argv if not a.startswith('only=')]
-    rows, options = measure(only, argv)
+    argv = list(argv)
+    only = [name for name in option(argv, 'only', '').split(',') if name]
+    variants = option(argv, 'variants', ','.join(VARIANTS)).split(',')
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f'variants: {unknown} unknown; known: {", ".join(VARIANTS)}')
+    schedule = option(argv, 'schedule', '')
+    schedule = tuple(int(n) for n in schedule.split(',')) if schedule else None
+    with_options = option(argv, 'options', 'True') != 'False'
+    rows, options = measure(only, variants, schedule, with_options, argv)
     matmul_flops = matmul_rate()
-    report(rows, options, matmul_flops)
+    report(rows, options, matmul_flops, schedule)
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, 'throughput.json'), 'w') as f:
-        json.dump({'matmul_flops_per_second': matmul_flops, 'rows': rows, 'options': options},
-                  f, indent=1)
+        json.dump({'matmul_flops_per_second': matmul_flops, 'schedule': schedule, 'load': load_line(),
+                   'rows': rows, 'options': options}, f, indent=1)
 
 
 if __name__ == '__main__':
