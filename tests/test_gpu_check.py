@@ -24,19 +24,3 @@ def test_non_finite_losses_fail_the_check(capsys):
     assert gpu_check.run(['networks=custom_model_relu', 'steps=4', 'learning_rate=1e30']) == 1
     out = capsys.readouterr().out
     assert 'FAIL custom_model_relu float32 finite: 4 losses, last nan' in out
-
-
-def test_it_trains_with_sgd_unless_told(monkeypatch, capsys):
-    # Adam's sign-like first steps part the precisions' trajectories (the
-    # module's docstring): the agreement is checked under SGD with momentum.
-    optimizers = []
-
-    def train(cfg, data, steps, strategy=None):
-        optimizers.append(cfg['optimizer'])
-        return [1.0] * steps, 1.0
-    monkeypatch.setattr(gpu_check, 'train', train)
-    assert gpu_check.run(['networks=custom_model_relu', 'steps=4']) == 0
-    assert optimizers and set(optimizers) == {'momentum'}
-    optimizers.clear()
-    assert gpu_check.run(['networks=custom_model_relu', 'steps=4', 'optimizer=adam']) == 0
-    assert optimizers and set(optimizers) == {'adam'}
