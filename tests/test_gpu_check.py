@@ -24,3 +24,12 @@ def test_non_finite_losses_fail_the_check(capsys):
     assert gpu_check.run(['networks=custom_model_relu', 'steps=4', 'learning_rate=1e30']) == 1
     out = capsys.readouterr().out
     assert 'FAIL custom_model_relu float32 finite: 4 losses, last nan' in out
+
+
+def test_mixed_precision_is_held_to_its_first_loss_and_float32_to_three():
+    reference = [2.30, 2.10, 1.90]
+    parted_after_the_update = [2.32, 2.20, 2.08]  # 1 %, then 5 % and 9 % apart
+    assert gpu_check.agree(parted_after_the_update, reference, gpu_check.MIXED_RTOL, steps=1)
+    assert not gpu_check.agree([2.45, 2.10, 1.90], reference, gpu_check.MIXED_RTOL, steps=1)
+    assert not gpu_check.agree(parted_after_the_update, reference, gpu_check.FLOAT32_RTOL)
+    assert not gpu_check.agree([2.30, 2.10, 1.91], reference, gpu_check.FLOAT32_RTOL)
