@@ -187,6 +187,12 @@ def cross_entropy(logits, labels, name, label_smoothing=0.0):
                           name=name)
 
 
+def accuracy_of(logits, labels, name):
+    """The fraction of rows whose largest logit is at the one-hot label."""
+    correct = tf.equal(tf.argmax(logits, 1), tf.argmax(labels, 1))
+    return tf.reduce_mean(tf.cast(correct, tf.float32), name=name)
+
+
 def weight_penalty(weight_decay, variables_prefix):
     """weight_decay * sum(w**2) / 2 over the conv kernels and FC weights under
     `variables_prefix`: its gradient is weight_decay * w. Biases and batch norm
@@ -215,12 +221,13 @@ class Model:
 
     `images` and `labels` (optional) are the input pipeline's tensors: X and
     Yoh read them unless a feed_dict overrides them. `logits`, `loss` and
-    `accuracy` follow is_training, which defaults to False: evaluation needs
-    no feed and batch norm uses its moving averages. `train_op` minimises
-    `train_loss`, from a second copy of the network (same variables) with batch
-    norm fixed in training mode: no switch between the two modes in every
-    batch-norm layer, which cost ResNet50 10 % of its speed at 128 px and a
-    third at 32 px on the CPU. Under a distribution `strategy`
+    `accuracy` follow is_training, which defaults to False. `train_op`
+    minimises `train_loss`, from a second copy of the network (same variables)
+    with batch norm fixed in training mode, and evaluation reads `eval_logits`,
+    `eval_loss` and `eval_accuracy`, from a third copy fixed in inference mode
+    (moving averages, no dropout): no switch between the two modes in every
+    batch-norm layer, which cost ResNet50 10 % of its training speed at 128 px
+    and a third at 32 px on the CPU. Under a distribution `strategy`
     (trainer.replicas), every replica computes both on its slice of the batch
     and the figures are their means over the whole batch.
     """
@@ -248,8 +255,10 @@ class Model:
         self.batch_size = tf.shape(self.X)[0] if strategy else towers[0]['batch_size']
         self.variables_prefix, self.ops_prefix = towers[0]['prefixes']
         self.logits = replicas.concatenated(towers, 'logits')
-        self.loss, self.accuracy, self.train_loss = (replicas.batch_mean(towers, name)
-                                                     for name in ('loss', 'accuracy', 'train_loss'))
+        self.eval_logits = replicas.concatenated(towers, 'eval_logits')
+        self.loss, self.accuracy, self.train_loss, self.eval_loss, self.eval_accuracy = (
+            replicas.batch_mean(towers, name)
+            for name in ('loss', 'accuracy', 'train_loss', 'eval_loss', 'eval_accuracy'))
         self.train_op = replicas.grouped(towers, 'train_op')
         self.objective = replicas.summed(towers, 'objective')  # what train_op minimises
         self.weights_finite = tf.reduce_all(
@@ -257,20 +266,18 @@ class Model:
             name='weights_finite')
 
     def tower(self, images, labels):
-        """The network on one device's `images`, twice (batch norm following
-        is_training; fixed in training mode for the train_op), with losses,
-        accuracy and the step that minimises the training loss."""
+        """The network on one device's `images`, three times (batch norm
+        following is_training; fixed in training mode for the train_op; fixed
+        in inference mode for evaluation), with losses, accuracies and the step
+        that minimises the training loss."""
         with v1.variable_scope(self.scope) as scope:
             logits = network(images, self.is_training, self.architecture)
         loss = cross_entropy(logits, labels, 'loss')
         updates_before = len(v1.get_collection(v1.GraphKeys.UPDATE_OPS))
-        with v1.variable_scope(scope, reuse=True, auxiliary_name_scope=False), \
-                tf.name_scope(f'{self.scope}_training/'):
-            train_logits = network(images, True, self.architecture)
+        train_logits = self._copy(scope, images, True, 'training')
         training_updates = v1.get_collection(v1.GraphKeys.UPDATE_OPS)[updates_before:]
         train_loss = cross_entropy(train_logits, labels, 'train_loss', self.config['label_smoothing'])
-        correct = tf.equal(tf.argmax(logits, 1), tf.argmax(labels, 1))
-        accuracy = tf.reduce_mean(tf.cast(correct, tf.float32), name='accuracy')
+        accuracy = accuracy_of(logits, labels, 'accuracy')
         # What the optimiser minimises: the training loss plus the L2 penalty,
         # this replica's share of it under a distribution strategy.
         penalty = weight_penalty(self.config['weight_decay'], scope.name + '/')
@@ -278,10 +285,23 @@ class Model:
         optimizer = self._optimizer()
         with tf.control_dependencies(training_updates):  # batch norm's moving averages advance
             train_op = optimizer.minimize(objective, global_step=self.global_step)
+        # Built last, so that every op before it, and the random seeds drawn
+        # from their count, are those of a graph without it.
+        eval_logits = self._copy(scope, images, False, 'inference')
         return {'logits': logits, 'loss': loss, 'accuracy': accuracy, 'train_loss': train_loss,
+                'eval_logits': eval_logits, 'eval_loss': cross_entropy(eval_logits, labels, 'eval_loss'),
+                'eval_accuracy': accuracy_of(eval_logits, labels, 'eval_accuracy'),
                 'batch_size': tf.shape(images)[0], 'objective': objective, 'train_op': train_op,
                 # Its full names, also when built inside another scope or replica.
                 'prefixes': (scope.name + '/', scope.original_name_scope)}
+
+    def _copy(self, scope, images, training, mode):
+        """Logits of another copy of the network (the variables of `scope`, no
+        new ones) with batch norm and dropout fixed in `training` mode, its ops
+        under '<model>_<mode>/'."""
+        with v1.variable_scope(scope, reuse=True, auxiliary_name_scope=False), \
+                tf.name_scope(f'{self.scope}_{mode}/'):
+            return network(images, training, self.architecture)
 
     def _optimizer(self):
         """The optimiser, made with the global step and learning rate at its

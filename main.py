@@ -18,7 +18,7 @@ import time  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
-from trainer import (callbacks, cluster, evaluation, inputs, interruption,  # noqa: E402
+from trainer import (callbacks, cluster, evaluation, inputs, interruption, machine,  # noqa: E402
                      malloc_tuning, passes, run_data, runs, safe_io, settings, study,
                      training_graph)
 
@@ -53,6 +53,7 @@ def train_in_session(run, data, job):
     the chief or a worker; returns the exit status."""
     chief, cfg = cluster.is_chief(job.role), run.cfg
     print(training_graph.building_line(cfg, data), flush=True)
+    print(machine.precision_line(cfg), flush=True)
     run.built = training_graph.build_graph(cfg, data, job.strategy, job.role)
     with run.built.graph.as_default(), v1.Session(job.target, config=job.session_proto) as session:
         run.session = session

@@ -53,6 +53,7 @@ def test_trains_and_prints_the_seed_console_format(first_run):
     lines = result.stdout.splitlines()
     assert lines[0] == 'Building custom_model (relu) for digits (8x8x1 images, 10 classes) on ' \
                        f'CPU ({os.cpu_count()} cores)'
+    assert len([line for line in lines if line.startswith('precision: ')]) == 1
     progress = [PROGRESS.match(line) for line in lines if line.startswith('epoch ')]
     assert all(progress), lines
     # every 300 images, and after the last batch

@@ -376,6 +376,62 @@ def test_training_copy_shares_the_variables_and_trains_in_batch_norm_training_mo
     assert abs(inference - train_loss) > 1e-3
 
 
+def _ops_under(graph, prefix):
+    return [op for op in graph.get_operations() if op.name.startswith(prefix)]
+
+
+def test_evaluation_copy_shares_the_variables_and_gives_the_switchable_networks_eval_outputs():
+    """Evaluation reads a third copy of the network, fixed in inference mode:
+    no variables, batch-norm switches or updates of its own, and the logits,
+    loss and accuracy of the switchable network with is_training False, also
+    after training moved the moving averages and after one is changed."""
+    r = resnet('cifar_32', True, 'relu')
+    graph, model = r.graph, r.model
+    names = [v.op.name for v in graph.get_collection(v1.GraphKeys.GLOBAL_VARIABLES)]
+    assert not [n for n in names if n.startswith('resnet50_inference')]
+    copy = _ops_under(graph, 'resnet50_inference/')
+    assert not [op for op in copy if op.type in ('Switch', 'Merge', 'If', 'StatelessIf')]
+    assert len([op for op in copy if op.type == 'FusedBatchNormV3']) == 53  # 1 + 16 * 3 + 4
+    assert not [op for op in copy if op.type.startswith('Assign')]
+    x = random_images(SHAPES['cifar_32'], n=4, seed=9) * 3 + 1
+    feed = {model.X: x, model.Yoh: np.eye(10, dtype=np.float32)[[1, 4, 1, 0]]}
+    switchable = [model.logits, model.loss, model.accuracy]
+    copied = [model.eval_logits, model.eval_loss, model.eval_accuracy]
+    mean = var('resnet50/stage3/block1/conv2/bn/moving_mean', graph)
+    with v1.Session(graph=graph, config=fast_session_config()) as s:
+        s.run(r.init)
+        for _ in range(2):  # moving averages away from their initial (0, 1)
+            s.run(model.train_op, feed)
+        train_logits = s.run(model.logits, {**feed, model.is_training: True})
+        trained = s.run([switchable, copied], feed)
+        mean.load(s.run(mean) + 0.5, s)
+        changed = s.run([switchable, copied], feed)
+    for (expected, got) in (trained, changed):
+        np.testing.assert_allclose(got[0], expected[0], rtol=1e-5, atol=1e-5)
+        assert got[1] == pytest.approx(expected[1], rel=1e-5) and got[2] == expected[2]
+    assert np.abs(changed[1][0] - trained[1][0]).max() > 1e-4  # the copy reads the variable
+    assert np.abs(trained[1][0] - train_logits).max() > 1e-3  # moving averages, not the batch's
+
+
+def test_evaluation_copy_of_the_custom_model_leaves_dropout_out():
+    cfg = make_config(model='custom_model', dataset_name='digits', dropout=0.5)
+    graph = tf.Graph()
+    with graph.as_default():
+        model = build(cfg, SHAPES['digits'])
+        init = v1.global_variables_initializer()
+    assert not [op for op in _ops_under(graph, 'custom_model_inference/')
+                if op.type in ('Switch', 'Merge', 'RandomUniform')]
+    feed = {model.X: random_images(SHAPES['digits'], n=6, seed=3)}
+    with v1.Session(graph=graph) as s:
+        s.run(init)
+        first, second = s.run(model.eval_logits, feed), s.run(model.eval_logits, feed)
+        switchable = s.run(model.logits, feed)
+        dropped = s.run(model.logits, {**feed, model.is_training: True})
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_allclose(first, switchable, rtol=1e-6, atol=1e-6)
+    assert np.abs(dropped - first).max() > 1e-3
+
+
 def test_resnet50_training_step():
     r = resnet('cifar_32', False, 'relu')
     graph, model = r.graph, r.model

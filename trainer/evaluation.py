@@ -77,7 +77,7 @@ def analyse(session, model, source, split, keep, stop=None):
     """The Outcome of one pass over `split` with the session's weights;
     `keep`: how many misclassified images to keep."""
     with model.X.graph.as_default():
-        top = tf.math.top_k(tf.nn.softmax(model.logits), k=min(TOP, int(model.logits.shape[-1])))
+        top = tf.math.top_k(tf.nn.softmax(model.eval_logits), k=min(TOP, int(model.eval_logits.shape[-1])))
         fetches = [top.values, top.indices, tf.argmax(model.Yoh, 1)] + ([model.X] if keep else [])
     collector = Collector(keep)
     loss, accuracy = passes.evaluate(session, model, source, split, stop, fetches, collector.add)

@@ -1,5 +1,5 @@
 """What this machine can do, and the 'auto' device options decided for it:
-a GPU or not, NCHW kernels on its CPU or not."""
+a GPU or not, NCHW kernels on its CPU or not, native bfloat16 on its CPU or not."""
 import functools
 import sys
 
@@ -44,17 +44,62 @@ def cpu_runs_nchw():
             return False
 
 
-def resolve_auto(cfg, on_gpu):
+CPUINFO = '/proc/cpuinfo'
+# The flags Linux lists for a CPU that computes in bfloat16 itself: AVX-512's
+# BF16 instructions, AMX's tiles. Elsewhere TensorFlow lets oneDNN emulate
+# bfloat16 (on any AVX-512 CPU), which is slower than float32.
+NATIVE_BFLOAT16_FLAGS = frozenset({'avx512_bf16', 'amx_bf16'})
+
+# Which networks (model, use_se) 'auto' trains in bfloat16 on a CPU with native
+# bfloat16: those measured faster than float32 (bench/throughput.py) and as
+# accurate (bench/bf16_accuracy.py, within the seed-to-seed spread). The
+# README's "bfloat16 on the CPU" holds the figures behind each entry.
+CPU_BFLOAT16_AUTO = {
+    ('custom_model', False): False,  # 0.64x float32's speed
+    ('custom_model', True): False,  # no faster measured
+    ('resnet50', False): False,  # 1.52x float32's speed at 128 px; accuracy not yet compared
+    ('resnet50', True): False,  # speed and accuracy not yet measured
+}
+
+
+def cpu_flags(cpuinfo_text):
+    """The feature flags of the first processor in a /proc/cpuinfo text (x86's
+    'flags' line); empty if there is none."""
+    for line in cpuinfo_text.splitlines():
+        key, sep, value = line.partition(':')
+        if sep and key.strip() == 'flags':
+            return frozenset(value.split())
+    return frozenset()
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_native_bfloat16(path=CPUINFO):
+    """Whether this machine's CPU computes in bfloat16 itself, read from its
+    flags; False where they cannot be read (not Linux): nothing is guessed."""
+    try:
+        with open(path, encoding='utf-8', errors='replace') as f:
+            return bool(cpu_flags(f.read()) & NATIVE_BFLOAT16_FLAGS)
+    except OSError:
+        return False
+
+
+def bfloat16_pays(cfg):
+    """Whether 'auto' trains cfg's network in bfloat16 on a CPU that has it."""
+    return CPU_BFLOAT16_AUTO.get((cfg['model'], cfg['use_se']), False)
+
+
+def resolve_auto(cfg, on_gpu, cpu_bfloat16=False):
     """The 'auto' device options made concrete for the machine.
 
     On a GPU: float16 compute with loss scaling (tensor cores), XLA, and NCHW
     in float32 (cuDNN's fast layout) but NHWC in float16 (what tensor cores
-    want). On the CPU: float32, NHWC, no XLA: XLA and NCHW were slower there
-    (bench/throughput.py).
+    want). On the CPU: NHWC, no XLA (XLA and NCHW were slower there,
+    bench/throughput.py), and float32 unless the CPU has native bfloat16
+    (`cpu_bfloat16`) and the network is measured to gain by it (bfloat16_pays).
     """
     cfg = dict(cfg)
     if cfg['mixed_precision'] == 'auto':
-        cfg['mixed_precision'] = on_gpu
+        cfg['mixed_precision'] = on_gpu or (cpu_bfloat16 and bfloat16_pays(cfg))
     if cfg['xla'] == 'auto':
         cfg['xla'] = on_gpu
     if cfg['data_format'] == 'auto':
@@ -67,9 +112,22 @@ def fit_to_machine(cfg):
     warning) where neither a GPU nor the CPU's kernels can run it: the
     weights are the same in both layouts, so nothing else changes."""
     on_gpu = gpu_found(cfg['device'])
-    cfg = resolve_auto(cfg, on_gpu)
+    cfg = resolve_auto(cfg, on_gpu, not on_gpu and cpu_native_bfloat16())
     if cfg['data_format'] == 'NCHW' and not on_gpu and not cpu_runs_nchw():
         print("warning: data_format='NCHW' needs a GPU or a CPU with oneDNN's kernels, and this "
               "machine has neither; training in NHWC, the same network", file=sys.stderr, flush=True)
         cfg['data_format'] = 'NHWC'
     return cfg
+
+
+def precision_line(cfg):
+    """What the console says once per run: the precision the network computes in."""
+    if not cfg['mixed_precision']:
+        return 'precision: float32'
+    if gpu_found(cfg['device']):
+        return 'precision: float16 compute on the GPU, float32 weights, dynamic loss scaling'
+    line = 'precision: bfloat16 compute on the CPU (oneDNN), float32 weights, dynamic loss scaling'
+    if not cpu_native_bfloat16():
+        line += ('; this CPU has no native bfloat16 (avx512_bf16 or amx_bf16 in its flags): '
+                 'expect no gain over float32')
+    return line

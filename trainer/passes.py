@@ -63,11 +63,12 @@ def evaluation_batches(session, source, split, fetches, stop=None):
 
 
 def evaluate(session, model, source, split, stop=None, also=(), each_batch=None):
-    """Mean loss and accuracy over a whole split, batch norm in inference
-    mode; the values of the tensors `also` of every batch go to
-    each_batch(values), in the split's order."""
+    """Mean loss and accuracy over a whole split, through the copy of the
+    network fixed in inference mode (batch norm's moving averages, no
+    dropout); the values of the tensors `also` (of that copy: eval_logits)
+    of every batch go to each_batch(values), in the split's order."""
     loss_sum = correct = count = 0.0
-    fetches = [model.loss, model.accuracy, model.batch_size, *also]
+    fetches = [model.eval_loss, model.eval_accuracy, model.batch_size, *also]
     for loss, accuracy, n, *values in evaluation_batches(session, source, split, fetches, stop):
         loss_sum, correct, count = loss_sum + loss * n, correct + accuracy * n, count + n
         if each_batch:
