@@ -74,6 +74,21 @@ from trainer import cluster
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# The start of a script for a child process whose CPU is split into two
+# logical devices, so that two replicas run without GPUs; str.format it with
+# project=PROJECT_DIR (the rest of such a script doubles its braces).
+TWO_CPU_SCRIPT = """
+import json, os, sys
+sys.path.insert(0, {project!r})
+os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
+import numpy as np
+import tensorflow as tf
+v1 = tf.compat.v1
+v1.disable_eager_execution()
+cpu = tf.config.list_physical_devices('CPU')[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+"""
+
 MNIST_GZ_NAMES = {
     'train_images': 'train-images-idx3-ubyte.gz',
     'train_labels': 'train-labels-idx1-ubyte.gz',

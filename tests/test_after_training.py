@@ -32,7 +32,7 @@ import main
 import predict
 import TFRecordsWriter
 from Model import Model, network
-from tests.fixtures import write_cifar_batches
+from tests.fixtures import TWO_CPU_SCRIPT, write_cifar_batches
 from trainer import architecture, checkpoints, console, inference, loaders, settings, trained_runs
 
 v1 = tf.compat.v1
@@ -316,17 +316,7 @@ def test_cifar_class_names_come_from_batches_meta(tmp_path):
     assert loaders.load_cifar_32(str(tmp_path), 0, False).classes[:2] == ('airplane', 'automobile')
 
 
-REPLICATED = """
-import json, os, sys
-sys.path.insert(0, {project!r})
-os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
-import numpy as np
-import tensorflow as tf
-v1 = tf.compat.v1
-v1.disable_eager_execution()
-cpu = tf.config.list_physical_devices('CPU')[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from trainer import checkpoints, inputs, passes, run_data, settings, training_graph
+REPLICATED = TWO_CPU_SCRIPT + """from trainer import checkpoints, inputs, passes, run_data, settings, training_graph
 root = sys.argv[1]
 strategies = {{'replicas': lambda: None,
                'job': lambda: v1.distribute.experimental.MultiWorkerMirroredStrategy()}}

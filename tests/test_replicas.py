@@ -8,19 +8,11 @@ import sys
 
 import pytest
 
+from tests.fixtures import TWO_CPU_SCRIPT
+
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-SPLIT_CPU = """
-import json, os, sys
-sys.path.insert(0, {project!r})
-os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
-import numpy as np
-import tensorflow as tf
-v1 = tf.compat.v1
-v1.disable_eager_execution()
-cpu = tf.config.list_physical_devices('CPU')[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from trainer import settings, training_graph
+SPLIT_CPU = TWO_CPU_SCRIPT + """from trainer import settings, training_graph
 """
 
 EQUIVALENCE = SPLIT_CPU + """
