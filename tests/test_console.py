@@ -122,3 +122,24 @@ def test_tensorflow_starts_quietly_at_the_log_levels_users_set(level):
     result = subprocess.run([sys.executable, '-c', code], cwd=PROJECT_DIR, capture_output=True,
                             text=True, timeout=120, env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': level})
     assert result.returncode == 0 and result.stderr == ''
+
+
+def test_process_seconds_count_from_the_start_of_the_process():
+    """The end-of-run total includes what came before the training loop
+    (TensorFlow's import): a child that sleeps 1.5 s first says at least that."""
+    child = subprocess.run(
+        [sys.executable, '-c', 'import time; time.sleep(1.5)\n'
+         'from trainer import console; print(console.process_seconds())'],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        capture_output=True, text=True, check=True)
+    assert 1.5 <= float(child.stdout) < 60
+
+
+def test_process_seconds_read_the_start_after_the_command_name(tmp_path):
+    ticks = os.sysconf('SC_CLK_TCK')
+    fields = ['S'] + ['0'] * 18 + [str(5 * ticks)] + ['0'] * 10  # field 22: started 5 s after boot
+    stat, uptime = tmp_path / 'stat', tmp_path / 'uptime'
+    stat.write_text('4242 (a b) c) ' + ' '.join(fields))  # a command name with ') ' in it
+    uptime.write_text('20.00 31.00\n')
+    assert console.process_seconds(str(stat), str(uptime)) == pytest.approx(15.0)
+    assert console.process_seconds(str(tmp_path / 'none'), str(uptime)) is None

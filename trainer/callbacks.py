@@ -253,8 +253,11 @@ class RunSummary(Callback):
                  ('plot', here(plot_path(run))),
                  ('filters', here(os.path.join(run.dirs['FILTERS_SAVE_DIR'], run.name))),
                  ('evaluation', evaluations(run.directory))]
+        in_process = console.process_seconds()
+        took = (f'this process took {console.clock(in_process)}' if in_process is not None else
+                f'the loop took {console.clock(time.perf_counter() - self.started)}')
         print(f'Run {run.name} done: {len(epochs)} epoch(s), {console.clock(spent)} of training and '
-              f'evaluation in all; this process took {console.clock(time.perf_counter() - self.started)}')
+              f'evaluation in all; {took}')
         for what, where in files:
             print(f'  {what + ":":<13}{where}')
         sys.stdout.flush()

@@ -8,6 +8,21 @@ import time
 PROGRESS_LINES = 4  # an epoch prints at least this many progress lines, whatever log_every
 
 
+def process_seconds(stat_file='/proc/self/stat', uptime_file='/proc/uptime'):
+    """Wall-clock seconds since the OS started this process (Linux's /proc:
+    the start in clock ticks after boot, field 22 of stat, against the
+    uptime), so that a run's total counts TensorFlow's import too; None
+    where they cannot be read."""
+    try:
+        with open(stat_file) as f:  # the command name, field 2, may hold spaces: split after it
+            start_ticks = int(f.read().rsplit(')', 1)[1].split()[19])
+        with open(uptime_file) as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime - start_ticks / os.sysconf('SC_CLK_TCK')
+
+
 def clock(seconds):
     """Seconds as h:mm:ss."""
     return str(datetime.timedelta(seconds=round(seconds)))
