@@ -227,6 +227,64 @@ def test_resume_with_no_readable_checkpoint_stops_and_moves_nothing(tmp_path, ca
     assert epochs_in(run) == [1]
 
 
+def test_a_run_resumes_in_the_other_precision_both_ways(tmp_path, capsys):
+    """mixed_precision='auto' decides by the machine, so a run may resume in
+    the other precision (a new default, a checkpoint carried between a GPU
+    and a CPU): the weights are float32 in both, only the loss scale differs."""
+    run = tmp_path.joinpath(*RUN)
+    assert train(tmp_path, 'max_epochs=1', 'mixed_precision=False') == 0
+    capsys.readouterr()
+    assert train(tmp_path, 'max_epochs=2', 'resume=True', 'mixed_precision=True') == 0
+    out = capsys.readouterr().out
+    assert f'Resuming from {run}/model.ckpt-1: 1 epoch(s) done' in out
+    assert 'precision: bfloat16' in out or 'precision: float16' in out
+    assert train(tmp_path, 'max_epochs=3', 'resume=True', 'mixed_precision=False') == 0
+    assert f'Resuming from {run}/model.ckpt-2: 2 epoch(s) done' in capsys.readouterr().out
+    assert epochs_in(run) == [1, 2, 3]
+
+
+def saved_weights(path, optimizer):
+    """A checkpoint of w = [1, 2] with `optimizer`'s variables; the graph's global step op."""
+    with tf.Graph().as_default():
+        weight = v1.get_variable('w', initializer=tf.constant([1.0, 2.0]))
+        step = optimizer().minimize(tf.reduce_sum(weight * weight))
+        with v1.Session() as session:
+            session.run(v1.global_variables_initializer())
+            session.run(step)
+            return session.run(weight), v1.train.Saver().save(session, str(path))
+
+
+def adam():
+    return v1.train.AdamOptimizer(0.1)
+
+
+def loss_scaled_adam():
+    return v1.mixed_precision.MixedPrecisionLossScaleOptimizer(adam(), 'dynamic')
+
+
+@pytest.mark.parametrize('written, restored', [(adam, loss_scaled_adam), (loss_scaled_adam, adam)])
+def test_restore_takes_a_checkpoint_of_the_other_precision(tmp_path, written, restored):
+    weight_then, prefix = saved_weights(tmp_path / 'model.ckpt', written)
+    with tf.Graph().as_default():
+        weight = v1.get_variable('w', initializer=tf.constant([0.0, 0.0]))
+        restored().minimize(tf.reduce_sum(weight * weight))
+        with v1.Session() as session:
+            runs.restore(session, v1.train.Saver(), prefix)
+            np.testing.assert_array_equal(session.run(weight), weight_then)
+            scales = [v for v in v1.global_variables() if v.op.name == 'current_loss_scale']
+            if restored is loss_scaled_adam:  # started afresh: dynamic scaling's first scale
+                assert session.run(scales[0]) == 2.0 ** 15
+
+
+def test_restore_still_fails_on_a_missing_weight(tmp_path):
+    _, prefix = saved_weights(tmp_path / 'model.ckpt', adam)
+    with tf.Graph().as_default():
+        other = v1.get_variable('v', initializer=tf.constant([0.0, 0.0]))
+        loss_scaled_adam().minimize(tf.reduce_sum(other * other))
+        with v1.Session() as session, pytest.raises(tf.errors.NotFoundError):
+            runs.restore(session, v1.train.Saver(), prefix)
+
+
 def test_a_second_process_on_a_run_in_use_is_refused(tmp_path):
     process = start_main(tmp_path, 'run_name=shared', 'batch_size=1', 'log_every=100', 'max_epochs=30')
     try:

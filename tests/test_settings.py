@@ -41,19 +41,17 @@ def test_every_tag_of_the_table_is_a_known_one():
 
 @pytest.mark.parametrize('args, expected', [
     ([], ['dataset_name', 'model', 'activation_fn', 'use_se', 'output_shape', 'pool_size',
-          'strides', 'optimizer', 'mixed_precision']),
+          'strides', 'optimizer']),
     (['use_se=True'], ['dataset_name', 'model', 'activation_fn', 'use_se', 'se_r', 'se_squeeze',
-                       'se_excitation', 'output_shape', 'pool_size', 'strides', 'optimizer',
-                       'mixed_precision']),
+                       'se_excitation', 'output_shape', 'pool_size', 'strides', 'optimizer']),
     (['model=resnet50', 'activation_fn=selu'], ['dataset_name', 'model', 'activation_fn', 'use_se',
-                                                'selu_residual_scale', 'output_shape', 'optimizer',
-                                                'mixed_precision']),
+                                                'selu_residual_scale', 'output_shape', 'optimizer']),
     (['model=resnet50', 'use_se=True'], ['dataset_name', 'model', 'activation_fn', 'use_se', 'se_r',
                                          'se_squeeze', 'se_excitation', 'se_integration',
-                                         'se_stages', 'output_shape', 'optimizer', 'mixed_precision']),
+                                         'se_stages', 'output_shape', 'optimizer']),
     (['dataset_name=imagenet', 'output_shape=1000'], ['dataset_name', 'model', 'activation_fn', 'use_se',
                                                      'output_shape', 'pool_size', 'strides', 'optimizer',
-                                                     'mixed_precision', 'imagenet_classes']),
+                                                     'imagenet_classes']),
 ])
 def test_graph_signature_holds_the_keys_that_shape_that_network(args, expected):
     """What a checkpoint must match to restore: the network's and the

@@ -209,7 +209,7 @@ class TestEvaluation(Callback):
             return
         checkpoint = os.path.join(run.directory, best['checkpoint'])
         try:
-            run.built.best_saver.restore(run.session, checkpoint)
+            runs.restore(run.session, run.built.best_saver, checkpoint)
         except (tf.errors.OpError, ValueError) as error:
             print(f"warning: the best epoch's checkpoint {checkpoint} is unreadable "
                   f"({runs.error_reason(error)}); no test figure for it", file=sys.stderr, flush=True)

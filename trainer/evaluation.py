@@ -225,7 +225,7 @@ def best_weights_into_session(run):
     if best['epoch'] != run.record['epochs'][-1]['epoch']:
         checkpoint = os.path.join(run.directory, best['checkpoint'])
         try:
-            run.built.best_saver.restore(run.session, checkpoint)
+            runs.restore(run.session, run.built.best_saver, checkpoint)
         except (tf.errors.OpError, ValueError) as error:
             print(f"warning: the best epoch's checkpoint {checkpoint} is unreadable "
                   f"({runs.error_reason(error)}); no confusion matrix for it",

@@ -122,6 +122,28 @@ def epochs_of(record):
     return [row.get('epoch') for row in record.get('epochs', [])]
 
 
+# The variables mixed precision's dynamic loss scaling adds to a graph
+# (tf.compat.v1.mixed_precision): the only ones a checkpoint of the other
+# precision lacks, the weights being float32 in both.
+LOSS_SCALE_VARIABLES = ('current_loss_scale', 'good_steps')
+
+
+def restore(session, saver, prefix):
+    """saver.restore of a checkpoint, also of one written in the other
+    precision: from a float32 checkpoint a mixed-precision graph's loss scale
+    starts afresh (it is dynamic: it finds its level within a few steps), and
+    in float32 the loss scale a checkpoint holds is left unread. Any other
+    variable missing fails as in saver.restore."""
+    saved = {name for name, _ in tf.train.list_variables(prefix)}
+    variables = session.graph.get_collection(v1.GraphKeys.GLOBAL_VARIABLES)
+    missing = [v for v in variables if v.op.name not in saved]
+    if not missing or not all(v.op.name.split('/')[-1] in LOSS_SCALE_VARIABLES for v in missing):
+        saver.restore(session, prefix)
+        return
+    session.run(v1.variables_initializer(missing))
+    v1.train.Saver([v for v in variables if v not in missing]).restore(session, prefix)
+
+
 def restore_newest_readable(session, saver, directory):
     """Restores the newest checkpoint that reads back and returns it; None
     if there is none. A damaged checkpoint is named and skipped for the one
@@ -129,7 +151,7 @@ def restore_newest_readable(session, saver, directory):
     candidates = checkpoints.found(directory)
     for checkpoint in reversed(candidates):
         try:
-            saver.restore(session, checkpoint.prefix)
+            restore(session, saver, checkpoint.prefix)
             return checkpoint
         except (tf.errors.OpError, ValueError) as error:
             print(f'warning: checkpoint {checkpoint.prefix} is unreadable ({error_reason(error)}); '
@@ -142,13 +164,12 @@ def restore_newest_readable(session, saver, directory):
     return None
 
 
-def graph_changes(record, cfg, ignored=()):
+def graph_changes(record, cfg):
     """'key: value in the checkpoint, value now' for every key that shapes
     the network (settings.graph_signature) and differs between the config a
-    record saved and cfg, but those `ignored`; '' where none does."""
+    record saved and cfg; '' where none does."""
     saved = record.get('config', {})
-    differing = [k for k, v in settings.graph_signature(cfg).items()
-                 if k in saved and saved[k] != v and k not in ignored]
+    differing = [k for k, v in settings.graph_signature(cfg).items() if k in saved and saved[k] != v]
     return ', '.join(f'{k}: {saved[k]!r} in the checkpoint, {cfg[k]!r} now' for k in differing)
 
 

@@ -321,7 +321,8 @@ KEYS = {
     'gpu_memory_fraction': Key(_optional(_number(0.0, 1.0)), {HOW}),
     'log_device_placement': Key(_boolean, {HOW}),
     'data_format': Key(_auto_or('NHWC', 'NCHW'), {AUTO}),
-    'mixed_precision': Key(_auto_or(True, False), {AUTO, GRAPH}),  # its loss scale is saved with the weights
+    # not GRAPH: the weights are float32 in both precisions (runs.restore)
+    'mixed_precision': Key(_auto_or(True, False), {AUTO}),
     'xla': Key(_auto_or(True, False), {AUTO}),
 }
 

@@ -53,16 +53,11 @@ def find(cfg):
             found = best_of(run, record)
     else:
         found = named_checkpoint(run, choice)
-    changes = runs.graph_changes(found.record, cfg, ignored=INFERENCE_IGNORES)
+    changes = runs.graph_changes(found.record, cfg)
     if changes:
         raise CheckpointError(f'{found.prefix} is a checkpoint of another network ({changes}); '
                               f'set the same values to use it')
     return found
-
-
-# Inference runs in float32 and restores the network's weights only: the
-# training's precision (and its loss scale's variables) does not matter.
-INFERENCE_IGNORES = ('mixed_precision',)
 
 
 def no_run_message(run, cfg):
@@ -128,7 +123,7 @@ def restore(saver, session, trained):
     """Restores the checkpoint's weights with `saver`; CheckpointError
     naming what does not fit."""
     try:
-        saver.restore(session, trained.prefix)
+        runs.restore(session, saver, trained.prefix)
     except (tf.errors.OpError, ValueError) as error:
         raise CheckpointError(f'{trained.prefix} does not restore into this network '
                               f'({runs.error_reason(error)}); set the key=value arguments it was '
