@@ -1,15 +1,20 @@
-"""ResNet50's evaluation pass before and after issue 22: through the network
-whose batch norms switch on is_training (a tf.cond each, what evaluation ran
-before) and through the copy fixed in inference mode (what it runs now).
+"""ResNet50's evaluation pass before and after issue 22. Before: through the
+network whose batch norms switch on is_training (a tf.cond each), in float32.
+After: through the copy fixed in inference mode, in the precision the config
+computes in (mixed_precision='auto' decides: bfloat16 on a CPU that has it,
+for the networks measured to gain, trainer/machine.py). Where that precision
+is not float32, the switchable network in it runs too, so that the table
+parts the inference copy's share from the precision's.
 
     python -m bench.eval_pass [sizes=32,64] [valid=500] [windows=5] [key=value ...]
 
-Both go through passes.evaluate over the same validation split of synthetic
-images, in one graph and one session, alternating pass by pass after a warm-up
-pass each, so that load from elsewhere on this shared machine hits both
-alike. Prints a table (median seconds per pass; the speed-up is the median of
-the ratios within pairs) and writes bench/results/eval_pass.json.
+All go through passes.evaluate over the same validation split of synthetic
+images, alternating pass by pass after a warm-up pass each, so that load from
+elsewhere on this shared machine hits them alike. Prints a table (median
+seconds per pass; a speed-up is the median of the ratios within rounds) and
+writes bench/results/eval_pass.json.
 """
+import contextlib
 import json
 import os
 import statistics
@@ -24,7 +29,7 @@ tf_quiet.import_tensorflow_quietly()
 import tensorflow as tf  # noqa: E402
 
 from bench.throughput import RESULTS, load_line, option, project_session, synthetic_arrays  # noqa: E402
-from trainer import passes, settings  # noqa: E402
+from trainer import machine, passes, settings  # noqa: E402
 
 
 def switchable_path(model):
@@ -34,41 +39,58 @@ def switchable_path(model):
                                  batch_size=model.batch_size)
 
 
-def timed_pass(session, model, source):
+def timed_pass(session, source, model):
     """(seconds, (loss, accuracy)) of one evaluation of the validation split."""
     started = time.perf_counter()
     figures = passes.evaluate(session, model, source, 'valid')
     return time.perf_counter() - started, figures
 
 
+def contenders(cfg, arrays, stack):
+    """name -> (session, source, model-or-path) of each way to evaluate."""
+    before = dict(cfg, mixed_precision=False)
+    session, source, model = stack.enter_context(project_session(before, arrays))
+    found = {'before: switchable, float32': (session, source, switchable_path(model))}
+    if cfg['mixed_precision']:
+        session, source, model = stack.enter_context(project_session(cfg, arrays))
+        precision = 'float16' if machine.gpu_found(cfg['device']) else 'bfloat16'
+        found[f'switchable, {precision}'] = (session, source, switchable_path(model))
+    found['after: inference copy'] = (session, source, model)
+    return found
+
+
 def compare(cfg, size, valid, windows):
-    """One row: both paths on `valid` images of size x size x 3."""
+    """One row: every contender on `valid` images of size x size x 3."""
     arrays = synthetic_arrays((size, size, 3), 10 * valid, cfg['output_shape'], seed=0)
-    with project_session(cfg, arrays) as (session, source, model):
-        paths = {'switchable': switchable_path(model), 'inference copy': model}
-        for path in paths.values():
-            timed_pass(session, path, source)  # warm-up: grappler, oneDNN's kernel choices
-        pairs = [{name: timed_pass(session, path, source) for name, path in paths.items()}
-                 for _ in range(windows)]
-    seconds = {name: statistics.median(p[name][0] for p in pairs) for name in paths}
+    with contextlib.ExitStack() as stack:
+        ways = contenders(cfg, arrays, stack)
+        for way in ways.values():
+            timed_pass(*way)  # warm-up: grappler, oneDNN's kernel choices
+        rounds = [{name: timed_pass(*way) for name, way in ways.items()} for _ in range(windows)]
+    names = list(ways)
     return {'image_size': size, 'images': arrays.num_examples('valid'),
-            'batch_size': cfg['eval_batch_size'], 'seconds': seconds,
-            'speedup': statistics.median(p['switchable'][0] / p['inference copy'][0] for p in pairs),
-            # both paths must agree on what they measure
-            'figures': {name: pairs[-1][name][1] for name in paths}}
+            'batch_size': cfg['eval_batch_size'],
+            'seconds': {n: statistics.median(r[n][0] for r in rounds) for n in names},
+            # after against before; and, in mixed precision, the copy against the
+            # switchable network in that precision
+            'speedup': statistics.median(r[names[0]][0] / r[names[-1]][0] for r in rounds),
+            'copy_speedup': statistics.median(r[names[-2]][0] / r[names[-1]][0] for r in rounds),
+            # what each measures: equal in float32, close in mixed precision
+            'figures': {n: rounds[-1][n][1] for n in names}}
 
 
 def report(rows, cfg):
     print(f"\nResNet50 evaluation pass ({'SE, ' if cfg['use_se'] else ''}{cfg['activation_fn']}, "
-          f"mixed_precision={cfg['mixed_precision']}), median seconds per pass; {load_line()}")
-    print('\n| image size | images | batch | switchable (tf.cond per BN) s | inference copy s | '
-          'speed-up | loss / accuracy (both) |')
-    print('| --- | --- | --- | --- | --- | --- | --- |')
+          f"mixed_precision={cfg['mixed_precision']} after), median seconds per pass; {load_line()}")
+    names = list(rows[0]['seconds'])
+    print('\n| image size | images | batch | ' + ' | '.join(f'{n} s' for n in names)
+          + ' | after / before | inference copy / switchable, same precision | loss / accuracy |')
+    print('| --- ' * (len(names) + 6) + '|')
     for r in rows:
-        (loss, acc), (loss2, acc2) = r['figures'].values()
+        figures = ', '.join(f'{loss:.4f} / {acc:.3f}' for loss, acc in r['figures'].values())
         print(f"| {r['image_size']} px | {r['images']} | {r['batch_size']} | "
-              f"{r['seconds']['switchable']:.2f} | {r['seconds']['inference copy']:.2f} | "
-              f"{r['speedup']:.2f}x | {loss:.4f} / {acc:.3f}, {loss2:.4f} / {acc2:.3f} |")
+              + ' | '.join(f"{r['seconds'][n]:.2f}" for n in names)
+              + f" | {r['speedup']:.2f}x | {r['copy_speedup']:.2f}x | {figures} |")
 
 
 def run(argv):
@@ -79,7 +101,7 @@ def run(argv):
     rows = []
     for size in sizes:
         rows.append(compare(cfg, size, valid, windows))
-        print(f"{size} px: {rows[-1]['speedup']:.2f}x", flush=True)
+        print(f"{size} px: after / before {rows[-1]['speedup']:.2f}x", flush=True)
     report(rows, cfg)
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, 'eval_pass.json'), 'w') as f:
