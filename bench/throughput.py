@@ -19,9 +19,10 @@ that load from elsewhere on a shared machine hits them alike; figures are
 medians, each ratio the median of the ratios within rounds of windows.
 
 Then ResNet50 at 128 px with each GPU-minded option (mixed precision, XLA,
-NCHW) against the defaults, the float32 matmul rate of this machine, and the
-share of it that ResNet50 training at 128 px reaches, counting 6 FLOPs per
-forward multiply-add per image (forward, input gradients, weight gradients).
+NCHW) against the defaults, the matmul rate of this machine in each precision
+that ran, and the share of it that ResNet50 training at 128 px reaches in
+that precision, counting 6 FLOPs per forward multiply-add per image (forward,
+input gradients, weight gradients).
 
 `variants` picks among relu, selu, se_relu, se_selu (default all four),
 `schedule` replaces every architecture's warm-up steps, window pairs and steps
@@ -247,17 +248,23 @@ def compare(cfg, data, arrays, warmup, windows, steps):
     return row
 
 
-def matmul_rate(size=2048, warmup=3, windows=5, steps=10):
-    """float32 FLOP/s of a square matrix product in a graph, on this machine."""
+def matmul_rate(dtype='float32', size=2048, warmup=3, windows=5, steps=10):
+    """FLOP/s of a square matrix product in `dtype` in a graph, on this machine."""
     graph = tf.Graph()
     with graph.as_default():
         # A variable, not a constant: grappler would fold a product of constants away.
-        a = v1.Variable(np.random.default_rng(0).standard_normal((size, size), np.float32))
-        product = tf.reduce_sum(tf.matmul(a, a))  # fetch a scalar, not 16 MB
+        start = np.random.default_rng(0).standard_normal((size, size), np.float32)
+        a = v1.Variable(tf.cast(start, dtype))
+        product = tf.reduce_sum(tf.cast(tf.matmul(a, a), tf.float32))  # a scalar, not 16 MB
         with v1.Session(graph=graph) as session:
             session.run(a.initializer)
             rate = median_rate(lambda: session.run(product), 1, warmup, windows, steps)
     return rate * 2 * size ** 3
+
+
+def compute_dtype(precision):
+    """The dtype the matmuls of a row's precision run in: 'mixed_bfloat16' -> 'bfloat16'."""
+    return precision.split('_')[-1]
 
 
 def option_rows(argv, data, schedule):
@@ -276,7 +283,8 @@ def option_rows(argv, data, schedule):
                 warmup, windows)
         with_option, without = rates['option'], rates['default']
         ratio = median_ratio(rounds, 'option', 'default')
-        rows.append({'option': option, 'images_per_second': with_option,
+        rows.append({'option': option, 'precision': keras_policy(option_cfg),
+                     'images_per_second': with_option,
                      'default_images_per_second': without, 'ratio': ratio,
                      'forward_multiply_adds': model.forward_multiply_adds()})
         print(f'ResNet50 128 px {option:22s} {with_option:7.1f} img/s, defaults {without:7.1f}: '
@@ -309,11 +317,13 @@ def measure(only, variants, schedule, with_options, argv):
     return rows, options
 
 
-def add_matmul_share(row, images_per_second, matmul_flops):
+def add_matmul_share(row, images_per_second, matmul_flops, dtype):
+    """Training FLOP/s at `images_per_second`, against the matmul rate in the
+    dtype it computes in (stored in row under that dtype)."""
     flops = images_per_second * row['forward_multiply_adds'] * TRAINING_FLOPS_PER_MULTIPLY_ADD
-    row['training_flops_per_second'] = flops
-    row['share_of_matmul_rate'] = flops / matmul_flops
-    return f"{flops / 1e9:.1f} GFLOP/s = {100 * flops / matmul_flops:.0f} %"
+    share = flops / matmul_flops[dtype]
+    row.setdefault('share_of_matmul_rate', {})[dtype] = share
+    return f"{flops / 1e9:.1f} GFLOP/s = {100 * share:.0f} % of the {dtype} rate"
 
 
 def same_precision_text(row):
@@ -347,18 +357,25 @@ def report(rows, options, matmul_flops, schedule):
               f"{cell(r, 'project_float32_images_per_second', '{:.1f}')} | "
               f"{cell(r, 'ratio_to_project_float32', '{:.2f}x')} | "
               f"{cell(r, 'float32_ratio', '{:.2f}x')} |")
-    print(f'\nfloat32 matmul rate of this machine: {matmul_flops / 1e9:.1f} GFLOP/s; {load_line()}')
-    print('\n| ResNet50 128 px | img/s | training FLOP/s = share of the matmul rate |')
-    print('| --- | --- | --- |')
+    print('\nmatmul rate of this machine: ' + ', '.join(
+        f'{dtype} {flops / 1e9:.1f} GFLOP/s' for dtype, flops in matmul_flops.items())
+        + f'; {load_line()}')
+    print('\n| ResNet50 128 px | precision | img/s | training FLOP/s = share of the matmul rate |')
+    print('| --- | --- | --- | --- |')
     for r in rows:
-        if r['architecture'] == 'resnet50_128':
-            share = add_matmul_share(r, r['project_images_per_second'], matmul_flops)
-            print(f"| {'SE, ' if r['use_se'] else ''}{r['activation_fn']} | "
-                  f"{r['project_images_per_second']:.1f} | {share} |")
+        if r['architecture'] != 'resnet50_128':
+            continue
+        rates = {compute_dtype(r['precision']): r['project_images_per_second']}
+        if 'project_float32_images_per_second' in r:
+            rates['float32'] = r['project_float32_images_per_second']
+        for dtype, rate in rates.items():
+            print(f"| {'SE, ' if r['use_se'] else ''}{r['activation_fn']} | {dtype} | {rate:.1f} | "
+                  f"{add_matmul_share(r, rate, matmul_flops, dtype)} |")
     for r in options:
-        share = add_matmul_share(r, r['images_per_second'], matmul_flops)
-        print(f"| relu, {r['option']} ({r['ratio']:.2f}x the defaults) | "
-              f"{r['images_per_second']:.1f} | {share} |")
+        dtype = compute_dtype(r['precision'])
+        print(f"| relu, {r['option']} ({r['ratio']:.2f}x the defaults) | {dtype} | "
+              f"{r['images_per_second']:.1f} | "
+              f"{add_matmul_share(r, r['images_per_second'], matmul_flops, dtype)} |")
 
 
 def run(argv):
@@ -372,7 +389,8 @@ def run(argv):
     schedule = tuple(int(n) for n in schedule.split(',')) if schedule else None
     with_options = option(argv, 'options', 'True') != 'False'
     rows, options = measure(only, variants, schedule, with_options, argv)
-    matmul_flops = matmul_rate()
+    dtypes = {'float32', *(compute_dtype(r['precision']) for r in rows + options)}
+    matmul_flops = {dtype: matmul_rate(dtype) for dtype in sorted(dtypes)}
     report(rows, options, matmul_flops, schedule)
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, 'throughput.json'), 'w') as f:
