@@ -57,8 +57,9 @@ NATIVE_BFLOAT16_FLAGS = frozenset({'avx512_bf16', 'amx_bf16'})
 CPU_BFLOAT16_AUTO = {
     ('custom_model', False): False,  # 0.64x float32's speed
     ('custom_model', True): False,  # no faster measured
-    ('resnet50', False): False,  # 1.52x float32's speed at 128 px; accuracy not yet compared
-    ('resnet50', True): False,  # speed and accuracy not yet measured
+    # 1.61x float32's speed at 128 px, 1.11x at 32 px; MNIST accuracy within the seed spread
+    ('resnet50', False): True,
+    ('resnet50', True): False,  # 1.56x float32's speed at 128 px; accuracy being measured
 }
 
 
