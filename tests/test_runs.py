@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -283,6 +284,27 @@ def test_restore_still_fails_on_a_missing_weight(tmp_path):
         loss_scaled_adam().minimize(tf.reduce_sum(other * other))
         with v1.Session() as session, pytest.raises(tf.errors.NotFoundError):
             runs.restore(session, v1.train.Saver(), prefix)
+
+
+def test_the_best_checkpoint_restores_or_is_a_warning_saying_what_goes_without_it(tmp_path, capsys):
+    with tf.Graph().as_default():
+        weight = v1.get_variable('w', initializer=tf.constant([1.0, 2.0]))
+        with v1.Session() as session:
+            session.run(weight.initializer)
+            saver = v1.train.Saver()
+            saver.save(session, str(tmp_path / 'best' / 'model.ckpt-1'), write_state=False)
+            session.run(weight.assign([0.0, 0.0]))
+            run = types.SimpleNamespace(directory=str(tmp_path), session=session,
+                                        built=types.SimpleNamespace(best_saver=saver),
+                                        record={'best': {'checkpoint': 'best/model.ckpt-1'}})
+            assert runs.restore_best(run, 'no test figure for it')
+            np.testing.assert_array_equal(session.run(weight), [1.0, 2.0])
+            run.record['best']['checkpoint'] = 'best/model.ckpt-2'  # never written
+            assert not runs.restore_best(run, 'no test figure for it')
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: the best epoch's checkpoint {tmp_path}/best/model.ckpt-2 is "
+                          f"unreadable (")
+    assert err.rstrip().endswith('); no test figure for it')
 
 
 def test_a_second_process_on_a_run_in_use_is_refused(tmp_path):

@@ -207,12 +207,7 @@ class TestEvaluation(Callback):
         if best['epoch'] == run.record['epochs'][-1]['epoch']:
             best['test_loss'], best['test_accuracy'] = final_test
             return
-        checkpoint = os.path.join(run.directory, best['checkpoint'])
-        try:
-            runs.restore(run.session, run.built.best_saver, checkpoint)
-        except (tf.errors.OpError, ValueError) as error:
-            print(f"warning: the best epoch's checkpoint {checkpoint} is unreadable "
-                  f"({runs.error_reason(error)}); no test figure for it", file=sys.stderr, flush=True)
+        if not runs.restore_best(run, 'no test figure for it'):
             return
         best['test_loss'], best['test_accuracy'] = passes.evaluate(
             run.session, run.built.model, run.built.source, 'test', run.stop)

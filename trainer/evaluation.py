@@ -13,7 +13,6 @@ import io
 import json
 import math
 import os
-import sys
 
 import numpy as np
 import tensorflow as tf
@@ -222,13 +221,7 @@ def best_weights_into_session(run):
         return None
     if best is None:
         return 'newest'
-    if best['epoch'] != run.record['epochs'][-1]['epoch']:
-        checkpoint = os.path.join(run.directory, best['checkpoint'])
-        try:
-            runs.restore(run.session, run.built.best_saver, checkpoint)
-        except (tf.errors.OpError, ValueError) as error:
-            print(f"warning: the best epoch's checkpoint {checkpoint} is unreadable "
-                  f"({runs.error_reason(error)}); no confusion matrix for it",
-                  file=sys.stderr, flush=True)
-            return None
+    if best['epoch'] != run.record['epochs'][-1]['epoch'] and \
+            not runs.restore_best(run, 'no confusion matrix for it'):
+        return None
     return 'best'

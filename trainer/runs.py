@@ -144,6 +144,20 @@ def restore(session, saver, prefix):
     v1.train.Saver([v for v in variables if v not in missing]).restore(session, prefix)
 
 
+def restore_best(run, without):
+    """Puts the checkpoint of the run's best validation epoch into its
+    session; False, with a warning that says what goes `without` it, where
+    that checkpoint does not read."""
+    checkpoint = os.path.join(run.directory, run.record['best']['checkpoint'])
+    try:
+        restore(run.session, run.built.best_saver, checkpoint)
+        return True
+    except (tf.errors.OpError, ValueError) as error:
+        print(f"warning: the best epoch's checkpoint {checkpoint} is unreadable "
+              f"({error_reason(error)}); {without}", file=sys.stderr, flush=True)
+        return False
+
+
 def restore_newest_readable(session, saver, directory):
     """Restores the newest checkpoint that reads back and returns it; None
     if there is none. A damaged checkpoint is named and skipped for the one
