@@ -21,7 +21,7 @@ command.answer_early(__name__, __doc__)  # --help and mistakes answered before T
 
 import tensorflow as tf  # noqa: E402
 
-from trainer import (console, evaluation, settings, trained_runs, training_graph)  # noqa: E402
+from trainer import console, evaluation, trained_runs, training_graph  # noqa: E402
 
 v1 = tf.compat.v1
 
@@ -58,8 +58,7 @@ def evaluate(cfg):
 
 def main(argv):
     """python evaluate.py [key=value ...]: the exit status."""
-    v1.disable_eager_execution()
-    return command.run(lambda: evaluate(settings.load_config(argv)) and 0)
+    return trained_runs.script_status(lambda cfg: evaluate(cfg) and 0, argv)
 
 
 if __name__ == '__main__':

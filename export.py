@@ -28,7 +28,7 @@ import os  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
-from trainer import console, inference, run_data, settings, trained_runs  # noqa: E402
+from trainer import console, inference, run_data, trained_runs  # noqa: E402
 
 v1 = tf.compat.v1
 FOLDER = 'saved_model'  # in a run's folder: one SavedModel per checkpoint exported
@@ -54,8 +54,7 @@ def export(cfg):
 
 def main(argv):
     """python export.py [key=value ...]: the exit status."""
-    v1.disable_eager_execution()
-    return command.run(lambda: export(settings.load_config(argv)) and 0)
+    return trained_runs.script_status(lambda cfg: export(cfg) and 0, argv)
 
 
 if __name__ == '__main__':

@@ -26,8 +26,7 @@ import dataclasses  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
-from trainer import (probes, self_normalisation, settings, study, trained_runs,  # noqa: E402
-                     training_graph)
+from trainer import probes, self_normalisation, study, trained_runs, training_graph  # noqa: E402
 
 v1 = tf.compat.v1
 
@@ -61,8 +60,7 @@ def instruments(cfg):
 
 
 def main(argv):
-    v1.disable_eager_execution()
-    return command.run(lambda: instruments(settings.load_config(argv)))
+    return trained_runs.script_status(instruments, argv)
 
 
 if __name__ == '__main__':

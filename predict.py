@@ -36,7 +36,7 @@ command.answer_early(__name__, __doc__, args=split_arguments(sys.argv[1:])[0])
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from trainer import inference, run_data, settings, trained_runs  # noqa: E402
+from trainer import inference, run_data, trained_runs  # noqa: E402
 from trainer.errors import UserError  # noqa: E402
 
 v1 = tf.compat.v1
@@ -99,9 +99,8 @@ def classify(session, serving, reader, files, k):
 
 def main(argv):
     """python predict.py [key=value ...] FILE_OR_FOLDER ...: the exit status."""
-    v1.disable_eager_execution()
     keys, paths = split_arguments(argv)
-    return command.run(lambda: predict(settings.load_config(keys), paths))
+    return trained_runs.script_status(predict, keys, paths)
 
 
 if __name__ == '__main__':

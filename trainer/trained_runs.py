@@ -7,9 +7,10 @@ import os
 
 import tensorflow as tf
 
-from trainer import checkpoints, console, inputs, run_data, runs
+from trainer import checkpoints, command, console, inputs, run_data, runs, settings
 from trainer.errors import UserError
 
+v1 = tf.compat.v1
 NAMED_RUNS_SHOWN = 12  # a folder of many runs: the first this many are named
 
 
@@ -146,3 +147,12 @@ def open_data(cfg, trained):
     data = inputs.open_dataset(cfg, trained.run.dirs['DATA_DIR'])
     description = run_data.saved(trained.record) or run_data.describe(data, cfg['dataset_name'])
     return run_data.with_run_statistics(data, description), description
+
+
+def script_status(task, args, *extra):
+    """The exit status of a script after training (evaluate.py, predict.py,
+    export.py, instruments.py): task(the config of the key=value `args`,
+    *extra), in TensorFlow's graph mode as the run was trained, a mistake
+    answered in one line (command.run)."""
+    v1.disable_eager_execution()
+    return command.run(lambda: task(settings.load_config(args), *extra))
