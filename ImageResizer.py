@@ -12,16 +12,18 @@ import math
 import os
 import sys
 
-from trainer import command
+from trainer.config import command
 
 command.answer_early(__name__, __doc__, command.RECORDS_DEFAULTS)
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-import constant  # noqa: E402
-from trainer import bounded_read, loaders, malloc_tuning, safe_io, settings  # noqa: E402
-from trainer.errors import DataError  # noqa: E402
+import constant
+from foundation import malloc_tuning, safe_io
+from foundation.data import bounded_read, loaders
+from foundation.errors import DataError
+from trainer.config import settings
 
 v1 = tf.compat.v1
 SPLITS = ('train', 'valid', 'test')

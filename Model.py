@@ -1,10 +1,10 @@
-"""The networks of SPEC 5 as functions, and `Model`, which composes one of
+"""The networks described in docs/models.md as functions, and `Model`, which composes one of
 them with its loss, accuracy, learning-rate schedule and training op.
 
     logits = network(images, training, architecture)
 
 builds, in the current variable scope, the network that an Architecture
-(trainer.architecture.from_config(cfg)) describes: the custom "Sample" CNN
+(foundation.networks.architecture.from_config(cfg)) describes: the custom "Sample" CNN
 (`model_net`) or ResNet50 (`resnet50`, of `bottleneck` blocks), each with
 optional Squeeze-and-Excitation blocks (`squeeze_excite`) and ReLU or SELU.
 """
@@ -12,8 +12,9 @@ import numpy as np
 import tensorflow as tf
 
 import layers
-from trainer import architecture, replicas
-from trainer.architecture import CUSTOM_FILTERS, EXPANSION, RESNET50_STAGES, STEM_CHANNELS
+from foundation import replicas
+from foundation.networks import architecture, optimisation
+from foundation.networks.architecture import CUSTOM_FILTERS, EXPANSION, RESNET50_STAGES, STEM_CHANNELS
 
 v1 = tf.compat.v1
 
@@ -110,10 +111,10 @@ def model_net(x, training, arch):
 
 def resnet50(x, training, arch):
     """ResNet50 (He et al. 2015): conv 7x7/2, max pool 3x3/2, [SE-]bottlenecks
-    3, 4, 6, 3 (RESNET50_STAGES), global average pool, then the SPEC head.
+    3, 4, 6, 3 (RESNET50_STAGES), global average pool, then the FC head (classifier).
 
     The stem pads symmetrically, as Keras' ResNet50 and the SE reference do
-    (SPEC 5.2): TF's 'SAME' pads 2 before and 3 after at even sizes, which
+    (docs/models.md): TF's 'SAME' pads 2 before and 3 after at even sizes, which
     shifts the sampling grid by a pixel, and ported weights would see other
     features. The pool's padding is -inf, as Caffe's and PyTorch's: it is
     never the maximum (Keras' zeros are the same after ReLU, not after SELU)."""
@@ -143,37 +144,37 @@ def network(images, training, arch):
 
 # --- training ---------------------------------------------------------------------
 
-def learning_rate_schedule(config, global_step, steps_per_epoch=None):
-    """The learning rate at `global_step` under config['lr_schedule']:
-    exponential decay (the seed's), piecewise constant (times lr_factor after
+def learning_rate_schedule(optimisation, global_step, steps_per_epoch=None):
+    """The learning rate at `global_step` under the Optimisation's lr_schedule:
+    exponential decay (the default), piecewise constant (times lr_factor after
     each epoch of lr_boundaries) or cosine decay to 0 at max_epochs."""
-    rate, schedule = config['learning_rate'], config['lr_schedule']
+    rate, schedule = optimisation.learning_rate, optimisation.lr_schedule
     if schedule == 'exponential':
-        return v1.train.exponential_decay(rate, global_step, config['decay_steps'],
-                                          config['decay_base'], name='learning_rate')
+        return v1.train.exponential_decay(rate, global_step, optimisation.decay_steps,
+                                          optimisation.decay_base, name='learning_rate')
     if not steps_per_epoch:
         raise ValueError(f"lr_schedule={schedule!r} counts in epochs: pass steps_per_epoch")
     if schedule == 'piecewise':
         # piecewise_constant keeps a value up to and including its boundary:
         # the last step of the epoch, so the next epoch's first step gets the new one.
         boundaries = [tf.constant(epoch * steps_per_epoch - 1, tf.int64)
-                      for epoch in config['lr_boundaries']]
-        values = [rate * config['lr_factor'] ** i for i in range(len(boundaries) + 1)]
+                      for epoch in optimisation.lr_boundaries]
+        values = [rate * optimisation.lr_factor ** i for i in range(len(boundaries) + 1)]
         return tf.identity(v1.train.piecewise_constant(global_step, boundaries, values),
                            name='learning_rate')
-    return tf.identity(v1.train.cosine_decay(rate, global_step, config['max_epochs'] * steps_per_epoch),
+    return tf.identity(v1.train.cosine_decay(rate, global_step, optimisation.max_epochs * steps_per_epoch),
                        name='learning_rate')
 
 
-def make_optimizer(config, learning_rate):
+def make_optimizer(optimisation, learning_rate):
     """Adam or SGD with momentum; with mixed precision, wrapped in dynamic
     loss scaling: float16 gradients underflow without it, and the scale skips
     a step whose gradients overflow and lowers itself."""
-    if config['optimizer'] == 'momentum':
-        optimizer = v1.train.MomentumOptimizer(learning_rate, config['momentum'])
+    if optimisation.optimizer == 'momentum':
+        optimizer = v1.train.MomentumOptimizer(learning_rate, optimisation.momentum)
     else:
         optimizer = v1.train.AdamOptimizer(learning_rate)
-    if config['mixed_precision']:
+    if optimisation.loss_scaling:
         optimizer = v1.mixed_precision.MixedPrecisionLossScaleOptimizer(optimizer, 'dynamic')
     return optimizer
 
@@ -216,8 +217,9 @@ def _input(default, dtype, shape, name):
 
 
 class Model:
-    """The network of config['model'] with its loss, accuracy, learning-rate
-    schedule and train_op, in the current graph.
+    """The network an Architecture describes, with its loss, accuracy and,
+    as its Optimisation says, learning-rate schedule and train_op, in the
+    current graph (Model.from_config: both from a checked config).
 
     `images` and `labels` (optional) are the input pipeline's tensors: X and
     Yoh read them unless a feed_dict overrides them. `logits`, `loss` and
@@ -226,20 +228,19 @@ class Model:
     with batch norm fixed in training mode, and evaluation reads `eval_logits`,
     `eval_loss` and `eval_accuracy`, from a third copy fixed in inference mode
     (moving averages, no dropout): no switch between the two modes in every
-    batch-norm layer, which cost ResNet50 10 % of its training speed at 128 px
-    and a third at 32 px on the CPU. Under a distribution `strategy`
-    (trainer.replicas), every replica computes both on its slice of the batch
+    batch-norm layer, which cost ResNet50 a measurable share of its training
+    speed on the CPU (docs/performance.md). Under a distribution `strategy`
+    (foundation.replicas), every replica computes both on its slice of the batch
     and the figures are their means over the whole batch.
     """
 
-    def __init__(self, config, image_shape, images=None, labels=None, steps_per_epoch=None,
-                 strategy=None):
-        self.config = config
-        self.architecture = architecture.from_config(config)
-        self.scope = config['model']
+    def __init__(self, arch, optim, image_shape, images=None, labels=None,
+                 steps_per_epoch=None, strategy=None):
+        self.architecture, self.optimisation = arch, optim
+        self.scope = arch.model
         self.steps_per_epoch = steps_per_epoch
         self.X = _input(images, tf.float32, [None, *image_shape], 'X')
-        self.Yoh = _input(labels, tf.float32, [None, config['output_shape']], 'Yoh')
+        self.Yoh = _input(labels, tf.float32, [None, arch.num_classes], 'Yoh')
         self.is_training = v1.placeholder_with_default(False, [], 'is_training')
         # Nothing else before the network: its random initial weights follow
         # the ops created before them, and equal seeds give equal runs.
@@ -265,6 +266,12 @@ class Model:
             [tf.reduce_all(tf.math.is_finite(v)) for v in self.trainable_variables()],
             name='weights_finite')
 
+    @classmethod
+    def from_config(cls, config, image_shape, *inputs, **options):
+        """The Model of a checked config: its Architecture and Optimisation."""
+        return cls(architecture.from_config(config), optimisation.from_config(config), image_shape,
+                   *inputs, **options)
+
     def tower(self, images, labels):
         """The network on one device's `images`, three times (batch norm
         following is_training; fixed in training mode for the train_op; fixed
@@ -276,11 +283,11 @@ class Model:
         updates_before = len(v1.get_collection(v1.GraphKeys.UPDATE_OPS))
         train_logits = self._copy(scope, images, True, 'training')
         training_updates = v1.get_collection(v1.GraphKeys.UPDATE_OPS)[updates_before:]
-        train_loss = cross_entropy(train_logits, labels, 'train_loss', self.config['label_smoothing'])
+        train_loss = cross_entropy(train_logits, labels, 'train_loss', self.optimisation.label_smoothing)
         accuracy = accuracy_of(logits, labels, 'accuracy')
         # What the optimiser minimises: the training loss plus the L2 penalty,
         # this replica's share of it under a distribution strategy.
-        penalty = weight_penalty(self.config['weight_decay'], scope.name + '/')
+        penalty = weight_penalty(self.optimisation.weight_decay, scope.name + '/')
         objective = replicas.share_of_replica(train_loss + penalty)
         optimizer = self._optimizer()
         with tf.control_dependencies(training_updates):  # batch norm's moving averages advance
@@ -308,9 +315,9 @@ class Model:
         first use (by the first replica, under a strategy)."""
         if not hasattr(self, 'optimizer'):
             self.global_step = v1.train.get_or_create_global_step()
-            self.learning_rate = learning_rate_schedule(self.config, self.global_step,
+            self.learning_rate = learning_rate_schedule(self.optimisation, self.global_step,
                                                         self.steps_per_epoch)
-            self.optimizer = make_optimizer(self.config, self.learning_rate)
+            self.optimizer = make_optimizer(self.optimisation, self.learning_rate)
         return self.optimizer
 
     # --- introspection --------------------------------------------------------

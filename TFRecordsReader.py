@@ -13,11 +13,17 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from trainer import imagenet, loaders, runs
-from trainer.errors import DataError
-from trainer.input_pipeline import AUGMENTATION, batches, pass_iterator, random_shift_flip
-from trainer.record_metadata import (METADATA, check_complete, incomplete_shards, pixel_stats,
-                                     read_metadata)
+from foundation import tf_errors
+from foundation.data import imagenet, loaders
+from foundation.data.input_pipeline import AUGMENTATION, batches, pass_iterator, random_shift_flip
+from foundation.data.record_metadata import (
+    METADATA,
+    check_complete,
+    incomplete_shards,
+    pixel_stats,
+    read_metadata,
+)
+from foundation.errors import DataError
 
 v1 = tf.compat.v1
 AUTOTUNE = tf.data.AUTOTUNE
@@ -369,7 +375,7 @@ class TFRecordInput:
             detail = message[message.index(BAD_RECORD):].split('\n')[0].rstrip(']')
             return DataError(f'{detail}; write it again (python TFRecordsWriter.py), or set '
                              f'skip_bad_records=True to skip such records')
-        reason = runs.error_reason(error).rsplit(': ', 1)[-1]  # after tf.data's iterator path
+        reason = tf_errors.error_reason(error).rsplit(': ', 1)[-1]  # after tf.data's iterator path
         if isinstance(error, tf.errors.InvalidArgumentError) and 'jpeg' in reason.lower():
             folder = os.path.dirname(self.data.files['train'][0])
             return DataError(f'an image of the records in {folder} is not a readable JPEG '

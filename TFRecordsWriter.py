@@ -12,27 +12,27 @@ ImageNet records are those of TensorFlow's own ImageNet scripts
 (build_imagenet_data.py), field for field: see imagenet_example.
 """
 import glob
-import io
 import json
 import os
 import random
 import sys
-import warnings
 
-from trainer import command
+from trainer.config import command
 
 command.answer_early(__name__, __doc__, command.RECORDS_DEFAULTS)
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-import constant  # noqa: E402
-import ImageResizer  # noqa: E402
-from trainer import imagenet, loaders, malloc_tuning, runs, safe_io, settings  # noqa: E402
-from trainer.errors import ConfigError, DataError  # noqa: E402
-from TFRecordsReader import IMAGENET_SHARDS, METADATA  # noqa: E402
-from trainer.record_metadata import read_metadata  # noqa: E402
+import constant
+import ImageResizer
+from foundation import malloc_tuning, safe_io, tf_errors
+from foundation.data import imagenet, loaders
+from foundation.data.image_files import BadImage, image_bytes, opened
+from foundation.data.record_metadata import read_metadata
+from foundation.errors import ConfigError, DataError
+from TFRecordsReader import IMAGENET_SHARDS, METADATA
+from trainer.config import settings
 
 v1 = tf.compat.v1
 CIFAR_SHARDS = {'train': 8, 'valid': 2, 'test': 2}
@@ -56,7 +56,7 @@ def bytes_feature(value):
 
 
 def cifar_example(split, image, label):
-    """The seed's record, <split>/image (raw uint8) and <split>/label, plus
+    """The original record, <split>/image (raw uint8) and <split>/label, plus
     the image's height, width and channels so that a reader can check them."""
     height, width, channels = image.shape
     return tf.train.Example(features=tf.train.Features(feature={
@@ -320,19 +320,6 @@ def annotations(cfg, wnids):
     return texts, imagenet.bounding_boxes(boxes_path) if boxes_path else {}
 
 
-# An ImageNet file is at most a few MB and 20 megapixels: bounds that no real
-# image reaches, checked before a file is read or an image decoded.
-IMAGE_MAX_BYTES = 64 << 20
-IMAGE_MAX_PIXELS = 64 << 20  # 8192 x 8192: 192 MiB decoded
-# What Pillow raises for bytes that are no image it can read.
-IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
-                Image.DecompressionBombWarning)
-
-
-class BadImage(DataError):
-    """An image file that the records cannot hold."""
-
-
 class ImageCoder:
     """The conversions of TF's script (its ImageCoder), with TensorFlow's
     codecs in a graph and session of their own: the one PNG and the 22 CMYK
@@ -354,7 +341,7 @@ class ImageCoder:
         try:
             return self.session.run(self.to_rgb_jpeg[kind], {self.data: data})
         except tf.errors.OpError as error:
-            raise BadImage(f'{path} does not decode in TensorFlow ({runs.error_reason(error)})') from None
+            raise BadImage(f'{path} does not decode in TensorFlow ({tf_errors.error_reason(error)})') from None
 
     def why_not(self, data):
         """None if the JPEG bytes decode as TFRecordsReader will decode them,
@@ -363,37 +350,10 @@ class ImageCoder:
             self.session.run(self.shape, {self.data: data})
             return None
         except tf.errors.OpError as error:
-            return runs.error_reason(error)
+            return tf_errors.error_reason(error)
 
     def close(self):
         self.session.close()
-
-
-def image_bytes(path):
-    """The bytes of an image file, its size checked before it is read."""
-    size = os.path.getsize(path)
-    if size > IMAGE_MAX_BYTES:
-        raise BadImage(f'{path} holds {size} bytes, more than an image of the dataset '
-                       f'({IMAGE_MAX_BYTES} at most)')
-    with open(path, 'rb') as f:
-        return f.read()
-
-
-def opened(path, data):
-    """The Pillow image of `data`, only its header read, its size checked
-    (a header may claim 65000 x 65000 pixels in a few bytes)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('error', Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except IMAGE_ERRORS as error:
-        raise BadImage(f'{path} is not a readable image ({error})') from None
-    width, height = image.size
-    if width * height > IMAGE_MAX_PIXELS:
-        image.close()
-        raise BadImage(f'{path} declares {width} x {height} pixels, more than an image of the '
-                       f'dataset ({IMAGE_MAX_PIXELS} at most)')
-    return image
 
 
 def stored_jpeg(path, coder):

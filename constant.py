@@ -15,7 +15,7 @@ config = {
     'datasets': ['digits', 'mnist', 'cifar_32', 'cifar_128', 'imagenet'],  # dataset names
     'dataset_name': 'digits',  # which one: digits ships with scikit-learn, no download
     'models': ['custom_model', 'resnet50'],  # model names
-    'model': 'custom_model',  # which one: the "Sample" CNN (SPEC 5.1) or ResNet50 (5.2)
+    'model': 'custom_model',  # which one: the "Sample" CNN or ResNet50
     'activation_functions': {'selu': layers.selu, 'relu': layers.relu},  # name -> function
     'activation_fn': 'relu',  # which activation the whole network uses
     'use_se': False,  # put Squeeze-and-Excitation blocks into the model
@@ -36,10 +36,10 @@ config = {
         # (see Models)
 
     # --- optimisation ------------------------------------------------------
-    'optimizer': 'adam',  # 'adam' (the seed's) or 'momentum' (SGD with momentum)
+    'optimizer': 'adam',  # 'adam' or 'momentum' (SGD with momentum)
     'momentum': 0.9,  # momentum of the 'momentum' optimizer
     'learning_rate': 1e-3,  # initial step size
-    'lr_schedule': 'exponential',  # 'exponential' (the seed's), 'piecewise' or 'cosine' (from
+    'lr_schedule': 'exponential',  # 'exponential', 'piecewise' or 'cosine' (from
         # learning_rate to 0 at max_epochs)
     'decay_steps': 100000,  # exponential LR decay: lr * decay_base ** (step / decay_steps)
     'decay_base': 0.96,  # exponential LR decay: base
@@ -100,7 +100,7 @@ config = {
     # key=value arguments of experiments.py apply to every run.
     'experiment_grids': {  # name -> grid; the grids experiments.py can run
         'seed': {'model': ['custom_model', 'resnet50'], 'use_se': [False, True],
-                 'activation_fn': ['relu', 'selu']},  # the seed's study (SPEC 8)
+                 'activation_fn': ['relu', 'selu']},  # the original study: both networks x SE x activation
         'se_ablation': [  # the SE paper's squeeze and excitation ablations on config['model']
             {'use_se': [False, True]},
             {'use_se': [True], 'se_squeeze': ['max']},

@@ -15,13 +15,15 @@ misclassified.png.
 """
 import sys
 
-from trainer import command
+from trainer.config import command
 
 command.answer_early(__name__, __doc__)  # --help and mistakes answered before TensorFlow loads
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-from trainer import console, evaluation, trained_runs, training_graph  # noqa: E402
+from trainer import console
+from trainer.after_training import evaluation, trained_run
+from trainer.training import training_graph
 
 v1 = tf.compat.v1
 
@@ -29,17 +31,17 @@ v1 = tf.compat.v1
 def evaluate(cfg):
     """Evaluates the checkpoint cfg names on cfg['eval_split'] and writes
     the files beside its run; returns the summary (evaluation.summary)."""
-    trained = trained_runs.find(cfg)
-    cfg = trained_runs.inference_config(cfg, trained)
+    trained = trained_run.find(cfg)
+    cfg = trained_run.inference_config(cfg, trained)
     split = cfg['eval_split']
-    data, description = trained_runs.open_data(cfg, trained)
+    data, description = trained_run.open_data(cfg, trained)
     print(f'Evaluating {trained.describe()}, on the {split} split ({data.num_examples(split)} '
           f'images)', flush=True)
     built = training_graph.build_graph(cfg, data)
-    directory = evaluation.folder(trained.run.directory, split, trained.label)
+    directory = evaluation.evaluation_folder(trained.run.directory, split, trained.label)
     title = f'{trained.run.name}, epoch {trained.epoch}, {split} split'
-    with built.graph.as_default(), v1.Session(config=training_graph.session_config(cfg)) as session:
-        trained_runs.restore(built.saver, session, trained)
+    with built.graph.as_default(), v1.Session(config=training_graph.session_config(built.devices)) as session:
+        trained_run.restore(built.saver, session, trained)
         try:
             result = evaluation.analyse_and_write(session, built.model, built.source, split,
                                                   cfg['misclassified_images'], description,
@@ -58,7 +60,7 @@ def evaluate(cfg):
 
 def main(argv):
     """python evaluate.py [key=value ...]: the exit status."""
-    return trained_runs.script_status(lambda cfg: evaluate(cfg) and 0, argv)
+    return trained_run.script_status(lambda cfg: evaluate(cfg) and 0, argv)
 
 
 if __name__ == '__main__':

@@ -19,19 +19,21 @@ import os
 import re
 import sys
 
-from trainer import command
+from trainer.config import command
 
 command.answer_early(__name__, __doc__)  # --help and mistakes answered before TensorFlow loads
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-import constant  # noqa: E402
-import main  # noqa: E402
-from trainer import (console, excitation, safe_io, self_normalisation, settings,  # noqa: E402
-                     study, study_figures)
-from trainer.errors import ConfigError, DataError, UserError  # noqa: E402
-from trainer.runs import saved_record  # noqa: E402
+import constant
+import main
+from foundation import safe_io
+from foundation.errors import ConfigError, DataError, UserError
+from trainer import console
+from trainer.config import settings
+from trainer.runs.records import saved_record
+from trainer.study import excitation, figures, instrument_files, self_normalisation
 
 # Keys that change how a run goes or where its files are, not its results: a
 # finished run that differs only in these counts as done.
@@ -143,7 +145,7 @@ def run_dir(cfg):
 
 
 def record_of_run(cfg):
-    """The record of cfg's run as its files hold it (runs.saved_record); an
+    """The record of cfg's run as its files hold it (records.saved_record); an
     empty one where they hold none that can be read (the run then starts
     afresh, its folder kept beside it)."""
     try:
@@ -221,7 +223,7 @@ def without_activation(cfg):
 
 
 def seed_layout_lines(runs, rows):
-    """The table of SPEC 8: one line per network, train / valid figures of
+    """The table in the original layout: one line per network, train / valid figures of
     each activation side by side; [] unless the runs compare activations."""
     activations = list(dict.fromkeys(cfg['activation_fn'] for cfg in runs))
     if len(activations) < 2:
@@ -236,7 +238,7 @@ def seed_layout_lines(runs, rows):
                 if af in by_activation else '-' for af in activations]
 
     def loss_and_accuracy(by_activation):
-        """Per activation, as the seed ordered them: its losses, then its accuracies."""
+        """Per activation, as the original table ordered them: its losses, then its accuracies."""
         losses = cells(by_activation, 'best train loss', 'best valid loss')
         accuracies = cells(by_activation, 'best train acc %', 'best valid acc %')
         return [cell for pair in zip(losses, accuracies) for cell in pair]
@@ -277,7 +279,7 @@ def over_seeds_lines(runs, rows):
 
 def results_markdown(rows, title, runs=None):
     """The results table; with the runs' configs, also the mean and spread
-    over seeds where configurations repeat with several, and the seed's
+    over seeds where configurations repeat with several, and the original
     layout where the runs compare activations."""
     lines = [f'# {title}', '',
              *_markdown_table(COLUMNS, [[_formatted(c, row[c]) for c in COLUMNS] for row in rows]),
@@ -304,8 +306,8 @@ def results_csv(rows):
 
 def sweep_run(cfg, record):
     """What the sweep's figure shows of a run: its curves and instruments."""
-    numbers, _, _ = excitation.paths(run_dir(cfg), study.TRAINING_SPLIT)
-    return study_figures.SweepRun(
+    numbers, _, _ = excitation.paths(run_dir(cfg), instrument_files.TRAINING_SPLIT)
+    return figures.SweepRun(
         cfg['run_name'], without_activation(cfg), cfg['activation_fn'], cfg['use_se'],
         record['epochs'], record.get(self_normalisation.KEY),
         excitation.load(numbers) if os.path.isfile(numbers) else None)
@@ -324,7 +326,7 @@ def write_results(grid, runs):
     markdown = results_markdown(rows, title, trained)
     safe_io.write_text(os.path.join(out_dir, 'results.md'), markdown)
     safe_io.write_text(os.path.join(out_dir, 'results.csv'), results_csv(rows))
-    study_figures.sweep_figure([sweep_run(cfg, record) for cfg, record in records],
+    figures.sweep_figure([sweep_run(cfg, record) for cfg, record in records],
                                os.path.join(out_dir, 'validation.pdf'), title)
     return out_dir, markdown
 

@@ -20,15 +20,16 @@ averages), the run's normalisation inside; signatures:
 """
 import sys
 
-from trainer import command
+from trainer.config import command
 
 command.answer_early(__name__, __doc__)  # --help and mistakes answered before TensorFlow loads
 
-import os  # noqa: E402
+import os
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-from trainer import console, inference, run_data, trained_runs  # noqa: E402
+from trainer import console
+from trainer.after_training import data_summary, inference, trained_run
 
 v1 = tf.compat.v1
 FOLDER = 'saved_model'  # in a run's folder: one SavedModel per checkpoint exported
@@ -36,13 +37,13 @@ FOLDER = 'saved_model'  # in a run's folder: one SavedModel per checkpoint expor
 
 def export(cfg):
     """Writes the SavedModel of the checkpoint cfg names; returns its folder."""
-    trained = trained_runs.find(cfg)
-    cfg = trained_runs.inference_config(cfg, trained)
-    description = run_data.of_run(trained.record, cfg, trained.run.dirs['DATA_DIR'])
+    trained = trained_run.find(cfg)
+    cfg = trained_run.inference_config(cfg, trained)
+    description = data_summary.of_run(trained.record, cfg, trained.run.dirs['DATA_DIR'])
     serving = inference.Serving(cfg, description)
     directory = os.path.join(trained.run.directory, FOLDER, trained.label)
     with serving.graph.as_default(), v1.Session() as session:
-        trained_runs.restore(serving.saver, session, trained)
+        trained_run.restore(serving.saver, session, trained)
         inference.export(serving, session, directory)
     shape = ', '.join(map(str, description['image_shape']))
     print(f'Exported {trained.describe()}\nas a SavedModel into: {console.shown_path(directory)}\n'
@@ -54,7 +55,7 @@ def export(cfg):
 
 def main(argv):
     """python export.py [key=value ...]: the exit status."""
-    return trained_runs.script_status(lambda cfg: export(cfg) and 0, argv)
+    return trained_run.script_status(lambda cfg: export(cfg) and 0, argv)
 
 
 if __name__ == '__main__':

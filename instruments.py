@@ -1,4 +1,4 @@
-"""SE excitations and self-normalisation of a trained run (SPEC 10), on demand.
+"""SE excitations and self-normalisation of a trained run (the instruments of the study), on demand.
 
     python instruments.py                                  # the run constant.py names
     python instruments.py use_se=True activation_fn=selu   # the run these keys name, as for main.py
@@ -18,49 +18,54 @@ training, writes into its folder (datasets/<dataset>/save_dir/runs/<run>/):
 """
 import sys
 
-from trainer import command
+from trainer.config import command
 
 command.answer_early(__name__, __doc__)  # --help and mistakes answered before TensorFlow loads
 
-import dataclasses  # noqa: E402
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-from trainer import probes, self_normalisation, study, trained_runs, training_graph  # noqa: E402
+from trainer.after_training import trained_run
+from trainer.study import excitation, instrument_files, probes, self_normalisation
+from trainer.training import training_graph
 
 v1 = tf.compat.v1
 
 
-def measured_now(run, epoch):
+def measured_now(session, built, batch_size, epoch):
     """Self-normalisation statistics of the session's weights, as one epoch."""
-    recorder = self_normalisation.Recorder(run.built.model, run.cfg['eval_batch_size'])
-    images = self_normalisation.fixed_batch(run.session, run.built.model, run.built.source)
+    recorder = self_normalisation.Recorder(built.model, batch_size)
+    images = self_normalisation.fixed_batch(session, built.model, built.source)
     holder = {}
     self_normalisation.add(holder, recorder.layers, len(images), epoch or 0,
-                           recorder.measure(run.session, images))
+                           recorder.measure(session, images))
     return holder[self_normalisation.KEY]
 
 
 def instruments(cfg):
     """Writes the run's instruments; returns the exit status."""
-    trained = trained_runs.find(cfg)
-    run = dataclasses.replace(trained.run, cfg=trained_runs.inference_config(cfg, trained))
-    data = trained_runs.open_data(run.cfg, trained)[0]
-    run.built = training_graph.build_graph(run.cfg, data)
-    with run.built.graph.as_default(), \
-            v1.Session(config=training_graph.session_config(run.cfg)) as run.session:
-        trained_runs.restore(run.built.saver, run.session, trained)
-        if probes.se_gates(run.built.model):
-            study.write_excitations(run, run.cfg['excitation_split'], trained.epoch)
+    trained = trained_run.find(cfg)
+    cfg = trained_run.inference_config(cfg, trained)
+    name, directory = trained.run.name, trained.run.directory
+    built = training_graph.build_graph(cfg, trained_run.open_data(cfg, trained)[0])
+    with built.graph.as_default(), v1.Session(config=training_graph.session_config(built.devices)) as session:
+        trained_run.restore(built.saver, session, trained)
+        if probes.se_gates(built.model):
+            measured = excitation.measure(session, built.model, built.source, cfg['excitation_split'],
+                                          cfg['output_shape'])
+            measured.epoch = trained.epoch
+            instrument_files.write_excitations(
+                measured, directory, instrument_files.title(name, cfg['dataset_name'], trained.epoch))
         else:
-            print(f'{run.name} has no SE blocks: no excitations to measure')
-        statistics = trained.record.get(self_normalisation.KEY) or measured_now(run, trained.epoch)
-        study.write_self_normalisation(run, statistics)
+            print(f'{name} has no SE blocks: no excitations to measure')
+        statistics = (trained.record.get(self_normalisation.KEY)
+                      or measured_now(session, built, cfg['eval_batch_size'], trained.epoch))
+        instrument_files.write_self_normalisation(statistics, directory, f"{name} on {cfg['dataset_name']}")
     return 0
 
 
 def main(argv):
-    return trained_runs.script_status(instruments, argv)
+    return trained_run.script_status(instruments, argv)
 
 
 if __name__ == '__main__':

@@ -5,7 +5,7 @@ tf.compat.v1.layers and this project does not depend on Keras.
 Image tensors are NHWC (channels last, the CPU's fast layout) unless a
 function is given data_format="NCHW" (channels first, often faster with cuDNN).
 """
-from trainer.tf_quiet import OnFirstUse
+from foundation.tf_quiet import OnFirstUse
 
 # TensorFlow loads at the first layer built, not when constant.py imports this
 # file for its activation functions: a config is checked before it loads.
@@ -48,7 +48,7 @@ def selu(x, name="selu"):
     """lambda*x for x > 0, lambda*alpha*(exp(x) - 1) otherwise.
 
     tf.nn.selu has its own gradient kernel, finite (= lambda) for any
-    positive input; the seed's where(x > 0, x, alpha*exp(x) - alpha) was not:
+    positive input; the original where(x > 0, x, alpha*exp(x) - alpha) was not:
     exp overflowed in the discarded branch and its 0 * inf gradient was NaN.
     """
     return tf.nn.selu(x, name=name)
@@ -184,7 +184,7 @@ def batch_normalization(x, is_training, decay=BN_DECAY, epsilon=BN_EPSILON,
     with v1.variable_scope(name):
         gamma = v1.get_variable("gamma", [channels], initializer=v1.ones_initializer())
         beta = v1.get_variable("beta", [channels], initializer=v1.zeros_initializer())
-        # Under several replicas (replicas.py), each replica's update counts
+        # Under several replicas (foundation/replicas.py), each replica's update counts
         # for its share: the moving averages follow the mean over replicas.
         moving_mean = v1.get_variable("moving_mean", [channels], trainable=False,
                                       initializer=v1.zeros_initializer(),

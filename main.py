@@ -10,17 +10,20 @@ run continues with resume=True.
 """
 import sys
 
-from trainer import command
+from trainer.config import command
 
 command.answer_early(__name__, __doc__)  # --help and mistakes answered before TensorFlow loads
 
-import time  # noqa: E402
+import time
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-from trainer import (callbacks, cluster, evaluation, inputs, interruption, machine,  # noqa: E402
-                     malloc_tuning, passes, run_data, runs, safe_io, settings, study,
-                     training_graph)
+from foundation import machine, malloc_tuning, safe_io, tf_errors
+from trainer.after_training import data_summary, evaluation
+from trainer.config import settings
+from trainer.runs import disk, folder, stops, weights
+from trainer.study import instrument_files
+from trainer.training import callbacks, cluster, input_source, interruption, passes, training_graph
 
 v1 = tf.compat.v1
 
@@ -28,12 +31,13 @@ v1 = tf.compat.v1
 def train(cfg):
     """The whole run; returns the process exit status."""
     malloc_tuning.set_mmap_threshold(cfg['malloc_mmap_threshold'])
-    run = runs.locate(cfg)
-    data = inputs.open_dataset(cfg, run.dirs['DATA_DIR'])
+    run = folder.locate(cfg)
+    data = input_source.open_dataset(cfg, run.dirs['DATA_DIR'])
+    devices = machine.decide(cfg)
     with interruption.stop_requests() as stop:
         try:
             job = cluster.join(cfg, getattr(data, 'files', {}).get('train'),
-                               training_graph.session_config(cfg), stop)
+                               training_graph.session_config(devices), stop)
         except interruption.Interrupted as stopped:
             print(f'Interrupted ({stopped}) while waiting for the workers of the job; nothing was '
                   f'trained', file=sys.stderr, flush=True)
@@ -42,22 +46,22 @@ def train(cfg):
         if job.role:
             run.cfg = cfg = {**cfg, 'resume': True}  # a job goes on from the chief's newest checkpoint
         if not chief:
-            return train_in_session(run, data, job)
+            return train_in_session(run, data, job, devices)
         safe_io.check_writable(run.dirs['SAVE_DIR'])  # now, not after the first epoch
-        with runs.Lock(run):  # only the chief writes the run's files
-            return train_in_session(run, data, job)
+        with folder.Lock(run):  # only the chief writes the run's files
+            return train_in_session(run, data, job, devices)
 
 
-def train_in_session(run, data, job):
+def train_in_session(run, data, job, devices):
     """Builds the graph and trains in its session, started or resumed, as
     the chief or a worker; returns the exit status."""
     chief, cfg = cluster.is_chief(job.role), run.cfg
-    print(training_graph.building_line(cfg, data), flush=True)
-    print(machine.precision_line(cfg), flush=True)
-    run.built = training_graph.build_graph(cfg, data, job.strategy, job.role)
+    print(training_graph.building_line(cfg, data, devices), flush=True)
+    print(machine.precision_line(devices), flush=True)
+    run.built = training_graph.build_graph(cfg, data, job.strategy, job.role, devices)
     with run.built.graph.as_default(), v1.Session(job.target, config=job.session_proto) as session:
         run.session = session
-        runs.start_or_resume(run, chief)
+        folder.start_or_resume(run, chief)
         if job.role:
             if run.done >= cfg['max_epochs']:  # a worker started after the job ended: no peers left
                 print(f'{run.name} has trained {run.done} epoch(s) already: nothing to do', flush=True)
@@ -71,13 +75,13 @@ def train_in_session(run, data, job):
 def chief_callbacks():
     """The chief's bookkeeping, in the order it runs. What adds to the epoch's
     row comes before EpochCheckpoint, which commits the row with the
-    checkpoint; the excitations, labelled with the last epoch, come before
-    TestEvaluation restores the best epoch's weights, which the test split's
-    analysis uses; RunSummary, last, names every file the others wrote."""
+    checkpoint. At the end, every after_train sees the final weights, then
+    every with_best_weights those of the best validation epoch;
+    RunSummary, last, names every file the others wrote."""
     return callbacks.Callbacks([
-        run_data.SaveDataDescription(), callbacks.Evaluation(), study.SelfNormalisation(),
-        callbacks.BestCheckpoint(), callbacks.EpochCheckpoint(), study.SelfNormalisationFiles(),
-        study.Excitations(), callbacks.TestEvaluation(), evaluation.TestAnalysis(),
+        data_summary.SaveDataDescription(), callbacks.Evaluation(), instrument_files.SelfNormalisation(),
+        callbacks.BestCheckpoint(), callbacks.EpochCheckpoint(), instrument_files.SelfNormalisationFiles(),
+        instrument_files.Excitations(), callbacks.TestEvaluation(), evaluation.TestAnalysis(),
         callbacks.TensorBoardScalars(), callbacks.EpochStatistics(), callbacks.ProgressPlot(),
         callbacks.FilterImages(), callbacks.RunSummary()])
 
@@ -87,7 +91,7 @@ def train_as_chief(run, hooks):
     (evaluation, checkpoints, history, console, plot), then their end of the
     run (test, filters); returns the exit status."""
     cfg = run.cfg
-    run.record.update(config=settings.saved_config(cfg), device=training_graph.device_name(cfg))
+    run.record.update(config=settings.saved_config(cfg), device=training_graph.device_name(run.built.devices))
     run.record.pop('diverged', None)
     if run.done >= cfg['max_epochs']:
         print(f'{run.name} has trained {run.done} epoch(s) already: raise max_epochs to train more')
@@ -97,16 +101,17 @@ def train_as_chief(run, hooks):
         for epoch in range(run.done + 1, cfg['max_epochs'] + 1):
             hooks.after_epoch(run, train_epoch(run, epoch))
         epoch = None
-        hooks.after_train(run)
+        hooks.after_train(run)  # the final weights
+        hooks.with_best_weights(run, weights.best_weights_into_session(run))
     except interruption.Interrupted as stopped:
-        return runs.save_interrupted(run, epoch, stopped)
+        return stops.save_interrupted(run, epoch, stopped)
     except (OSError, tf.errors.OpError) as error:
-        explained = runs.out_of_space(error, run.directory) or run.built.source.explain(error)
+        explained = disk.out_of_space(error, run.directory) or run.built.source.explain(error)
         if explained is None:
             raise
         raise explained from None
     except passes.Divergence as divergence:
-        return runs.record_divergence(run, divergence, callbacks.plot_path(run))
+        return stops.record_divergence(run, divergence, callbacks.plot_path(run))
     finally:
         hooks.close()
     return 0
@@ -150,7 +155,7 @@ def main(argv):
         if cluster.role_from_environment() is None:
             raise
         cluster.restart_process(f'a worker of the job was lost ({type(error).__name__}: '
-                                f'{runs.error_reason(error)})')
+                                f'{tf_errors.error_reason(error)})')
 
 
 if __name__ == '__main__':

@@ -16,7 +16,7 @@ is one line on stderr; the others are classified, and the exit status is 2.
 import os
 import sys
 
-from trainer import command
+from trainer.config import command
 
 
 def split_arguments(argv):
@@ -33,11 +33,11 @@ def split_arguments(argv):
 
 command.answer_early(__name__, __doc__, args=split_arguments(sys.argv[1:])[0])
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from trainer import inference, run_data, trained_runs  # noqa: E402
-from trainer.errors import UserError  # noqa: E402
+from foundation.errors import UserError
+from trainer.after_training import data_summary, inference, trained_run
 
 v1 = tf.compat.v1
 
@@ -48,17 +48,17 @@ def predict(cfg, paths):
     if not paths:
         raise UserError('give the image files or folders to classify: python predict.py '
                         '[key=value ...] FILE_OR_FOLDER ...')
-    trained = trained_runs.find(cfg)
-    cfg = trained_runs.inference_config(cfg, trained)
-    description = run_data.of_run(trained.record, cfg, trained.run.dirs['DATA_DIR'])
+    trained = trained_run.find(cfg)
+    cfg = trained_run.inference_config(cfg, trained)
+    description = data_summary.of_run(trained.record, cfg, trained.run.dirs['DATA_DIR'])
     serving = inference.Serving(cfg, description)
     reader = inference.ImageReader(description)
     print(f'Classifying with {trained.describe()}', file=sys.stderr, flush=True)
     failed = 0
     try:
         with serving.graph.as_default(), v1.Session() as session:
-            trained_runs.restore(serving.saver, session, trained)
-            for chunk in chunks(inference.image_files(paths), cfg['eval_batch_size']):
+            trained_run.restore(serving.saver, session, trained)
+            for chunk in chunks(inference.listed_images(paths), cfg['eval_batch_size']):
                 failed += classify(session, serving, reader, chunk, cfg['top_k'])
     finally:
         reader.close()
@@ -100,7 +100,7 @@ def classify(session, serving, reader, files, k):
 def main(argv):
     """python predict.py [key=value ...] FILE_OR_FOLDER ...: the exit status."""
     keys, paths = split_arguments(argv)
-    return trained_runs.script_status(predict, keys, paths)
+    return trained_run.script_status(predict, keys, paths)
 
 
 if __name__ == '__main__':

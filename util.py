@@ -7,8 +7,7 @@ from matplotlib.figure import Figure  # not pyplot: no global figure state
 from matplotlib.ticker import MaxNLocator
 from skimage import io as skio
 
-from trainer import safe_io
-
+from foundation import safe_io
 
 LR_NEARLY_CONSTANT = 1e-3  # a relative change over the run below this is said, not drawn
 
@@ -46,7 +45,7 @@ def training_progress_figure(epochs, title, best=None, test=None):
 
 def plot_learning_rate(ax, x, rates):
     """The rate at the end of each epoch, on an axis from 0; a note in its
-    place where it barely changes (the seed's decay over a short run), whose
+    place where it barely changes (the default exponential decay over a short run), whose
     curve would only show rounding."""
     ax.set_ylabel('learning rate (end of epoch)')
     ax.grid(alpha=0.3)

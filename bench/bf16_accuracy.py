@@ -1,6 +1,6 @@
 """Does bfloat16 train as well as float32? The measurement behind
-mixed_precision='auto' on a CPU with native bfloat16 (trainer/machine.py's
-CPU_BFLOAT16_AUTO), as issue 22 asks before it becomes a default.
+mixed_precision='auto' on a CPU with native bfloat16 (foundation/machine.py's
+CPU_BFLOAT16_AUTO), to be answered for a network before 'auto' turns it on.
 
     python -m bench.bf16_accuracy data_dir=../shared/datasets/mnist [seeds=1,2,3]
         [networks=resnet50,resnet50_se] [activations=relu,selu] [key=value ...]
@@ -29,16 +29,18 @@ import sys
 import tempfile
 import time
 
-from trainer import tf_quiet  # noqa: E402
+from foundation import tf_quiet
 
 tf_quiet.import_tensorflow_quietly()
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-import constant  # noqa: E402
-import main  # noqa: E402
-from bench.throughput import RESULTS, option  # noqa: E402
-from trainer import history, machine, settings  # noqa: E402
+import constant
+import main
+from bench.throughput import RESULTS, option
+from foundation import machine
+from trainer.config import settings
+from trainer.runs import history
 
 NETWORKS = {'resnet50': ('resnet50', False), 'resnet50_se': ('resnet50', True),
             'custom_model': ('custom_model', False), 'custom_model_se': ('custom_model', True)}

@@ -30,18 +30,19 @@ import sys
 import tempfile
 import time
 
-
-from trainer import tf_quiet  # noqa: E402
+from foundation import tf_quiet
 
 tf_quiet.import_tensorflow_quietly()
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-import constant  # noqa: E402
-from trainer import history, inputs, settings  # noqa: E402
-import main  # noqa: E402
-from bench.throughput import load_line, median_rate, option, project_steps  # noqa: E402
+import constant
+import main
+from bench.throughput import load_line, median_rate, option, project_steps
+from trainer.config import settings
+from trainer.runs import history
+from trainer.training import input_source
 
 v1 = tf.compat.v1
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
@@ -72,7 +73,7 @@ def config_for(root, fraction, argv):
     if fraction == 1:
         return cfg
     part_dir = os.path.join(root, 'mnist_part')
-    mnist_part(inputs.open_dataset(cfg, constant.derived_dirs(cfg)['DATA_DIR']), fraction, part_dir)
+    mnist_part(input_source.open_dataset(cfg, constant.derived_dirs(cfg)['DATA_DIR']), fraction, part_dir)
     train_eval = cfg['train_eval_images'] and round(cfg['train_eval_images'] * fraction)
     return settings.load_config(['dataset_name=mnist', f'datasets_root={root}', 'download=False',
                                  *argv, f'data_dir={part_dir}', f'train_eval_images={train_eval}'])
@@ -98,7 +99,7 @@ def run(argv):
     bare_steps = max(5, round(100 * fraction))
     with tempfile.TemporaryDirectory(prefix='bench_epoch_') as root:
         cfg = config_for(root, fraction, argv)
-        data = inputs.open_dataset(cfg, constant.derived_dirs(cfg)['DATA_DIR'])
+        data = input_source.open_dataset(cfg, constant.derived_dirs(cfg)['DATA_DIR'])
         images = data.num_examples('train')
         rate_before = bare_rate(cfg, data, bare_steps)
         one, _ = timed_training(cfg, 1)

@@ -1,8 +1,8 @@
-"""ResNet50's evaluation pass before and after issue 22. Before: through the
+"""ResNet50's evaluation pass two ways. The earlier way: through the
 network whose batch norms switch on is_training (a tf.cond each), in float32.
-After: through the copy fixed in inference mode, in the precision the config
+The current way: through the copy fixed in inference mode, in the precision the config
 computes in (mixed_precision='auto' decides: bfloat16 on a CPU that has it,
-for the networks measured to gain, trainer/machine.py). Where that precision
+for the networks measured to gain, foundation/machine.py). Where that precision
 is not float32, the switchable network in it runs too, so that the table
 parts the inference copy's share from the precision's.
 
@@ -22,14 +22,16 @@ import sys
 import time
 import types
 
-from trainer import tf_quiet  # noqa: E402
+from foundation import tf_quiet
 
 tf_quiet.import_tensorflow_quietly()
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-from bench.throughput import RESULTS, load_line, option, project_session, synthetic_arrays  # noqa: E402
-from trainer import machine, passes, settings  # noqa: E402
+from bench.throughput import RESULTS, load_line, option, project_session, synthetic_arrays
+from foundation import machine
+from trainer.config import settings
+from trainer.training import passes
 
 
 def switchable_path(model):

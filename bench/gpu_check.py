@@ -1,4 +1,4 @@
-"""The GPU check of issue 22, ready for the day a GPU is lent: what 'auto'
+"""The GPU check, ready for the day a GPU is available: what 'auto'
 turns on there (float16 with loss scaling, XLA, NCHW in float32) has never
 run on one. Without a GPU it runs reduced on the CPU, skipping what needs a
 GPU and saying so, so that the script itself is known to work.
@@ -15,8 +15,8 @@ initial weights and batches), and checks:
   agree      where both are float32, their first 3 losses agree within 0.1 %;
              in float16 or bfloat16 the first loss (equal weights, equal batch)
              within 5 %: after an update the two trajectories part by more than
-             any fixed tolerance (8-bit mantissas; measured: 1.6 % at step 1,
-             up to 9 % at step 3 on this CPU's bfloat16), so later steps are
+             any fixed tolerance (8-bit mantissas: on a CPU's bfloat16 they part
+             by a few per cent within three steps), so later steps are
              checked for finiteness only;
   images/s   of both, from the 4th step on (after XLA's compilation);
   replicas   for one network of each kind: num_gpus=1 through the replica path
@@ -26,21 +26,21 @@ initial weights and batches), and checks:
 On a CPU with native bfloat16 it also trains bfloat16 (mixed_precision=True)
 against float32, the CPU's mixed precision, where 'auto' does not already
 choose it. Prints one line per check and
-exits 1 if any failed. Budget on one GPU: under 8 minutes (not yet measured
-on one: no GPU has been lent).
+exits 1 if any failed. On one GPU it is meant to take a few minutes.
 """
 import math
 import sys
 import time
 
-from trainer import tf_quiet  # noqa: E402
+from foundation import tf_quiet
 
 tf_quiet.import_tensorflow_quietly()
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-from bench.throughput import option, project_steps, synthetic_arrays  # noqa: E402
-from trainer import machine, settings  # noqa: E402
+from bench.throughput import option, project_steps, synthetic_arrays
+from foundation import machine
+from trainer.config import settings
 
 v1 = tf.compat.v1
 
@@ -164,7 +164,7 @@ def run(argv):
     else:
         print('no GPU found: a reduced run on the CPU', flush=True)
         checks.skip('float16, XLA and NCHW', "they need a GPU; on a CPU 'auto' is NHWC without "
-                    'XLA, in bfloat16 where the CPU has it and the network gains (trainer/machine.py)')
+                    'XLA, in bfloat16 where the CPU has it and the network gains (foundation/machine.py)')
     for name in names:
         cfg, data, reference = check_network(checks, name, argv, steps, on_gpu)
         if name in REPLICA_NETWORKS:

@@ -11,7 +11,7 @@ import time
 import keras
 import numpy as np
 
-from trainer.architecture import CUSTOM_FILTERS, RESNET50_STAGES
+from foundation.networks.architecture import CUSTOM_FILTERS, RESNET50_STAGES
 
 DATA_FORMAT = 'channels_last'  # Model.py is NHWC throughout
 BN_MOMENTUM = 0.9  # layers.BN_DECAY

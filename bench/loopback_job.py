@@ -19,12 +19,13 @@ import time
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from trainer import tf_quiet  # noqa: E402
+from foundation import tf_quiet
 
 tf_quiet.import_tensorflow_quietly()
 
-from trainer import cluster, settings  # noqa: E402
-import constant  # noqa: E402
+import constant
+from trainer.config import settings
+from trainer.training import cluster
 
 
 def run_job(args, workers, root, threads=None):

@@ -19,16 +19,18 @@ import sys
 import tempfile
 import time
 
-
-from trainer import tf_quiet  # noqa: E402
+from foundation import tf_quiet
 
 tf_quiet.import_tensorflow_quietly()
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-from trainer import input_pipeline, inputs, interruption, loaders, malloc_tuning, passes, settings, training_graph  # noqa: E402
-import constant  # noqa: E402
-from bench import throughput  # noqa: E402
+import constant
+from bench import throughput
+from foundation import malloc_tuning
+from foundation.data import input_pipeline, loaders
+from trainer.config import settings
+from trainer.training import input_source, interruption, passes, training_graph
 
 v1 = tf.compat.v1
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
@@ -40,10 +42,10 @@ def epochs_and_restarts(cfg, autotune):
     pass after it]) with tf.data autotuning on or off."""
     input_pipeline.AUTOTUNE_PASSES = autotune
     data_dir = constant.derived_dirs(cfg)['DATA_DIR']
-    data = inputs.open_dataset(dict(cfg, download=False), data_dir)
+    data = input_source.open_dataset(dict(cfg, download=False), data_dir)
     built = training_graph.build_graph(cfg, data)
     epochs, restarts = [], []
-    with built.graph.as_default(), v1.Session(config=training_graph.session_config(cfg)) as session, \
+    with built.graph.as_default(), v1.Session(config=training_graph.session_config(built.devices)) as session, \
             interruption.stop_requests() as stop:
         session.run(v1.global_variables_initializer())
         for epoch in range(1, EPOCHS + 1):

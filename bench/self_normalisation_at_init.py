@@ -1,5 +1,5 @@
 """SELU's self-normalisation at initialisation, measured with the project
-(SPEC 10): does every layer's output start near mean 0 and variance 1?
+(an instrument of the study): does every layer's output start near mean 0 and variance 1?
 
     python -m bench.self_normalisation_at_init data_dir=../shared/datasets/mnist [key=value ...]
 
@@ -17,14 +17,16 @@ import json
 import os
 import sys
 
-from trainer import tf_quiet  # noqa: E402
+from foundation import tf_quiet
 
 tf_quiet.import_tensorflow_quietly()
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-import constant  # noqa: E402
-from trainer import inputs, self_normalisation, settings, study_figures, training_graph  # noqa: E402
+import constant
+from trainer.config import settings
+from trainer.study import figures, self_normalisation
+from trainer.training import input_source, training_graph
 
 v1 = tf.compat.v1
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
@@ -34,7 +36,7 @@ NETWORKS = [(model, activation) for model in ('custom_model', 'resnet50') for ac
 def at_init(cfg, data):
     """The self-normalisation statistics of cfg's network as a run starts it."""
     built = training_graph.build_graph(cfg, data)
-    with built.graph.as_default(), v1.Session(config=training_graph.session_config(cfg)) as session:
+    with built.graph.as_default(), v1.Session(config=training_graph.session_config(built.devices)) as session:
         session.run(v1.global_variables_initializer())
         recorder = self_normalisation.Recorder(built.model, cfg['eval_batch_size'])
         images = self_normalisation.fixed_batch(session, built.model, built.source)
@@ -46,10 +48,10 @@ def at_init(cfg, data):
 
 def run(argv):
     base = settings.load_config(['dataset_name=mnist', 'download=False', *argv])
-    data = inputs.open_dataset(base, constant.derived_dirs(base)['DATA_DIR'])
+    data = input_source.open_dataset(base, constant.derived_dirs(base)['DATA_DIR'])
     measured, pdf = {}, os.path.join(RESULTS, 'self_normalisation_at_init.pdf')
     os.makedirs(RESULTS, exist_ok=True)
-    with study_figures.pdf_pages(pdf) as pages:
+    with figures.pdf_pages(pdf) as pages:
         for model, activation in NETWORKS:
             cfg = settings.load_config([], base={**base, 'model': model, 'activation_fn': activation,
                                                  'use_se': False})
@@ -59,7 +61,7 @@ def run(argv):
                   f"{statistics['images']} validation images\n")
             print('\n'.join(self_normalisation.table_markdown(statistics)))
             modes = [m for m in self_normalisation.MODES if m in statistics['epochs'][0]]
-            pages.savefig(study_figures.depth_profile_figure(
+            pages.savefig(figures.depth_profile_figure(
                 statistics, modes, f"{name} on {base['dataset_name']}, at initialisation"))
     with open(os.path.join(RESULTS, 'self_normalisation_at_init.json'), 'w') as f:
         json.dump(measured, f, indent=1)

@@ -1,5 +1,5 @@
-"""What recording the self-normalisation costs a training epoch (SPEC 10:
-at most 2 % on MNIST with the custom model).
+"""What recording the self-normalisation costs a training epoch, against
+BUDGET (a share of the epoch), on MNIST with the custom model.
 
     python -m bench.self_normalisation_cost data_dir=../shared/datasets/mnist [pairs=2] [key=value ...]
 
@@ -8,8 +8,8 @@ key=value changes that): training epochs as main.py trains them
 (passes.train_epoch), back to back, alternately without and with what the
 SelfNormalisation callbacks do after an epoch (measure every layer on the
 fixed batch, add it to the record, write the CSV); then that work alone,
-timed many times. The epochs of a shared machine vary by more than 2 %
-between themselves, so the verdict is the work alone against the median
+timed many times. The epochs of a shared machine vary by more than the
+budget between themselves, so the verdict is the work alone against the median
 epoch; the difference of the epoch medians is printed beside it.
 
 Prints a table and writes bench/results/self_normalisation_cost.json.
@@ -21,15 +21,16 @@ import sys
 import tempfile
 import time
 
-from trainer import tf_quiet  # noqa: E402
+from foundation import tf_quiet
 
 tf_quiet.import_tensorflow_quietly()
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-import constant  # noqa: E402
-from trainer import (inputs, interruption, passes, self_normalisation, settings, study_figures,  # noqa: E402
-                     training_graph)
+import constant
+from trainer.config import settings
+from trainer.study import figures, self_normalisation
+from trainer.training import input_source, interruption, passes, training_graph
 
 v1 = tf.compat.v1
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
@@ -61,10 +62,10 @@ def run(argv):
     pairs = int(next((a.split('=', 1)[1] for a in argv if a.startswith('pairs=')), 2))
     argv = [a for a in argv if not a.startswith('pairs=')]
     cfg = settings.load_config(['dataset_name=mnist', 'download=False', 'log_every=1000000', *argv])
-    data = inputs.open_dataset(cfg, constant.derived_dirs(cfg)['DATA_DIR'])
+    data = input_source.open_dataset(cfg, constant.derived_dirs(cfg)['DATA_DIR'])
     built = training_graph.build_graph(cfg, data)
     stop = interruption.StopRequests()  # no signal handlers: never asks to stop
-    with built.graph.as_default(), v1.Session(config=training_graph.session_config(cfg)) as session, \
+    with built.graph.as_default(), v1.Session(config=training_graph.session_config(built.devices)) as session, \
             tempfile.TemporaryDirectory(prefix='bench_selfnorm_') as directory:
         session.run(v1.global_variables_initializer())
         started = time.perf_counter()
@@ -81,7 +82,7 @@ def run(argv):
             without.append(epoch(2 * number - 1, False))
             with_.append(epoch(2 * number, True))
         alone = [timed(recording.after_epoch, pairs * 2 + 1) for _ in range(REPEATS)]
-        figure = timed(study_figures.self_normalisation_figure, recording.record[self_normalisation.KEY],
+        figure = timed(figures.self_normalisation_figure, recording.record[self_normalisation.KEY],
                        os.path.join(directory, 'figure.pdf'), 'bench')
     return report(cfg, data, setup, without, with_, alone, figure, len(recording.recorder.layers))
 

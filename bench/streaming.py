@@ -15,17 +15,19 @@ import os
 import sys
 import tempfile
 
-
-from trainer import tf_quiet  # noqa: E402
+from foundation import tf_quiet
 
 tf_quiet.import_tensorflow_quietly()
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-from trainer import loaders, malloc_tuning, settings, training_graph  # noqa: E402
-import constant  # noqa: E402
-import TFRecordsReader  # noqa: E402
-from bench import throughput  # noqa: E402
+import constant
+import TFRecordsReader
+from bench import throughput
+from foundation import malloc_tuning
+from foundation.data import loaders
+from trainer.config import settings
+from trainer.training import training_graph
 
 v1 = tf.compat.v1
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
@@ -36,8 +38,9 @@ def measure(cfg, data, with_model, warmup, windows, steps):
     if with_model:
         with throughput.project_steps(cfg, data) as (step, _):
             return throughput.median_rate(step, cfg['batch_size'], warmup, windows, steps)
-    graph, source, *_ = training_graph.build_graph(cfg, data)
-    with graph.as_default(), v1.Session(config=training_graph.session_config(cfg)) as session:
+    built = training_graph.build_graph(cfg, data)
+    graph, source = built.graph, built.source
+    with graph.as_default(), v1.Session(config=training_graph.session_config(built.devices)) as session:
         session.run(v1.global_variables_initializer())
         source.start(session, 'train', training=True, seed=1)
 

@@ -39,18 +39,20 @@ import sys
 import tempfile
 import time
 
-
-from trainer import tf_quiet  # noqa: E402
+from foundation import tf_quiet
 
 tf_quiet.import_tensorflow_quietly()
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from trainer import loaders, machine, passes, settings, training_graph  # noqa: E402
-import TFRecordsReader  # noqa: E402
-import TFRecordsWriter  # noqa: E402
-from Model import count_parameters  # noqa: E402
+import TFRecordsReader
+import TFRecordsWriter
+from foundation import machine
+from foundation.data import loaders
+from Model import count_parameters
+from trainer.config import settings
+from trainer.training import passes, training_graph
 
 v1 = tf.compat.v1
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
@@ -151,7 +153,7 @@ def project_session(cfg, data, strategy=None):
         initialize = v1.global_variables_initializer()
     # Not `with session`: that would make this graph the default one, and Keras'
     # eager code run between our steps would try to build into it.
-    session = v1.Session(graph=graph, config=training_graph.session_config(cfg))
+    session = v1.Session(graph=graph, config=training_graph.session_config(machine.decide(cfg)))
     try:
         session.run(initialize)
         yield session, source, model
@@ -187,6 +189,7 @@ def keras_models(cfg, arrays, policies):
     the same images in a tf.data pipeline normalised the same way."""
     # Here, not at the top: other benches use this module without Keras.
     import keras
+
     from bench import keras_reference
     keras.backend.clear_session()
     models = []

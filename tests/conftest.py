@@ -1,13 +1,13 @@
 """Shared test set-up: graph mode, as in main.py, and a fresh graph per test."""
-from trainer import tf_quiet
+from foundation import tf_quiet
 
 # pytest-xdist's workers print what fd 2 gets at start-up, TensorFlow's C++ notices too
 tf_quiet.import_tensorflow_quietly()
 
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import pytest
+import tensorflow as tf
 
-from trainer import machine  # noqa: E402
+from foundation import machine
 
 tf.compat.v1.disable_eager_execution()
 

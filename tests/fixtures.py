@@ -70,7 +70,7 @@ import zipfile
 
 import numpy as np
 
-from trainer import cluster
+from trainer.training import cluster
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,4 @@
-"""After training (SPEC 9): the test split's confusion matrix at the end of a
+"""After training: the test split's confusion matrix at the end of a
 run, evaluate.py, predict.py, export.py, class names with the data, and the
 checkpoints of replicas and of a job serving too.
 
@@ -21,8 +21,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 from sklearn.datasets import load_digits
-from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix,
-                             top_k_accuracy_score)
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, top_k_accuracy_score
 from sklearn.model_selection import train_test_split
 
 import evaluate
@@ -31,9 +30,14 @@ import ImageResizer
 import main
 import predict
 import TFRecordsWriter
+from foundation.data import loaders
+from foundation.networks import architecture
 from Model import Model, network
 from tests.fixtures import TWO_CPU_SCRIPT, write_cifar_batches
-from trainer import architecture, checkpoints, console, inference, loaders, settings, trained_runs
+from trainer import console
+from trainer.after_training import inference, trained_run
+from trainer.config import settings
+from trainer.runs import checkpoints
 
 v1 = tf.compat.v1
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +47,7 @@ DIGIT_LEVELS = 16  # scikit-learn's digits hold 0..16; image files 0..255
 
 def digits_reference(seed=42):
     """(training images, test images, test labels) of the digits' split, as
-    SPEC 4 describes it, straight from scikit-learn."""
+    loaders.load_digits makes it, straight from scikit-learn."""
     digits = load_digits()
     images, labels = digits.images[..., np.newaxis], digits.target
     rest_x, test_x, rest_y, test_y = train_test_split(images, labels, test_size=180, stratify=labels,
@@ -57,7 +61,7 @@ def checkpoint_probabilities(cfg, prefix, levels, mean, std):
     """softmax of training's Model's logits (batch norm in inference mode)
     for images of the data's levels, restored from `prefix`."""
     with tf.Graph().as_default():
-        model = Model(cfg, levels.shape[1:])
+        model = Model.from_config(cfg, levels.shape[1:])
         probabilities = tf.nn.softmax(model.logits)
         with v1.Session() as session:
             v1.train.Saver().restore(session, prefix)
@@ -316,13 +320,16 @@ def test_cifar_class_names_come_from_batches_meta(tmp_path):
     assert loaders.load_cifar_32(str(tmp_path), 0, False).classes[:2] == ('airplane', 'automobile')
 
 
-REPLICATED = TWO_CPU_SCRIPT + """from trainer import checkpoints, inputs, passes, run_data, settings, training_graph
+REPLICATED = TWO_CPU_SCRIPT + """from trainer.after_training import data_summary
+from trainer.config import settings
+from trainer.runs import checkpoints
+from trainer.training import input_source, passes, training_graph
 root = sys.argv[1]
 strategies = {{'replicas': lambda: None,
                'job': lambda: v1.distribute.experimental.MultiWorkerMirroredStrategy()}}
 for name, strategy in strategies.items():
     cfg = settings.load_config(['datasets_root=' + root, 'run_name=' + name, 'num_gpus=2'])
-    data = inputs.open_dataset(cfg, None)
+    data = input_source.open_dataset(cfg, None)
     built = training_graph.build_graph(cfg, data, strategy())
     with built.graph.as_default(), v1.Session() as session:
         session.run(v1.global_variables_initializer())
@@ -331,7 +338,7 @@ for name, strategy in strategies.items():
         directory = os.path.join(root, 'digits', 'save_dir', 'runs', name)
         os.makedirs(directory)
         record = {{'epochs': [{{'epoch': 1}}], 'config': settings.saved_config(cfg),
-                   'data': run_data.describe(data, 'digits')}}
+                   'data': data_summary.describe(data, 'digits')}}
         checkpoints.save(session, built.saver, directory, 1, 0, record)
         normalised = (data.test.images - data.mean) / data.std
         probabilities = session.run(tf.nn.softmax(built.model.logits), {{built.model.X: normalised}})
@@ -343,10 +350,10 @@ for name, strategy in strategies.items():
 def served_probabilities(cfg, pixels):
     """The probabilities predict.py and export.py's network gives raw
     `pixels`, with the weights of the checkpoint cfg names."""
-    trained = trained_runs.find(cfg)
+    trained = trained_run.find(cfg)
     serving = inference.Serving(cfg, trained.record['data'])
     with serving.graph.as_default(), v1.Session() as session:
-        trained_runs.restore(serving.saver, session, trained)
+        trained_run.restore(serving.saver, session, trained)
         return serving.probabilities_of(session, pixels)
 
 

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from trainer import cluster
-from trainer.input_pipeline import worker_part
+from foundation.data.input_pipeline import worker_part
 from tests.fixtures import Job
+from trainer.training import cluster
 
 
 def test_role_comes_from_tf_config():
@@ -62,7 +62,7 @@ def test_a_tf_config_that_cannot_work_is_one_line(text):
 
 
 def test_waiting_for_peers_ends_when_they_listen_or_names_those_missing(capsys):
-    from trainer import interruption
+    from trainer.training import interruption
     with socket.socket() as up:
         up.bind(('127.0.0.1', 0))
         up.listen()

@@ -9,7 +9,9 @@ import sys
 import pytest
 
 import constant
-from trainer import console, history, key_docs, settings
+from trainer import console
+from trainer.config import key_docs, settings
+from trainer.runs import history
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every command a user runs: the top-level scripts that answer --help early.
@@ -70,19 +72,34 @@ def test_a_meaning_may_go_on_over_comment_lines():
         [('a', '1', 'first line second line'), ('b', 'see constant.py', 'of b'), ('c', 'None', 'c')]
 
 
-def test_the_readme_key_table_is_the_one_constant_py_makes():
-    """`python -m trainer.key_docs` makes it anew after a key changes."""
-    with open(key_docs.README_FILE, encoding='utf-8') as f:
-        readme = f.read()
-    assert key_docs.readme_with_table(readme) == readme
+def test_the_key_table_of_the_docs_is_the_one_constant_py_makes():
+    """`python -m trainer.config.key_docs` makes it anew after a key changes."""
+    with open(key_docs.KEY_TABLE_FILE, encoding='utf-8') as f:
+        text = f.read()
+    assert key_docs.with_key_table(text) == text
 
 
-def test_the_readme_tables_are_not_split_by_blank_lines():
+DOCUMENTS = ['README.md', 'CHANGELOG.md', *sorted(
+    os.path.join('docs', name) for name in os.listdir(os.path.join(constant.PROJECT_DIR, 'docs')))]
+
+
+@pytest.mark.parametrize('document', DOCUMENTS)
+def test_the_tables_of_the_docs_are_not_split_by_blank_lines(document):
     """A blank line ends a markdown table: what follows renders as text."""
-    with open(key_docs.README_FILE, encoding='utf-8') as f:
+    with open(os.path.join(constant.PROJECT_DIR, document), encoding='utf-8') as f:
         lines = f.read().splitlines()
     for before, blank, after in zip(lines, lines[1:], lines[2:]):
         assert not (before.startswith('|') and not blank.strip() and after.startswith('|')), before
+
+
+@pytest.mark.parametrize('document', DOCUMENTS)
+def test_the_links_of_the_docs_lead_to_files_that_exist(document):
+    with open(os.path.join(constant.PROJECT_DIR, document), encoding='utf-8') as f:
+        text = f.read()
+    folder = os.path.dirname(os.path.join(constant.PROJECT_DIR, document))
+    targets = [t.split('#')[0] for t in re.findall(r'\]\(([^)\s]+)\)', text)
+               if '://' not in t and not t.startswith('#')]
+    assert [t for t in targets if not os.path.exists(os.path.join(folder, t))] == []
 
 
 @pytest.mark.parametrize('images, log_every, expected', [
@@ -117,7 +134,7 @@ def test_history_csv_holds_the_test_result_on_the_rows_of_the_weights_tested():
 def test_tensorflow_starts_quietly_at_the_log_levels_users_set(level):
     """TF 2.21 writes its start-up notices before its logging starts, past
     TF_CPP_MIN_LOG_LEVEL; only 0 asks for them. (Level 1 and unset: test_main.)"""
-    code = ('from trainer import machine, tf_quiet; tf_quiet.import_tensorflow_quietly(); '
+    code = ('from foundation import machine, tf_quiet; tf_quiet.import_tensorflow_quietly(); '
             'machine.gpu_found("/device:GPU:0")')
     result = subprocess.run([sys.executable, '-c', code], cwd=PROJECT_DIR, capture_output=True,
                             text=True, timeout=120, env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': level})

@@ -8,10 +8,9 @@ import urllib.request
 import numpy as np
 import pytest
 
-from trainer import download
-from trainer import loaders
-from trainer import safe_io
-from trainer.download import ChecksumError, DataError, RemoteFile
+from foundation import safe_io
+from foundation.data import download, loaders
+from foundation.data.download import ChecksumError, DataError, RemoteFile
 from tests import fixtures
 
 PAYLOADS = {'a.bin': b'alpha' * 1000, 'b.bin': bytes(range(256)) * 10, 'c.bin': b'\x00gamma\n'}

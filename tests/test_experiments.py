@@ -12,7 +12,10 @@ import tensorflow as tf
 
 import constant
 import experiments
-from trainer import callbacks, loaders, passes, runs, settings, training_graph
+from foundation.data import loaders
+from trainer.config import settings
+from trainer.runs import folder, weights
+from trainer.training import callbacks, passes, training_graph
 
 v1 = tf.compat.v1
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -187,7 +190,7 @@ def test_results_compare_activations_side_by_side_in_the_seeds_layout():
         rows.append(experiments.result_row(cfg, {'epochs': epochs, 'device': 'CPU'}))
     text = experiments.results_markdown(rows, 'seed grid', trained)
     layout = text.split("## In the seed's layout (SPEC 8)")[1].strip().splitlines()
-    # the seed's columns (SPEC 8): each activation's loss, then its accuracy
+    # the original table's columns: each activation's loss, then its accuracy
     assert layout[0] == '| network | relu loss | relu acc % | selu loss | selu acc % | time | epochs |'
     # custom_model_relu is row 0 (losses 0.1, 0.2), custom_model_selu row 1
     assert layout[2] == ('| custom_model | 0.1000 / 0.2000 | 70.00 / 60.00 | 1.1000 / 1.2000 '
@@ -236,10 +239,10 @@ def test_the_best_epochs_weights_are_restored_and_tested(tmp_path):
     data = loaders.DATASETS['digits'].load(None, 0, False)
     built = training_graph.build_graph(cfg, data)
     kernel = built.model.first_conv_kernel
-    with built.graph.as_default(), v1.Session(config=training_graph.session_config(cfg)) as session:
+    with built.graph.as_default(), v1.Session(config=training_graph.session_config(built.devices)) as session:
         session.run(v1.global_variables_initializer())
         best_weights = session.run(kernel)
-        run = runs.Run(cfg, 'r', {}, str(tmp_path), built, session, record={'epochs': []})
+        run = folder.Run(cfg, 'r', {}, str(tmp_path), built, session, record={'epochs': []})
         rows = [{'epoch': 1, 'valid_accuracy': 0.9, 'valid_loss': 0.3},
                 {'epoch': 2, 'valid_accuracy': 0.9, 'valid_loss': 0.4}]  # a tie: lower loss wins
         for row in rows:
@@ -248,7 +251,8 @@ def test_the_best_epochs_weights_are_restored_and_tested(tmp_path):
             session.run(kernel.assign(kernel + 1.0))
         record = run.record
         assert record['best']['epoch'] == 1
-        callbacks.TestEvaluation.test_best(run, final_test=(9.0, 0.0))
+        record['test'] = {'epoch': 2, 'loss': 9.0, 'accuracy': 0.0}  # the final weights'
+        callbacks.TestEvaluation.test_best(run, weights.best_weights_into_session(run))
         assert record['best']['checkpoint'] == os.path.join('best', 'model.ckpt-1')
         np.testing.assert_array_equal(session.run(kernel), best_weights)
         expected = passes.evaluate(session, built.model, built.source, 'test')

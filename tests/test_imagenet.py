@@ -21,10 +21,12 @@ from PIL import Image
 
 import TFRecordsReader
 import TFRecordsWriter
-from trainer import imagenet, inputs, settings
-from trainer.errors import ConfigError, DataError
-from trainer.inputs import make_input
+from foundation.data import imagenet
+from foundation.errors import ConfigError, DataError
 from tests.test_streaming import data_dir, read_examples, read_pass, reader_cfg, smooth_image
+from trainer.config import settings
+from trainer.training import input_source
+from trainer.training.input_source import make_input
 
 v1 = tf.compat.v1
 # The first, 388th and last synsets of TF's list: official labels 1, 388, 1000.
@@ -439,7 +441,7 @@ def test_present_classes_check_output_shape_with_the_records(written, tree):
     cfg = settings.checked_config(['dataset_name=imagenet', 'imagenet_classes=present',
                                    'output_shape=1000', 'batch_size=4'])
     with pytest.raises(DataError, match='holds 3 classes but output_shape=1000; set output_shape=3'):
-        inputs.open_dataset(cfg, written)
+        input_source.open_dataset(cfg, written)
     with pytest.raises(ConfigError, match=r"output_shape=3 but imagenet has 1000 classes; set "
                                           r"output_shape=1000, or imagenet_classes='present'"):
         settings.checked_config(['dataset_name=imagenet', 'output_shape=3'])

@@ -1,4 +1,4 @@
-"""The instruments of SPEC 10 (trainer/study.py, instruments.py): SE
+"""The instruments of the study (trainer/study/, instruments.py): SE
 excitations per class and the self-normalisation of every layer, checked
 against numpy's statistics of the same gate and layer tensors, fetched by
 their names."""
@@ -15,9 +15,13 @@ import tensorflow as tf
 
 import instruments
 import main
+from foundation.data import loaders
+from foundation.networks import architecture
 from Model import network
-from trainer import (architecture, checkpoints, excitation, loaders, probes,
-                     self_normalisation, settings, training_graph)
+from trainer.config import settings
+from trainer.runs import checkpoints
+from trainer.study import excitation, probes, self_normalisation
+from trainer.training import callbacks, training_graph
 
 v1 = tf.compat.v1
 RUN = 'custom_model_se_selu'
@@ -61,7 +65,7 @@ def restored(trained):
     cfg = config(root)
     data = loaders.load_digits(None, cfg['seed'], False)
     built = training_graph.build_graph(cfg, data)
-    with built.graph.as_default(), v1.Session(config=training_graph.session_config(cfg)) as session:
+    with built.graph.as_default(), v1.Session(config=training_graph.session_config(built.devices)) as session:
         built.saver.restore(session, checkpoints.found(str(run_dir))[-1].prefix)
         yield built, session, data
 
@@ -122,11 +126,12 @@ def test_a_run_with_se_writes_its_excitations_and_their_table(trained):
     assert '| se | SE | 64 |' in printed
 
 
-def test_the_excitations_are_measured_before_the_test_evaluation_restores_the_best_weights():
-    """The excitations are labelled with the last epoch: they must see its
-    weights, which TestEvaluation replaces by the best epoch's."""
-    names = [type(c).__name__ for c in main.chief_callbacks().callbacks]
-    assert names.index('Excitations') < names.index('TestEvaluation')
+def test_the_excitations_are_measured_with_the_final_weights():
+    """The excitations are labelled with the last epoch: they are measured
+    after training, before the one step that brings the best epoch's weights."""
+    excitations = next(c for c in main.chief_callbacks().callbacks if type(c).__name__ == 'Excitations')
+    assert type(excitations).after_train is not callbacks.Callback.after_train
+    assert type(excitations).with_best_weights is callbacks.Callback.with_best_weights
 
 
 def test_the_excitations_are_numpys_per_class_statistics_of_the_gate(trained, restored):
@@ -202,11 +207,12 @@ def se_resnet():
     with graph.as_default():
         v1.set_random_seed(0)
         cfg = settings.load_config(['model=resnet50', 'use_se=True', 'activation_fn=selu'])
-        model = types.SimpleNamespace(X=v1.placeholder(tf.float32, [None, 8, 8, 1]), config=cfg,
+        model = types.SimpleNamespace(X=v1.placeholder(tf.float32, [None, 8, 8, 1]),
+                                      architecture=architecture.from_config(cfg),
                                       is_training=v1.placeholder_with_default(False, []),
                                       ops_prefix='resnet50/', variables_prefix='resnet50/')
         with v1.variable_scope('resnet50'):
-            network(model.X, model.is_training, architecture.from_config(cfg))
+            network(model.X, model.is_training, model.architecture)
         recorder = self_normalisation.Recorder(model, chunk_images=4)
         fast = v1.ConfigProto(allow_soft_placement=True)
         fast.graph_options.rewrite_options.disable_meta_optimizer = True  # seconds per run on ResNet50

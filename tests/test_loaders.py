@@ -11,9 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from trainer import download
-from trainer import loaders
-from trainer.errors import DataError
+from foundation.data import download, loaders
+from foundation.errors import DataError
 from tests import fixtures
 
 MAIN = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +27,7 @@ def load_in_child(loader, data_dir, limit_mb=MEMORY_BOUND_MB):
     <message>' or 'loaded', its peak RSS in MB, seconds)."""
     script = textwrap.dedent(f"""
         import resource
-        from trainer import loaders
+        from foundation.data import loaders
         try:
             loaders.{loader}({str(data_dir)!r}, 0, False)
             print('loaded')
@@ -429,7 +428,7 @@ class ObjectArrayFromBytes:
 def test_cifar_pickle_forging_object_pointers_is_refused(tmp_path):
     write_tampered_batch(tmp_path, 'data_batch_1', batch_dict_bytes(labels=ObjectArrayFromBytes()))
     script = textwrap.dedent(f"""
-        from trainer import loaders
+        from foundation.data import loaders
         try:
             loaders.load_cifar_32({str(tmp_path)!r}, 0, False)
         except loaders.DataError as error:

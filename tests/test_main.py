@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from foundation import machine
+from foundation.data import loaders
+from foundation.data.input_pipeline import ArrayInput
+from foundation.errors import DataError
 from Model import Model
-from trainer import loaders, machine, passes, settings, training_graph
-from trainer.errors import DataError
-from trainer.input_pipeline import ArrayInput
+from trainer.config import settings
+from trainer.training import passes, training_graph
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROGRESS = re.compile(r'^epoch (\d+), step (\d+) / (\d+), loss = \d+\.\d\d \(\d+\.\d{3} sec/batch\), '
@@ -70,7 +73,7 @@ def test_trains_and_prints_the_seed_console_format(first_run):
         assert re.match(r'^Total epoch time training: \d+\.\d$', lines[i + 3])
         assert lines[i + 4] == 'Plotting in: datasets/digits/save_dir/plot_training/custom_model_relu.pdf'
     record = json.loads((root / 'datasets/digits/save_dir/runs/custom_model_relu/history.json').read_text())
-    # the training pass alone (SPEC 6), not the evaluation after it
+    # the training pass alone, not the evaluation after it
     assert [line.split(': ')[1] for line in lines if line.startswith('Total epoch time')] == \
         [f"{row['train_seconds']:.1f}" for row in record['epochs']]
     # two epochs of the default model learn digits well beyond chance (10 %)
@@ -202,7 +205,7 @@ def test_gpu_options_fall_back_cleanly_on_a_cpu_only_machine(options):
     cfg = dict(settings.load_config([]), **options)
     data = loaders.load_digits(None, 0, False)
     graph, source, model, *_ = training_graph.build_graph(cfg, data)
-    with graph.as_default(), tf.compat.v1.Session(config=training_graph.session_config(cfg)) as session:
+    with graph.as_default(), tf.compat.v1.Session(config=training_graph.session_config(machine.decide(cfg))) as session:
         session.run(tf.compat.v1.global_variables_initializer())
         source.start(session, 'train', training=True, seed=0)
         _, loss = session.run([model.train_op, model.loss], {model.is_training: True})
@@ -246,7 +249,7 @@ def test_unwritable_output_is_refused_before_training(tmp_path):
 
 
 def test_non_finite_weights_are_detected(graph):
-    model = Model(settings.load_config([]), (8, 8, 1))
+    model = Model.from_config(settings.load_config([]), (8, 8, 1))
     with tf.compat.v1.Session(graph=graph) as session:
         session.run(tf.compat.v1.global_variables_initializer())
         assert session.run(model.weights_finite)
@@ -328,7 +331,7 @@ def test_evaluating_a_split_that_gives_no_images_is_a_clear_error():
     data = dataclasses.replace(data, valid=empty)
     cfg = settings.load_config([])
     graph, source, model, *_ = training_graph.build_graph(cfg, data)
-    with graph.as_default(), tf.compat.v1.Session(config=training_graph.session_config(cfg)) as session:
+    with graph.as_default(), tf.compat.v1.Session(config=training_graph.session_config(machine.decide(cfg))) as session:
         session.run(tf.compat.v1.global_variables_initializer())
         with pytest.raises(DataError, match='the valid split gave no images'):
             passes.evaluate(session, model, source, 'valid')
@@ -372,19 +375,19 @@ def no_gpu_here():
 
 @pytest.mark.skipif('not no_gpu_here()', reason='a GPU takes float16, not bfloat16')
 def test_session_config_mixed_precision_without_gpu_is_onednn_bfloat16():
-    proto = training_graph.session_config(device_cfg(mixed_precision=True, xla=False))
+    proto = training_graph.session_config(machine.decide(device_cfg(mixed_precision=True, xla=False)))
     bf16, fp16, _ = rewrites_and_jit(proto)
     assert bf16 and not fp16
 
 
 def test_session_config_xla_turns_on_the_global_jit():
-    *_, jit = rewrites_and_jit(training_graph.session_config(device_cfg(mixed_precision=False, xla=True)))
+    *_, jit = rewrites_and_jit(training_graph.session_config(machine.decide(device_cfg(mixed_precision=False, xla=True))))
     assert jit == tf.compat.v1.OptimizerOptions.ON_1
 
 
 def test_session_config_without_mixed_precision_and_xla_sets_neither():
     bf16, fp16, jit = rewrites_and_jit(
-        training_graph.session_config(device_cfg(mixed_precision=False, xla=False)))
+        training_graph.session_config(machine.decide(device_cfg(mixed_precision=False, xla=False))))
     assert not bf16 and not fp16
     assert jit == tf.compat.v1.OptimizerOptions.DEFAULT
 
@@ -403,8 +406,8 @@ def train_on_a_fixed_batch(cfg, steps):
     y = np.eye(10, dtype=np.float32)[[0, 3, 7, 9]]
     with tf.Graph().as_default() as graph:
         tf.compat.v1.set_random_seed(0)
-        model = Model(cfg, (8, 8, 1))
-        with tf.compat.v1.Session(config=training_graph.session_config(cfg)) as session:
+        model = Model.from_config(cfg, (8, 8, 1))
+        with tf.compat.v1.Session(config=training_graph.session_config(machine.decide(cfg))) as session:
             session.run(tf.compat.v1.global_variables_initializer())
             feed = {model.X: x, model.Yoh: y, model.is_training: True}
             losses = [session.run([model.train_op, model.loss], feed)[1] for _ in range(steps)]

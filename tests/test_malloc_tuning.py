@@ -3,7 +3,7 @@ import platform
 
 import pytest
 
-from trainer import malloc_tuning
+from foundation import malloc_tuning
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != 'glibc', reason='mallopt is glibc only')

@@ -11,9 +11,11 @@ import pytest
 import tensorflow as tf
 
 import constant
-from trainer import settings
+from foundation.data import loaders
+from foundation.networks import architecture
 from Model import Model, count_parameters, network, squeeze_excite
-from trainer import architecture, loaders, training_graph
+from trainer.config import settings
+from trainer.training import training_graph
 
 v1 = tf.compat.v1
 
@@ -51,10 +53,10 @@ def build(cfg, shape, device=None, seed=0):
     """A Model in the current graph, with a graph seed."""
     v1.set_random_seed(seed)
     with tf.device(device) if device else contextlib.nullcontext():
-        return Model(cfg, shape)
+        return Model.from_config(cfg, shape)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def resnet(dataset, use_se, act):
     """Cached full ResNet50 Models (building one takes seconds), on
     constant.config['device'] as main.py builds them; tests open own sessions."""
@@ -68,7 +70,7 @@ def resnet(dataset, use_se, act):
     return types.SimpleNamespace(graph=graph, model=model, init=init_op, logits=model.logits)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def resnet_network(dataset, use_se, act, dataset_name=None, classes=10, shape=None):
     """Only the network (no loss, no Adam): about a third of the build time,
     for static checks."""
@@ -511,7 +513,7 @@ def test_gpu_device_falls_back_to_cpu():
     np.testing.assert_allclose(logits['/device:GPU:0'], logits[None], rtol=rtol, atol=rtol)
 
 
-# --- SELU with raw pixels (SPEC 5.3) --------------------------------------------------------
+# --- SELU with raw pixels --------------------------------------------------------------------
 
 def test_selu_training_step_with_raw_pixels_stays_finite(session):
     model = build(make_config(model='custom_model', activation_fn='selu', dataset_name='mnist'),
@@ -522,7 +524,7 @@ def test_selu_training_step_with_raw_pixels_stays_finite(session):
     init(session)
     pre = session.run(v1.get_default_graph().get_tensor_by_name('custom_model/conv1/BiasAdd:0'),
                       feed)
-    assert pre.max() > 89  # exp overflows float32 here: the seed's NaN regime
+    assert pre.max() > 89  # exp overflows float32 here: the original selu's NaN regime
     _, loss = session.run([model.train_op, model.loss], feed)
     assert np.isfinite(loss)
     for v, value in zip(v1.global_variables(), session.run(v1.global_variables())):
@@ -663,7 +665,7 @@ def test_multiply_adds_count_one_image_and_not_the_training_ops(graph):
     model = build(cfg, SHAPES['mnist'])
     assert any(op.type == 'Conv2DBackpropInput' for op in graph.get_operations())
     with v1.variable_scope('other'):
-        Model(cfg, (32, 32, 1))
+        Model.from_config(cfg, (32, 32, 1))
     assert model.forward_multiply_adds() == CUSTOM_MNIST_MULTIPLY_ADDS
 
 
@@ -706,7 +708,7 @@ def test_se_resnet50_holds_the_variables_of_earlier_checkpoints(integration):
     assert added == EXPECTED_VARIABLES[f'resnet50|se=True|selu|{integration}']['added_to_plain_resnet50']
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def se_resnet_network(integration):
     graph = tf.Graph()
     with graph.as_default():

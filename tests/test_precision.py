@@ -4,7 +4,8 @@ network from machine.CPU_BFLOAT16_AUTO; the console line naming the precision.""
 import pytest
 
 import constant
-from trainer import machine, settings
+from foundation import machine
+from trainer.config import settings
 
 # Excerpts of /proc/cpuinfo (first processor), flags shortened around the ones that matter.
 AMD_GENOA = """processor\t: 0
@@ -127,12 +128,12 @@ def test_load_config_asks_the_cpu(resnet50_measured, monkeypatch, native):
 def test_precision_line_on_the_cpu(monkeypatch, mixed, native, expected):
     monkeypatch.setattr(machine, 'gpu_found', lambda device: False)
     monkeypatch.setattr(machine, 'cpu_native_bfloat16', lambda: native)
-    assert machine.precision_line({**constant.config, 'mixed_precision': mixed}) == expected
+    assert machine.precision_line(machine.decide({**constant.config, 'mixed_precision': mixed})) == expected
 
 
 def test_precision_line_on_a_gpu(monkeypatch):
     monkeypatch.setattr(machine, 'gpu_found', lambda device: True)
-    assert machine.precision_line({**constant.config, 'mixed_precision': True}) == \
+    assert machine.precision_line(machine.decide({**constant.config, 'mixed_precision': True})) == \
         'precision: float16 compute on the GPU, float32 weights, dynamic loss scaling'
 
 
@@ -140,14 +141,15 @@ def test_auto_carries_a_measured_network_into_bfloat16_sessions(resnet50_measure
     # The whole path main.py takes once the integrator sets ResNet50's entry: the
     # resolved config, the session's oneDNN bfloat16 rewrite, the console line.
     from tensorflow.core.protobuf import rewriter_config_pb2
-    from trainer import training_graph
+
+    from trainer.training import training_graph
     monkeypatch.setattr(machine, 'gpu_found', lambda device: False)
     monkeypatch.setattr(machine, 'cpu_native_bfloat16', lambda: True)
     on = rewriter_config_pb2.RewriterConfig.ON
     for model, bfloat16 in (('resnet50', True), ('custom_model', False)):
         cfg = settings.load_config([f'model={model}'])
-        rewrites = training_graph.session_config(cfg).graph_options.rewrite_options
+        rewrites = training_graph.session_config(machine.decide(cfg)).graph_options.rewrite_options
         assert (rewrites.auto_mixed_precision_onednn_bfloat16 == on) is bfloat16
         assert rewrites.auto_mixed_precision != on  # float16 is the GPU's
-        assert machine.precision_line(cfg).startswith(
+        assert machine.precision_line(machine.decide(cfg)).startswith(
             'precision: bfloat16' if bfloat16 else 'precision: float32')

@@ -1,6 +1,6 @@
 """ResNet50 against Keras' own: the same features with Keras' weights copied
-in (SPEC 5.2), and init_weights, which starts a run's trunk from Keras'
-ImageNet weights file (trainer/pretrained.py).
+in (docs/models.md, ResNet50's stem), and init_weights, which starts a run's trunk from Keras'
+ImageNet weights file (foundation/networks/pretrained.py).
 
 No download: the weights file is written here from a
 keras.applications.ResNet50(weights=None) in the layout of the published
@@ -21,9 +21,13 @@ from tensorflow.python.eager import context
 
 import constant
 import main
+from foundation.data import loaders
+from foundation.errors import ConfigError, DataError
+from foundation.networks import architecture, pretrained
 from Model import network
-from trainer import architecture, checkpoints, loaders, pretrained, runs, settings, training_graph
-from trainer.errors import ConfigError, DataError
+from trainer.config import settings
+from trainer.runs import checkpoints, folder
+from trainer.training import training_graph
 
 v1 = tf.compat.v1
 FEATURE_SIZES = (64, 224)
@@ -49,7 +53,7 @@ def randomise(model, seed=0):
             layer.set_weights([kernel, rng.normal(0, 0.1, bias.shape)])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def keras_resnet(seed=0):
     """keras.applications.ResNet50, no top, average-pooled features, any
     image size, its statistics randomised."""
@@ -111,7 +115,7 @@ def test_the_written_file_is_what_keras_own_legacy_loader_reads(weights_file):
 
 # --- the features: project's network against Keras' ------------------------------------
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def project_resnet():
     """Model.resnet50 (3 channels, any image size) in inference mode, and
     its average-pooled features."""
@@ -144,7 +148,7 @@ def largest_relative_differences(values):
 
 
 def test_resnet50_gives_keras_features_with_keras_weights(weights_file):
-    """SPEC 5.2: the stem pads as Keras' (3, then a 'valid' 7x7/2 conv; 1,
+    """The stem pads as Keras' (3, then a 'valid' 7x7/2 conv; 1,
     then a 'valid' 3x3/2 pool), so Keras' weights give Keras' features, at
     even sizes too (TF's 'SAME' padded 2 before and 3 after there)."""
     found = largest_relative_differences(pretrained.read_trunk(weights_file))
@@ -177,7 +181,7 @@ def test_the_first_kernel_takes_the_projects_standardised_input(channels):
 
 
 def digits_network(cfg):
-    """What runs.start_or_resume uses of a TrainingGraph, for the network
+    """What folder.start_or_resume uses of a TrainingGraph, for the network
     alone (a third of a training graph's build time): the model's input and
     variables, the data, the progress and a saver."""
     graph = tf.Graph()
@@ -200,13 +204,13 @@ def test_a_fresh_start_takes_the_trunk_and_a_resume_keeps_its_checkpoint(weights
     the console says so; resuming restores the checkpoint, not the file."""
     cfg = make_config(model='resnet50', use_se=True, dataset_name='digits',
                       datasets_root=str(tmp_path), init_weights=weights_file)
-    run = runs.locate(cfg)
+    run = folder.locate(cfg)
     run.built = digits_network(cfg)
     data = run.built.source.data
     expected = pretrained.fit_input(pretrained.read_trunk(weights_file), data.mean, data.std)
     with run.built.graph.as_default(), v1.Session() as session:
         run.session = session
-        runs.start_or_resume(run)
+        folder.start_or_resume(run)
         variables = pretrained.network_variables(run.built.model)
         found = session.run({name: variables[name] for name in expected})
         for name, value in expected.items():
@@ -217,9 +221,9 @@ def test_a_fresh_start_takes_the_trunk_and_a_resume_keeps_its_checkpoint(weights
         pretrained.assign(session, [(kernel, np.ones(kernel.shape.as_list(), np.float32))])
         checkpoints.save(session, run.built.saver, run.directory, 1, 0,
                          {'epochs': [], 'config': settings.saved_config(cfg)})
-        resumed = runs.locate({**cfg, 'resume': True})
+        resumed = folder.locate({**cfg, 'resume': True})
         resumed.built, resumed.session = run.built, session
-        runs.start_or_resume(resumed)
+        folder.start_or_resume(resumed)
         assert (session.run(kernel) == 1).all()
     out = capsys.readouterr().out
     assert out.count('Initial weights from') == 1 and 'Resuming from' in out

@@ -12,7 +12,8 @@ from tests.fixtures import TWO_CPU_SCRIPT
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-SPLIT_CPU = TWO_CPU_SCRIPT + """from trainer import settings, training_graph
+SPLIT_CPU = TWO_CPU_SCRIPT + """from trainer.config import settings
+from trainer.training import training_graph
 """
 
 EQUIVALENCE = SPLIT_CPU + """

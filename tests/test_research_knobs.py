@@ -13,12 +13,12 @@ import tensorflow as tf
 
 import constant
 import layers
-from trainer import settings
+from foundation.errors import ConfigError
+from foundation.networks import architecture, optimisation
 from Model import Model, bottleneck, learning_rate_schedule
-from trainer import architecture
-from trainer.errors import ConfigError
-from trainer.settings import load_config
 from tests.test_model import make_config, network_only
+from trainer.config import settings
+from trainer.config.settings import load_config
 
 v1 = tf.compat.v1
 
@@ -37,7 +37,7 @@ def config(**overrides):
 def custom_model(**overrides):
     """The custom model on 8x8x1 digits in the current graph, seeded."""
     v1.set_random_seed(0)
-    return Model(config(model='custom_model', dataset_name='digits', **overrides), DIGITS)
+    return Model.from_config(config(model='custom_model', dataset_name='digits', **overrides), DIGITS)
 
 
 def digits_feed(model, n=6, seed=0):
@@ -213,7 +213,7 @@ def test_no_weight_decay_minimises_the_training_loss_itself(session):
 
 def run_schedule(session, cfg, steps, steps_per_epoch=None):
     global_step = v1.train.get_or_create_global_step()
-    rate = learning_rate_schedule(cfg, global_step, steps_per_epoch)
+    rate = learning_rate_schedule(optimisation.from_config(cfg), global_step, steps_per_epoch)
     step = v1.placeholder(tf.int64, [])
     assign = global_step.assign(step)
     v1.global_variables_initializer().run()
@@ -265,13 +265,13 @@ def test_epoch_schedules_need_steps_per_epoch(graph, schedule):
     global_step = v1.train.get_or_create_global_step()
     for steps_per_epoch in (None, 0):
         with pytest.raises(ValueError, match='steps_per_epoch'):
-            learning_rate_schedule(cfg, global_step, steps_per_epoch)
+            learning_rate_schedule(optimisation.from_config(cfg), global_step, steps_per_epoch)
     with pytest.raises(ValueError, match='steps_per_epoch'):
-        Model(dict(cfg, model='custom_model'), DIGITS)
+        Model.from_config(dict(cfg, model='custom_model'), DIGITS)
 
 
 def test_model_learning_rate_follows_the_configured_schedule(session):
-    model = Model(config(lr_schedule='piecewise', learning_rate=0.5, lr_boundaries=[1],
+    model = Model.from_config(config(lr_schedule='piecewise', learning_rate=0.5, lr_boundaries=[1],
                          lr_factor=0.25), DIGITS, steps_per_epoch=2)
     v1.global_variables_initializer().run()
     feed = {**digits_feed(model), model.is_training: True}
@@ -332,7 +332,7 @@ ALL_STAGES = (2, 3, 4, 5)
 BLOCKS = {2: 3, 3: 4, 4: 6, 5: 3}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def se_resnet(integration, stages=ALL_STAGES, act='relu'):
     """The bare SE-ResNet50 network (no loss, no optimiser) on 8x8x1 digits."""
     graph = tf.Graph()
@@ -616,9 +616,9 @@ def test_every_point_of_the_shipped_grids_is_a_valid_config():
 
 
 def test_weight_penalty_covers_this_models_weights_when_built_inside_another_scope(graph):
-    Model(config(), (8, 8, 1))  # a model of the same name at the top level
+    Model.from_config(config(), (8, 8, 1))  # a model of the same name at the top level
     with v1.variable_scope('other'):
-        inner = Model(config(weight_decay=0.01), (8, 8, 1))
+        inner = Model.from_config(config(weight_decay=0.01), (8, 8, 1))
     penalised = {op.inputs[0].op.inputs[0].name for op in graph.get_operations()
                  if op.type == 'L2Loss'}  # L2Loss <- ReadVariableOp <- the variable
     assert penalised and all(name.startswith('other/custom_model/') for name in penalised)
@@ -634,8 +634,8 @@ def _augmented_batch(session, source, seed):
 
 @pytest.mark.parametrize('flip', [False, True])
 def test_augment_gives_reproducible_shifted_crops_of_the_padded_image(session, flip):
-    from trainer import loaders
-    from trainer.input_pipeline import ArrayInput
+    from foundation.data import loaders
+    from foundation.data.input_pipeline import ArrayInput
     data = loaders.load_digits(None, 0, False)
     source = ArrayInput(data, 64, 250, augmentation=(1, flip))
     batch = _augmented_batch(session, source, seed=7)

@@ -1,6 +1,6 @@
 """Runs are never lost: checkpoints found wherever the run lies, no gap after a
-crash, one process per run, earlier runs kept (trainer/runs.py,
-trainer/checkpoints.py)."""
+crash, one process per run, earlier runs kept (trainer/runs/,
+trainer/runs/checkpoints.py)."""
 import json
 import os
 import re
@@ -17,7 +17,8 @@ import tensorflow as tf
 import experiments
 import main
 from tests.test_main import PROJECT_DIR, read_until, run_main, start_main
-from trainer import checkpoints, runs, settings
+from trainer.config import settings
+from trainer.runs import checkpoints, folder, records, weights
 
 v1 = tf.compat.v1
 RUN = ('digits', 'save_dir', 'runs', 'custom_model_relu')
@@ -86,7 +87,7 @@ def test_a_checkpoint_restores_from_where_the_run_was_moved_or_copied(tmp_path):
             os.replace(first, tmp_path / 'moved')
             for folder in ('copy', 'moved'):
                 session.run(weight.assign([0.0, 0.0]))
-                restored = runs.restore_newest_readable(session, saver, str(tmp_path / folder))
+                restored = weights.restore_newest_readable(session, saver, str(tmp_path / folder))
                 assert restored.prefix == str(tmp_path / folder / 'model.ckpt-1')
                 assert session.run(weight).tolist() == [1.0, 2.0]
                 assert restored.record() == {'epochs': [{'epoch': 1}]}
@@ -111,13 +112,13 @@ def test_the_saved_record_is_the_newest_checkpoints_unless_history_json_agrees(t
     (tmp_path / 'model.ckpt-2.history.json').write_text(json.dumps(record(1, 2)))
     if written is not None:
         (tmp_path / 'history.json').write_text(written)
-    assert runs.saved_record(str(tmp_path)) == expected
+    assert records.saved_record(str(tmp_path)) == expected
 
 
 def test_a_damaged_history_without_checkpoint_records_is_one_clear_error(tmp_path):
     (tmp_path / 'history.json').write_text('{"epochs": [')
-    with pytest.raises(runs.DataError, match='history.json is unreadable'):
-        runs.saved_record(str(tmp_path))
+    with pytest.raises(records.DataError, match='history.json is unreadable'):
+        records.saved_record(str(tmp_path))
 
 
 # --- one process per run ----------------------------------------------------------------
@@ -125,27 +126,27 @@ def test_a_damaged_history_without_checkpoint_records_is_one_clear_error(tmp_pat
 HOLD_LOCK = """
 import sys, time
 sys.path.insert(0, {project!r})
-from trainer import runs
-with runs.Lock(runs.Run({{}}, 'shared', {{}}, {run!r})):
+from trainer.runs import folder
+with folder.Lock(folder.Run({{}}, 'shared', {{}}, {run!r})):
     print('locked', flush=True)
     time.sleep(600)
 """
 
 
 def test_a_run_in_use_is_refused_naming_who_holds_it_and_freed_when_that_process_dies(tmp_path):
-    run = runs.Run({}, 'shared', {}, str(tmp_path / 'runs' / 'shared'))
+    run = folder.Run({}, 'shared', {}, str(tmp_path / 'runs' / 'shared'))
     holder = subprocess.Popen([sys.executable, '-c', HOLD_LOCK.format(project=PROJECT_DIR,
                                                                      run=run.directory)],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == 'locked'
-        with pytest.raises(runs.RunInUse, match=rf'run shared is in use by process {holder.pid} on '):
-            with runs.Lock(run):
+        with pytest.raises(folder.RunInUse, match=rf'run shared is in use by process {holder.pid} on '):
+            with folder.Lock(run):
                 pass
     finally:
         holder.kill()  # as kill -9: no clean-up runs
         holder.wait()
-    with runs.Lock(run):  # the system released the dead process's lock
+    with folder.Lock(run):  # the system released the dead process's lock
         pass
 
 
@@ -153,7 +154,7 @@ def test_a_run_in_use_is_refused_naming_who_holds_it_and_freed_when_that_process
 
 def test_a_fresh_start_keeps_the_earlier_run_with_its_plot_and_filters(tmp_path, capsys):
     cfg = settings.load_config([f'datasets_root={tmp_path}', 'keep_earlier_runs=2'])
-    run = runs.locate(cfg)
+    run = folder.locate(cfg)
     plot = tmp_path / 'digits' / 'save_dir' / 'plot_training' / f'{run.name}.pdf'
     said = []
     for i in range(4):
@@ -161,7 +162,7 @@ def test_a_fresh_start_keeps_the_earlier_run_with_its_plot_and_filters(tmp_path,
         (tmp_path.joinpath(*RUN) / 'history.json').write_text(str(i))
         plot.parent.mkdir(parents=True, exist_ok=True)
         plot.write_text(f'plot {i}')
-        runs.set_aside(run)
+        folder.set_aside(run)
         said.append(capsys.readouterr().out)
     earlier = sorted(tmp_path.joinpath(*RUN).parent.glob('custom_model_relu.earlier-*'))
     assert sorted((e / 'history.json').read_text() for e in earlier) == ['2', '3']
@@ -270,7 +271,7 @@ def test_restore_takes_a_checkpoint_of_the_other_precision(tmp_path, written, re
         weight = v1.get_variable('w', initializer=tf.constant([0.0, 0.0]))
         restored().minimize(tf.reduce_sum(weight * weight))
         with v1.Session() as session:
-            runs.restore(session, v1.train.Saver(), prefix)
+            weights.restore(session, v1.train.Saver(), prefix)
             np.testing.assert_array_equal(session.run(weight), weight_then)
             scales = [v for v in v1.global_variables() if v.op.name == 'current_loss_scale']
             if restored is loss_scaled_adam:  # started afresh: dynamic scaling's first scale
@@ -283,7 +284,7 @@ def test_restore_still_fails_on_a_missing_weight(tmp_path):
         other = v1.get_variable('v', initializer=tf.constant([0.0, 0.0]))
         loss_scaled_adam().minimize(tf.reduce_sum(other * other))
         with v1.Session() as session, pytest.raises(tf.errors.NotFoundError):
-            runs.restore(session, v1.train.Saver(), prefix)
+            weights.restore(session, v1.train.Saver(), prefix)
 
 
 def test_the_best_checkpoint_restores_or_is_a_warning_saying_what_goes_without_it(tmp_path, capsys):
@@ -297,10 +298,10 @@ def test_the_best_checkpoint_restores_or_is_a_warning_saying_what_goes_without_i
             run = types.SimpleNamespace(directory=str(tmp_path), session=session,
                                         built=types.SimpleNamespace(best_saver=saver),
                                         record={'best': {'checkpoint': 'best/model.ckpt-1'}})
-            assert runs.restore_best(run, 'no test figure for it')
+            assert weights.restore_best(run, 'no test figure for it')
             np.testing.assert_array_equal(session.run(weight), [1.0, 2.0])
             run.record['best']['checkpoint'] = 'best/model.ckpt-2'  # never written
-            assert not runs.restore_best(run, 'no test figure for it')
+            assert not weights.restore_best(run, 'no test figure for it')
     err = capsys.readouterr().err
     assert err.startswith(f"warning: the best epoch's checkpoint {tmp_path}/best/model.ckpt-2 is "
                           f"unreadable (")

@@ -9,9 +9,10 @@ import tensorflow as tf
 
 import constant
 import layers
-from trainer import machine, settings
-from trainer.errors import ConfigError
-from trainer.settings import load_config
+from foundation import machine
+from foundation.errors import ConfigError
+from trainer.config import settings
+from trainer.config.settings import load_config
 
 
 def test_seed_keys_are_all_there_with_their_meanings():
@@ -70,7 +71,7 @@ def test_the_saved_config_leaves_out_the_menus_only():
 def test_a_config_is_checked_without_importing_tensorflow():
     """constant.py imports layers.py, whose TensorFlow loads at the first
     layer built: a mistyped key costs no TensorFlow import."""
-    code = ('import sys; from trainer import settings; settings.checked_config(["model=resnet50"]); '
+    code = ('import sys; from trainer.config import settings; settings.checked_config(["model=resnet50"]); '
             'print("tensorflow" in sys.modules, "sklearn" in sys.modules)')
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -190,13 +191,15 @@ def test_every_whole_number_is_bounded_by_what_takes_it(key):
 
 def test_the_bounds_themselves_work_where_the_values_go(graph, session):
     """The largest values the rules let through are taken by what uses them."""
-    from trainer import loaders, malloc_tuning
+    from foundation import malloc_tuning
+    from foundation.data import loaders
+    from foundation.networks import optimisation
     from Model import learning_rate_schedule
     cfg = load_config([f'seed={settings.SEED_MAX}', f'decay_steps={settings.INT32_MAX}',
                        f'eval_batch_size={settings.INT32_MAX}', f'keep_checkpoints={settings.INT32_MAX}',
                        f'malloc_mmap_threshold={settings.MMAP_THRESHOLD_MAX}'])
     assert len(loaders.load_digits(None, cfg['seed'], False).train) == 1437
-    rate = learning_rate_schedule(cfg, tf.compat.v1.train.get_or_create_global_step())
+    rate = learning_rate_schedule(optimisation.from_config(cfg), tf.compat.v1.train.get_or_create_global_step())
     batches = tf.data.Dataset.range(5).batch(cfg['eval_batch_size'])
     batch = tf.compat.v1.data.make_one_shot_iterator(batches).get_next()
     tf.compat.v1.train.Saver(max_to_keep=cfg['keep_checkpoints'])

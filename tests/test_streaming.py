@@ -1,4 +1,4 @@
-"""The streamed datasets: ImageResizer, TFRecordsWriter, TFRecordsReader (SPEC 4, 7).
+"""The streamed datasets: ImageResizer, TFRecordsWriter, TFRecordsReader.
 
 Records are parsed back with tf_record_iterator + tf.train.Example, independently
 of TFRecordsReader; the bicubic reference is plain numpy.
@@ -17,7 +17,6 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from PIL import Image
 
 import ImageResizer
@@ -25,11 +24,12 @@ import main
 import predict
 import TFRecordsReader
 import TFRecordsWriter
+from foundation.data import image_files, loaders
+from foundation.errors import DataError
 from Model import Model
-from trainer import loaders, settings
-from trainer.errors import DataError
-from trainer.inputs import make_input
 from tests import fixtures
+from trainer.config import settings
+from trainer.training.input_source import make_input
 
 v1 = tf.compat.v1
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -863,7 +863,7 @@ def test_main_trains_on_a_written_imagenet_subset(imagenet, capsys):
     record = load_json(run / 'history.json')
     cfg = settings.load_config(args)
     with tf.Graph().as_default(), v1.Session() as session:
-        model = Model(cfg, (224, 224, 3))
+        model = Model.from_config(cfg, (224, 224, 3))
         v1.train.Saver().restore(session, str(run / record['best']['checkpoint']))
         images, _, _ = read_pass(session, make_input(TFRecordsReader.open_imagenet(imagenet['dir']), cfg),
                                  'valid', training=False)
@@ -889,7 +889,7 @@ def jpeg_claiming(width, height):
 def write_hostile(path, case):
     if case == 'sparse_huge_file':  # 65 MB that take no disk: refused by its size, never read
         with open(path, 'wb') as f:
-            f.truncate(TFRecordsWriter.IMAGE_MAX_BYTES + 1)
+            f.truncate(image_files.IMAGE_MAX_BYTES + 1)
         return
     data = {'header_65000x65000': lambda: jpeg_claiming(65000, 65000),  # Pillow's bomb error
             'header_9000x9000': lambda: jpeg_claiming(9000, 9000),  # Pillow would decode 243 MB
@@ -907,7 +907,7 @@ HOSTILE_IMAGES = {  # case: what the line says after the file's name
     # written, then an InvalidArgumentError traceback mid-epoch, skip_bad_records or not
     'truncated': ' is not a readable JPEG (jpeg::Uncompress failed. Invalid JPEG data',
     'text': ' is not a readable image (cannot identify image file',
-    'sparse_huge_file': f' holds {TFRecordsWriter.IMAGE_MAX_BYTES + 1} bytes, more than an image of '
+    'sparse_huge_file': f' holds {image_files.IMAGE_MAX_BYTES + 1} bytes, more than an image of '
                         f'the dataset',
 }
 

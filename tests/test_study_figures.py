@@ -1,10 +1,10 @@
 """The figures a researcher reads first: the run's PDF (util.py) and a
-sweep's (trainer/study_figures.py), from small made-up histories."""
+sweep's (trainer/study/figures.py), from small made-up histories."""
 import numpy as np
 import pytest
 
 import util
-from trainer import excitation, study_figures
+from trainer.study import excitation, figures
 
 
 def rows(rates):
@@ -51,7 +51,7 @@ def made_up_run(name, network, activation, se, layers):
                   'epochs': [{'epoch': e, 'inference': {'mean': [0.1 * e] * layers,
                                                         'variance': [1.0 + e] * layers}}
                              for e in (0, 1, 2)]}
-    return study_figures.SweepRun(name, network, activation, se, rows([1e-3, 1e-3, 1e-3]),
+    return figures.SweepRun(name, network, activation, se, rows([1e-3, 1e-3, 1e-3]),
                                   statistics, made_up_excitations(['se'], 0) if se else None)
 
 
@@ -59,14 +59,14 @@ def test_a_sweep_draws_a_colour_per_network_a_line_per_activation_and_marks_se(t
     runs = [made_up_run(f'{network}_{activation}', network, activation, network.endswith('_se'), layers)
             for network, layers in (('custom_model', 8), ('custom_model_se', 8), ('resnet50', 52))
             for activation in ('relu', 'selu')]
-    styles = study_figures.run_styles(runs)
+    styles = figures.run_styles(runs)
     assert styles['custom_model_relu']['color'] == styles['custom_model_selu']['color']
     assert len({styles[r.name]['color'] for r in runs}) == 3
     assert styles['resnet50_relu']['ls'] != styles['resnet50_selu']['ls']
     assert styles['custom_model_relu']['ls'] == styles['resnet50_relu']['ls']
     assert styles['custom_model_se_relu']['mfc'] != 'white' and styles['custom_model_relu']['mfc'] == 'white'
     path = tmp_path / 'validation.pdf'
-    study_figures.sweep_figure(runs, str(path), 'seed grid on digits')
+    figures.sweep_figure(runs, str(path), 'seed grid on digits')
     data = path.read_bytes()
     assert data.startswith(b'%PDF') and data.count(b'/Type /Page') - data.count(b'/Type /Pages') == 2
 
@@ -84,10 +84,10 @@ def test_a_depth_profile_names_the_parts_of_a_network_with_stages_and_logs_wide_
     variances = [1.0, 2.0, 10.0, 40.0, 300.0, 900.0, 2000.0]
     statistics = {'layers': layers, 'images': 8, 'epochs': [
         {'epoch': 0, 'inference': {'mean': [0.0] * 7, 'variance': variances}}]}
-    fig = study_figures.depth_profile_figure(statistics, ['inference'], 'resnet')
+    fig = figures.depth_profile_figure(statistics, ['inference'], 'resnet')
     ax_mean, ax_variance = fig.axes
     assert [t.get_text() for t in ax_mean.get_xticklabels()] == ['stem', 'stage2', 'stage3', 'head']
     assert list(ax_mean.get_xticks()) == [0.5, 2.5, 4.5, 6.0]  # the middle of each part
     assert ax_variance.get_yscale() == 'log' and ax_mean.get_yscale() == 'linear'
     statistics['epochs'][0]['inference']['variance'] = [1.0] * 7
-    assert study_figures.depth_profile_figure(statistics, ['inference'], 'r').axes[1].get_yscale() == 'linear'
+    assert figures.depth_profile_figure(statistics, ['inference'], 'r').axes[1].get_yscale() == 'linear'

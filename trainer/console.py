@@ -42,7 +42,7 @@ def log_interval(log_every, images):
 
 
 class ProgressLog:
-    """The progress lines of a training epoch: the seed's fields (epoch,
+    """The progress lines of a training epoch: the original fields (epoch,
     images done of the split, the batch's loss, seconds per batch), then the
     mean loss since the previous line and the time the epoch still needs
     (its time on the last line)."""

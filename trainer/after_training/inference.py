@@ -1,0 +1,181 @@
+"""A trained network as a function of raw pixels, for predict.py and
+export.py: image files made into images of the run's data, the network in
+inference mode with the run's normalisation inside (Serving), and that
+graph written as a TensorFlow SavedModel.
+
+Raw pixels are what image files hold, 0..255 (uint8, or floats on that
+scale). The run's data description (trainer/after_training/data_summary.py) says the rest: the
+image shape, the data's pixel levels (digits: 0..16), the training split's
+mean and std, how an image of another size becomes one of the data's, the
+class names.
+"""
+import os
+import re
+import shutil
+
+import numpy as np
+import tensorflow as tf
+
+import TFRecordsReader
+from foundation import tf_errors
+from foundation.data import image_files, input_pipeline
+from foundation.errors import DataError
+from foundation.networks import architecture
+from Model import network
+
+v1 = tf.compat.v1
+IMAGE_TYPES = ('.png', '.jpg', '.jpeg')  # what a folder is searched for
+SIGNATURES = {'serving_default': 'float32 images', 'serving_uint8': 'uint8 images',
+              'class_names': 'the class of each output'}
+
+
+class UnreadableImage(DataError):
+    """An image file that cannot be classified."""
+
+
+def serving_config(cfg):
+    """The config of a network for serving: NHWC, which every CPU runs (NCHW
+    needs a GPU or oneDNN's kernels), float32."""
+    return {**cfg, 'data_format': 'NHWC', 'mixed_precision': False, 'xla': False}
+
+
+class Serving:
+    """The graph of raw pixels -> probabilities: `images` (float32, fed or
+    else cast from `uint8_images`) scaled to the data's pixel levels,
+    normalised by the run's statistics, the network with batch norm in
+    inference mode, softmax; `saver` restores the network's weights from a
+    checkpoint of training (same variable names)."""
+
+    def __init__(self, cfg, description):
+        cfg = serving_config(cfg)
+        shape = [None, *description['image_shape']]
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            self.uint8_images = v1.placeholder(tf.uint8, shape, 'uint8_images')
+            self.images = v1.placeholder_with_default(tf.cast(self.uint8_images, tf.float32),
+                                                      shape, 'images')
+            pixels = self.images
+            if description['pixel_max'] != 255:  # image files' 0..255 -> the data's levels
+                pixels = pixels * np.float32(description['pixel_max'] / 255)
+            normalised = input_pipeline.normalise(pixels, np.float32(description['mean']),
+                                                  np.float32(description['std']))
+            with v1.variable_scope(cfg['model']):  # the scope Model builds the network in
+                logits = network(normalised, False, architecture.from_config(cfg))
+            self.probabilities = tf.nn.softmax(logits, name='probabilities')
+            self.class_names = tf.constant(description['classes'], name='class_names')
+            self.saver = v1.train.Saver()  # the network's variables: nothing else is here
+        self.classes = list(description['classes'])
+
+    def probabilities_of(self, session, images):
+        """[N, classes] probabilities of float images of raw pixels."""
+        return session.run(self.probabilities, {self.images: images})
+
+
+def signature(inputs, outputs):
+    info = v1.saved_model.utils.build_tensor_info
+    return v1.saved_model.signature_def_utils.build_signature_def(
+        {k: info(v) for k, v in inputs.items()}, {k: info(v) for k, v in outputs.items()},
+        v1.saved_model.signature_constants.PREDICT_METHOD_NAME)
+
+
+def export(serving, session, directory):
+    """Writes the session's Serving graph as a SavedModel (tag 'serve') into
+    `directory`, replacing one there only once the new one is complete.
+    Signatures: serving_default (float32 `images` -> `probabilities`),
+    serving_uint8 (the same from uint8), class_names (no input)."""
+    partial = f'{directory}.partial'
+    shutil.rmtree(partial, ignore_errors=True)  # left by an export that was killed
+    os.makedirs(os.path.dirname(directory), exist_ok=True)
+    builder = v1.saved_model.Builder(partial)
+    builder.add_meta_graph_and_variables(
+        session, [v1.saved_model.tag_constants.SERVING], strip_default_attrs=True,
+        signature_def_map={
+            'serving_default': signature({'images': serving.images},
+                                         {'probabilities': serving.probabilities}),
+            'serving_uint8': signature({'images': serving.uint8_images},
+                                       {'probabilities': serving.probabilities}),
+            'class_names': signature({}, {'class_names': serving.class_names})})
+    builder.save()
+    if os.path.exists(directory):
+        old = f'{directory}.old'
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(directory, old)
+        shutil.rmtree(old)
+    os.replace(partial, directory)
+    return directory
+
+
+# --- image files ----------------------------------------------------------------------
+
+def listed_images(paths):
+    """(path, None) for each file of `paths`, and for each PNG / JPEG in a
+    folder of them (its sub-folders too, sorted); (path, UnreadableImage)
+    for a path that is neither."""
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(os.path.join(root, name) for root, _, names in os.walk(path)
+                           for name in names if name.lower().endswith(IMAGE_TYPES))
+            if not found:
+                yield path, UnreadableImage(f'{path}: the folder holds no PNG or JPEG files')
+            yield from ((f, None) for f in found)
+        elif os.path.isfile(path):
+            yield path, None
+        else:
+            yield path, UnreadableImage(f'{path}: no such file or folder')
+
+
+class ImageReader:
+    """Image files as images of the run's data, raw float pixels 0..255:
+    decoded by TensorFlow (PNG, JPEG, also GIF and BMP), grey or colour made
+    the data's channels (colour to grey by luminance), and brought to the
+    data's size as its images were: ImageNet's evaluation view (the central
+    87.5 %, bilinear), else TensorFlow's bicubic resize rounded to whole
+    levels, as ImageResizer made the 128 px CIFAR-10 (anti-aliased when it
+    shrinks, where a plain bicubic would alias)."""
+
+    def __init__(self, description):
+        height, width, channels = description['image_shape']
+        self.size, self.resize = (height, width), description['resize']
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            self.contents = v1.placeholder(tf.string, [], 'file_contents')
+            self.decoded = tf.io.decode_image(self.contents, channels=channels,
+                                              expand_animations=False)
+            self.image = v1.placeholder(tf.float32, [None, None, channels], 'decoded')
+            if self.resize == 'central_view':
+                self.resized = {False: TFRecordsReader.central_view(self.image)}
+            else:
+                self.resized = {shrink: tf.clip_by_value(tf.round(tf.image.resize(
+                    self.image, self.size, method='bicubic', antialias=shrink)), 0.0, 255.0)
+                    for shrink in (False, True)}
+        self.session = v1.Session(graph=self.graph)
+
+    def read(self, path):
+        """The image of the file at `path`: float32 [height, width, channels]."""
+        try:
+            data = image_files.image_bytes(path)
+            image_files.opened(path, data).close()  # its declared size checked before decoding
+            decoded = self.session.run(self.decoded, {self.contents: data})
+        except OSError as error:
+            raise UnreadableImage(f'{path}: cannot be read ({error.strerror or error})') from None
+        except image_files.BadImage as error:
+            # Pillow names the bytes it was given as '<_io.BytesIO object at 0x...>'
+            said = re.sub(r' ?<[^<>]* object at 0x[0-9a-f]+>', '', str(error))
+            raise UnreadableImage(f'{said}; give PNG or JPEG files') from None
+        except tf.errors.OpError as error:
+            raise UnreadableImage(f'{path}: TensorFlow cannot decode it ({tf_errors.error_reason(error)}); '
+                                  f'give PNG or JPEG files') from None
+        if self.resize != 'central_view' and decoded.shape[:2] == self.size:
+            return decoded.astype(np.float32)
+        shrink = self.resize != 'central_view' and (decoded.shape[0] > self.size[0]
+                                                    or decoded.shape[1] > self.size[1])
+        return self.session.run(self.resized[shrink], {self.image: decoded})
+
+    def close(self):
+        self.session.close()
+
+
+def top_classes(probabilities, classes, k):
+    """[(class name, probability)] of the k most probable classes, best first."""
+    order = np.argsort(-probabilities, kind='stable')[:k]
+    return [(classes[i], float(probabilities[i])) for i in order]

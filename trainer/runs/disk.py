@@ -1,0 +1,32 @@
+"""A full disk, told apart from other write errors and named with its free
+space."""
+import errno
+import os
+import shutil
+
+import tensorflow as tf
+
+from foundation.errors import UserError
+
+v1 = tf.compat.v1
+
+
+class OutOfSpace(UserError):
+    """A disk filled up while the run wrote to it."""
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def out_of_space(error, directory):
+    """An OutOfSpace naming the disk if `error` (an OSError or a TensorFlow
+    error) says that the disk is full, else None."""
+    text = str(getattr(error, 'message', error))
+    if getattr(error, 'errno', None) not in NO_SPACE and not any(
+            message in text for message in ('No space left on device', 'Disk quota exceeded')):
+        return None
+    folder = directory if os.path.isdir(directory) else os.path.dirname(directory)
+    free = shutil.disk_usage(folder).free / 2 ** 20
+    return OutOfSpace(f'the disk of {directory} is full ({free:.1f} MB free): the last complete '
+                      f'epoch is kept; free space there (or set datasets_root to another disk) '
+                      f'and run again with resume=True')

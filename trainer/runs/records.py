@@ -1,0 +1,67 @@
+"""The record a run's files hold (history.json, each checkpoint's own
+record), reconciled after a crash, and whether a record's network is the
+one the config builds now (resume compatibility)."""
+
+import tensorflow as tf
+
+from foundation.errors import DataError, ResumeError
+from trainer.config import settings
+from trainer.runs import checkpoints, history
+
+v1 = tf.compat.v1
+
+
+# --- the record a run's files hold -------------------------------------------------
+
+def saved_record(directory):
+    """The run's record as its files hold it: history.json where it holds
+    the same epochs as the newest checkpoint (it may hold the test result
+    too), else that checkpoint's own record (history.json missing, damaged,
+    or behind after a crash). {'epochs': []} for a folder without either;
+    DataError for a damaged history.json and no checkpoint's record."""
+    newest = next((r for r in (c.record() for c in reversed(checkpoints.found(directory))) if r), None)
+    try:
+        written = history.load(directory)
+    except DataError:
+        if newest is None:
+            raise
+        written = None
+    if newest is None or (written and epochs_of(written) == epochs_of(newest)):
+        return written or {'epochs': []}
+    return newest
+
+
+def epochs_of(record):
+    return [row.get('epoch') for row in record.get('epochs', [])]
+
+
+def graph_changes(record, cfg):
+    """'key: value in the checkpoint, value now' for every key that shapes
+    the network (settings.graph_signature) and differs between the config a
+    record saved and cfg; '' where none does."""
+    saved = record.get('config', {})
+    differing = [k for k, v in settings.graph_signature(cfg).items() if k in saved and saved[k] != v]
+    return ', '.join(f'{k}: {saved[k]!r} in the checkpoint, {cfg[k]!r} now' for k in differing)
+
+
+def check_same_graph(record, cfg, run_dir):
+    changes = graph_changes(record, cfg)
+    if changes:
+        raise ResumeError(f'cannot resume {run_dir} with another network ({changes}); set the '
+                          f'same values, or drop resume=True to start afresh')
+
+
+def record_of(checkpoint, directory):
+    """The record a restored checkpoint stands for: its own, or for a
+    checkpoint of a version that saved none, history.json cut to its epochs."""
+    record = checkpoint.record()
+    if record is not None:
+        return record
+    try:
+        written = history.load(directory) or {'epochs': []}
+    except DataError as error:
+        raise DataError(f'{error}, and the checkpoints of {directory} hold no history of their '
+                        f'own (written before they did); restore history.json from a copy, or '
+                        f'start afresh without resume=True') from None
+    written['epochs'] = [e for e in written['epochs'] if e['epoch'] <= checkpoint.epochs]
+    return written

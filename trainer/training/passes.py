@@ -1,0 +1,78 @@
+"""Passes over the data: a training epoch, step by step with its progress
+lines, and the evaluation of a whole split."""
+import math
+
+import tensorflow as tf
+
+from foundation.errors import DataError
+from trainer import console
+
+
+class Divergence(RuntimeError):
+    """The loss or the weights stopped being finite numbers."""
+
+
+def train_step(session, model):
+    """One optimiser step on the next training batch; returns (loss, images)."""
+    _, loss, batch = session.run([model.train_op, model.train_loss, model.train_batch_size])
+    return loss, batch
+
+
+def train_epoch(session, model, source, cfg, epoch, stop, skip=0):
+    """One shuffled pass over the training split, less its first `skip`
+    images; returns the mean training loss of the images trained.
+
+    Prints progress lines (console.ProgressLog). Raises Divergence at the
+    first non-finite loss and Interrupted (with the images done) when a stop
+    was requested.
+    """
+    total, last = source.num_examples('train'), source.training_images()
+    progress = console.ProgressLog(epoch, total, last, console.log_interval(cfg['log_every'], last), skip)
+    source.start(session, 'train', training=True, seed=cfg['seed'] * 100_003 + epoch, skip=skip)
+    seen, loss_sum = skip, 0.0
+    while True:
+        stop.check(images=seen)
+        try:
+            loss, batch = train_step(session, model)
+        except tf.errors.OutOfRangeError:
+            break
+        seen += batch
+        if not math.isfinite(loss):
+            raise Divergence(f'loss became {loss} at epoch {epoch}, step {seen}')
+        loss_sum += loss * batch
+        progress.step(seen, loss, batch)
+    if seen < last:
+        print(f'epoch {epoch}: skipped {last - seen} of {total} training records that could '
+              f'not be read', flush=True)
+    if not session.run(model.weights_finite):
+        raise Divergence(f'weights became NaN or infinite during epoch {epoch}')
+    return float(loss_sum / max(seen - skip, 1))
+
+
+def evaluation_batches(session, source, split, fetches, stop=None):
+    """Yields session.run(fetches) for each batch of a pass over the whole
+    split in its order, batch norm in inference mode."""
+    source.start(session, split, training=False)
+    while True:
+        if stop:
+            stop.check()
+        try:
+            yield session.run(fetches)
+        except tf.errors.OutOfRangeError:
+            return
+
+
+def evaluate(session, model, source, split, stop=None, also=(), each_batch=None):
+    """Mean loss and accuracy over a whole split, through the copy of the
+    network fixed in inference mode (batch norm's moving averages, no
+    dropout); the values of the tensors `also` (of that copy: eval_logits)
+    of every batch go to each_batch(values), in the split's order."""
+    loss_sum = correct = count = 0.0
+    fetches = [model.eval_loss, model.eval_accuracy, model.batch_size, *also]
+    for loss, accuracy, n, *values in evaluation_batches(session, source, split, fetches, stop):
+        loss_sum, correct, count = loss_sum + loss * n, correct + accuracy * n, count + n
+        if each_batch:
+            each_batch(values)
+    if not count:
+        raise DataError(f'the {split} split gave no images to evaluate (all skipped as bad?)')
+    return float(loss_sum / count), float(correct / count)

@@ -1,0 +1,113 @@
+"""The training graph of a run, and the session that runs it: the input
+source, the model reading from it, the run's progress, its savers; the
+session's device options (soft placement, GPU memory, mixed precision, XLA)."""
+import collections
+import math
+import os
+
+import tensorflow as tf
+from tensorflow.core.protobuf import rewriter_config_pb2
+
+from foundation import machine, replicas
+from foundation.networks import architecture, optimisation
+from Model import Model
+from trainer.training import cluster, input_source
+
+v1 = tf.compat.v1
+
+
+class RunProgress:
+    """Epochs completed and images into the next one, saved with every
+    checkpoint, so that a run stopped mid-epoch resumes where it stood."""
+
+    def __init__(self):
+        self.epochs = v1.Variable(0, dtype=tf.int64, trainable=False, name='epochs_done')
+        self.images = v1.Variable(0, dtype=tf.int64, trainable=False, name='epoch_images')
+        self._values = v1.placeholder(tf.int64, [2], 'progress')
+        self._assign = tf.group(self.epochs.assign(self._values[0]),
+                                self.images.assign(self._values[1]))
+
+    def set(self, session, epochs, images):
+        session.run(self._assign, {self._values: [epochs, images]})
+
+    def get(self, session):
+        return tuple(int(v) for v in session.run([self.epochs, self.images]))
+
+
+TrainingGraph = collections.namedtuple(
+    'TrainingGraph', 'graph source model progress saver best_saver agreement devices')
+
+
+def build_model(cfg, image_shape, images, labels, steps_per_epoch, strategy=None, devices=None):
+    """A Model on the device of `devices` (machine.Devices; decided from cfg
+    when None), or replicated over replicas.replica_devices, or over the
+    workers of a multi-worker `strategy` (cluster.py)."""
+    net, optim = architecture.from_config(cfg), optimisation.from_config(cfg)
+    if strategy is None:
+        placed = replicas.replica_devices(devices or machine.decide(cfg))
+        strategy = replicas.strategy_for(placed)
+        if strategy is None:
+            with tf.device(placed[0]):
+                return Model(net, optim, image_shape, images, labels, steps_per_epoch)
+    with strategy.scope():
+        return Model(net, optim, image_shape, images, labels, steps_per_epoch, strategy)
+
+
+def build_graph(cfg, data, strategy=None, role=None, devices=None):
+    """A TrainingGraph in a new graph, on `devices` (machine.Devices; decided
+    from cfg when None); in a multi-worker job (`strategy`, this worker's
+    `role`), also the op that averages the progress over the workers
+    (`agreement`)."""
+    devices = devices or machine.decide(cfg)
+    graph = tf.Graph()
+    with graph.as_default():
+        v1.set_random_seed(cfg['seed'])
+        shard = (role.index, len(role.workers)) if role else None
+        source = input_source.make_input(data, cfg, shard)
+        images, labels = source.next_batch
+        steps_per_epoch = math.ceil(data.num_examples('train') / cfg['batch_size'])
+        progress = RunProgress()
+        model = build_model(cfg, data.image_shape, images, labels, steps_per_epoch, strategy, devices)
+        agreement = (cluster.mean_over_workers(strategy, tf.stack([progress.epochs, progress.images]))
+                     if strategy else None)
+        # trainer/runs/checkpoints.py keeps the checkpoints a run needs: the savers keep none
+        saver = v1.train.Saver(max_to_keep=None, save_relative_paths=True)
+        best_saver = v1.train.Saver(max_to_keep=None, save_relative_paths=True)
+    return TrainingGraph(graph, source, model, progress, saver, best_saver, agreement, devices)
+
+
+def session_config(devices):
+    """The session of machine.Devices: soft placement, so that
+    '/device:GPU:0' falls back to the CPU; GPU memory options, which a
+    machine without a GPU ignores; mixed precision and XLA as decided."""
+    proto = v1.ConfigProto(allow_soft_placement=True,
+                           log_device_placement=devices.log_device_placement)
+    proto.gpu_options.allow_growth = devices.gpu_memory_growth
+    if devices.gpu_memory_fraction is not None:
+        proto.gpu_options.per_process_gpu_memory_fraction = devices.gpu_memory_fraction
+    if devices.mixed_precision:
+        # Grappler casts what is safe to float16 on a GPU, to bfloat16 on a CPU.
+        rewrites = proto.graph_options.rewrite_options
+        if devices.on_gpu:
+            rewrites.auto_mixed_precision = rewriter_config_pb2.RewriterConfig.ON
+        else:
+            rewrites.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.ON
+    if devices.xla:
+        proto.graph_options.optimizer_options.global_jit_level = v1.OptimizerOptions.ON_1
+    return proto
+
+
+def building_line(cfg, data, devices):
+    """Says what is built before a build that can take half a minute."""
+    se = ' with SE' if cfg['use_se'] else ''
+    shape = 'x'.join(map(str, data.image_shape))
+    return (f"Building {cfg['model']}{se} ({cfg['activation_fn']}) for {cfg['dataset_name']} "
+            f"({shape} images, {cfg['output_shape']} classes) on {device_name(devices)}")
+
+
+def device_name(devices):
+    """What trains: 'GPU (NVIDIA H100 ...)' or 'CPU (2 cores)', for the record."""
+    if devices.on_gpu:
+        details = tf.config.experimental.get_device_details(tf.config.list_physical_devices('GPU')[0])
+        return f"GPU ({details.get('device_name', 'unknown')})"
+    return f'CPU ({os.cpu_count()} cores)'
