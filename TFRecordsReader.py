@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from foundation import tf_errors
 from foundation.data import imagenet, loaders
-from foundation.data.input_pipeline import AUGMENTATION, batches, pass_iterator, random_shift_flip
+from foundation.data.input_pipeline import batches, pass_iterator, random_shift_flip
 from foundation.data.record_metadata import (
     METADATA,
     check_complete,
@@ -289,8 +289,8 @@ def records(data, files, training, seed, skip_bad):
                             num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
-def make_dataset(data, split, training, batch_size, cfg, seed=None, limit=None, skip=None,
-                 shard=None):
+def split_pipeline(data, split, training, batch_size, options, seed=None, limit=None, skip=None,
+                   shard=None):
     """The batched (normalised images, one-hot labels) of one split; a
     training pass leaves out its first `skip` images (resuming an epoch).
 
@@ -299,13 +299,13 @@ def make_dataset(data, split, training, batch_size, cfg, seed=None, limit=None, 
     files read again from the start if they hold fewer: every worker then
     takes the same number of steps, which the all-reduce needs.
     """
-    skip_bad = cfg['skip_bad_records']
+    skip_bad = options.skip_bad_records
     files = data.files[split][shard[0]::shard[1]] if shard else data.files[split]
     dataset = records(data, files, training, seed, skip_bad)
     if shard:
         dataset = dataset.repeat()
     if training:
-        dataset = dataset.shuffle(cfg['shuffle_buffer'], seed=seed)
+        dataset = dataset.shuffle(options.shuffle_buffer, seed=seed)
     if data.format == 'cifar_raw':
         parse = parse_cifar_raw(data, split, strict=not skip_bad)
     else:
@@ -314,8 +314,8 @@ def make_dataset(data, split, training, batch_size, cfg, seed=None, limit=None, 
     if skip_bad:  # a JPEG that does not decode goes with the other bad records
         dataset = dataset.apply(tf.data.experimental.ignore_errors())
     dataset = dataset.filter(is_good).map(without_flag)
-    if training and cfg['augment'] and data.format == 'cifar_raw':
-        dataset = dataset.enumerate().map(random_shift_flip(seed, *AUGMENTATION['cifar_128']),
+    if training and options.augmentation and data.format == 'cifar_raw':
+        dataset = dataset.enumerate().map(random_shift_flip(seed, *options.augmentation),
                                           num_parallel_calls=AUTOTUNE)
     if shard:
         limit = data.num_examples(split) // shard[1]
@@ -327,20 +327,20 @@ def make_dataset(data, split, training, batch_size, cfg, seed=None, limit=None, 
 
 
 class TFRecordInput:
-    """The input source (as input_pipeline.ArrayInput) for TFRecords."""
+    """The input source (as input_pipeline.ArrayInput) for TFRecords, fed as
+    its InputOptions say."""
 
-    def __init__(self, data, cfg, shard=None):
+    def __init__(self, data, options, shard=None):
         self.data = data
         self.workers = shard[1] if shard else 1
         self.seed = v1.placeholder_with_default(tf.constant(0, tf.int64), [], 'shuffle_seed')
         self.skip = v1.placeholder_with_default(tf.constant(0, tf.int64), [], 'skip_images')
-        passes = {('train', True): make_dataset(data, 'train', True,
-                                                cfg['batch_size'] // self.workers, cfg,
-                                                self.seed, skip=self.skip, shard=shard),
-                  ('train', False): make_dataset(data, 'train', False, cfg['eval_batch_size'], cfg,
-                                                 limit=cfg['train_eval_images'])}
+        passes = {('train', True): split_pipeline(data, 'train', True, options.batch_size // self.workers,
+                                                  options, self.seed, skip=self.skip, shard=shard),
+                  ('train', False): split_pipeline(data, 'train', False, options.eval_batch_size, options,
+                                                   limit=options.train_eval_images)}
         for split in ('valid', 'test'):
-            passes[split, False] = make_dataset(data, split, False, cfg['eval_batch_size'], cfg)
+            passes[split, False] = split_pipeline(data, split, False, options.eval_batch_size, options)
         self._initializers, self.next_batch = pass_iterator(passes)
         self.image_shape = data.image_shape
 

@@ -141,7 +141,8 @@ config = {
     'gpu_memory_fraction': None,  # or cap the GPU memory taken, 0 < f <= 1 (None: no cap)
     'log_device_placement': False,  # print the device of every op (also set TF_CPP_MIN_LOG_LEVEL=0)
     'data_format': 'auto',  # 'NHWC' or 'NCHW' inside the model; auto: NCHW on a GPU in float32, else NHWC
-    'mixed_precision': 'auto',  # float16 (GPU) / bfloat16 (CPU) compute with loss scaling; auto: on a GPU, and on a CPU with native bfloat16 for the networks measured to gain (README)
+    'mixed_precision': 'auto',  # float16 (GPU) / bfloat16 (CPU) compute with loss scaling; auto: on a
+    # GPU, and on a CPU with native bfloat16 for the networks measured to gain (docs/devices.md)
     'xla': 'auto',  # XLA JIT compilation of the graph; auto: on a GPU only (slower on the CPU)
 }
 

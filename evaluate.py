@@ -41,7 +41,7 @@ def evaluate(cfg):
     directory = evaluation.evaluation_folder(trained.run.directory, split, trained.label)
     title = f'{trained.run.name}, epoch {trained.epoch}, {split} split'
     with built.graph.as_default(), v1.Session(config=training_graph.session_config(built.devices)) as session:
-        trained_run.restore(built.saver, session, trained)
+        trained_run.restore_trained(session, built.saver, trained)
         try:
             result = evaluation.analyse_and_write(session, built.model, built.source, split,
                                                   cfg['misclassified_images'], description,

@@ -222,7 +222,7 @@ def without_activation(cfg):
     return base[:-len(cfg['activation_fn']) - 1] + cfg['run_name'][len(base):]
 
 
-def seed_layout_lines(runs, rows):
+def activations_side_by_side_lines(runs, rows):
     """The table in the original layout: one line per network, train / valid figures of
     each activation side by side; [] unless the runs compare activations."""
     activations = list(dict.fromkeys(cfg['activation_fn'] for cfg in runs))
@@ -248,7 +248,7 @@ def seed_layout_lines(runs, rows):
     lines = [[network, *loss_and_accuracy(by_activation),
               ' / '.join(cells(by_activation, 'time')), ' / '.join(cells(by_activation, 'epochs'))]
              for network, by_activation in networks.items()]
-    return ['', "## In the seed's layout (SPEC 8)", '', *_markdown_table(header, lines), '',
+    return ['', '## Activations side by side', '', *_markdown_table(header, lines), '',
             f"Train / valid, best over the epochs; time and epochs per activation "
             f"({' / '.join(activations)}); '-': not run."]
 
@@ -286,7 +286,7 @@ def results_markdown(rows, title, runs=None):
              '', 'Best value over all epochs. Test accuracy with the weights of the epoch '
              'of best validation accuracy.']
     if runs:
-        lines += over_seeds_lines(runs, rows) + seed_layout_lines(runs, rows)
+        lines += over_seeds_lines(runs, rows) + activations_side_by_side_lines(runs, rows)
     return '\n'.join(lines) + '\n'
 
 

@@ -43,7 +43,7 @@ def export(cfg):
     serving = inference.Serving(cfg, description)
     directory = os.path.join(trained.run.directory, FOLDER, trained.label)
     with serving.graph.as_default(), v1.Session() as session:
-        trained_run.restore(serving.saver, session, trained)
+        trained_run.restore_trained(session, serving.saver, trained)
         inference.export(serving, session, directory)
     shape = ', '.join(map(str, description['image_shape']))
     print(f'Exported {trained.describe()}\nas a SavedModel into: {console.shown_path(directory)}\n'

@@ -49,7 +49,7 @@ def instruments(cfg):
     name, directory = trained.run.name, trained.run.directory
     built = training_graph.build_graph(cfg, trained_run.open_data(cfg, trained)[0])
     with built.graph.as_default(), v1.Session(config=training_graph.session_config(built.devices)) as session:
-        trained_run.restore(built.saver, session, trained)
+        trained_run.restore_trained(session, built.saver, trained)
         if probes.se_gates(built.model):
             measured = excitation.measure(session, built.model, built.source, cfg['excitation_split'],
                                           cfg['output_shape'])

@@ -18,7 +18,6 @@ SELU_LAMBDA = 1.0507009873554804934193349852946
 
 BN_DECAY = 0.9      # moving-average momentum of batch norm
 BN_EPSILON = 1.001e-5  # fused batch norm refuses anything below 1.001e-5
-DATA_FORMATS = ("NHWC", "NCHW")
 
 
 def channel_axis(data_format):

@@ -81,7 +81,7 @@ def chief_callbacks():
     return callbacks.Callbacks([
         data_summary.SaveDataDescription(), callbacks.Evaluation(), instrument_files.SelfNormalisation(),
         callbacks.BestCheckpoint(), callbacks.EpochCheckpoint(), instrument_files.SelfNormalisationFiles(),
-        instrument_files.Excitations(), callbacks.TestEvaluation(), evaluation.TestAnalysis(),
+        instrument_files.FinalExcitations(), callbacks.TestEvaluation(), evaluation.TestAnalysis(),
         callbacks.TensorBoardScalars(), callbacks.EpochStatistics(), callbacks.ProgressPlot(),
         callbacks.FilterImages(), callbacks.RunSummary()])
 
@@ -99,7 +99,7 @@ def train_as_chief(run, hooks):
     try:
         hooks.before_train(run)
         for epoch in range(run.done + 1, cfg['max_epochs'] + 1):
-            hooks.after_epoch(run, train_epoch(run, epoch))
+            hooks.after_epoch(run, epoch_row(run, epoch))
         epoch = None
         hooks.after_train(run)  # the final weights
         hooks.with_best_weights(run, weights.best_weights_into_session(run))
@@ -117,7 +117,7 @@ def train_as_chief(run, hooks):
     return 0
 
 
-def train_epoch(run, epoch):
+def epoch_row(run, epoch):
     """Trains one epoch (from image run.skip on); returns the start of its row."""
     started = time.perf_counter()
     model = run.built.model

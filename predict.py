@@ -57,7 +57,7 @@ def predict(cfg, paths):
     failed = 0
     try:
         with serving.graph.as_default(), v1.Session() as session:
-            trained_run.restore(serving.saver, session, trained)
+            trained_run.restore_trained(session, serving.saver, trained)
             for chunk in chunks(inference.listed_images(paths), cfg['eval_batch_size']):
                 failed += classify(session, serving, reader, chunk, cfg['top_k'])
     finally:

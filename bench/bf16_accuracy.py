@@ -37,6 +37,7 @@ import tensorflow as tf
 
 import constant
 import main
+from bench import performance_docs
 from bench.throughput import RESULTS, option
 from foundation import machine
 from trainer.config import settings
@@ -168,4 +169,6 @@ def run(argv):
 
 if __name__ == '__main__':
     tf.compat.v1.disable_eager_execution()  # as main.py runs
-    run(sys.argv[1:])
+    argv = sys.argv[1:]
+    with performance_docs.published(__file__, argv):
+        run(argv)

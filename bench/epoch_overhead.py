@@ -39,6 +39,7 @@ import tensorflow as tf
 
 import constant
 import main
+from bench import performance_docs
 from bench.throughput import load_line, median_rate, option, project_steps
 from trainer.config import settings
 from trainer.runs import history
@@ -136,4 +137,6 @@ def run(argv):
 
 if __name__ == '__main__':
     v1.disable_eager_execution()  # as main.py runs
-    run(sys.argv[1:])
+    argv = sys.argv[1:]
+    with performance_docs.published(__file__, argv):
+        run(argv)

@@ -28,6 +28,7 @@ tf_quiet.import_tensorflow_quietly()
 
 import tensorflow as tf
 
+from bench import performance_docs
 from bench.throughput import RESULTS, load_line, option, project_session, synthetic_arrays
 from foundation import machine
 from trainer.config import settings
@@ -113,4 +114,6 @@ def run(argv):
 
 if __name__ == '__main__':
     tf.compat.v1.disable_eager_execution()  # as main.py runs
-    run(sys.argv[1:])
+    argv = sys.argv[1:]
+    with performance_docs.published(__file__, argv):
+        run(argv)

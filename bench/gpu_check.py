@@ -38,6 +38,7 @@ tf_quiet.import_tensorflow_quietly()
 
 import tensorflow as tf
 
+from bench import performance_docs
 from bench.throughput import option, project_steps, synthetic_arrays
 from foundation import machine
 from trainer.config import settings
@@ -175,4 +176,7 @@ def run(argv):
 
 if __name__ == '__main__':
     v1.disable_eager_execution()  # as main.py runs
-    sys.exit(run(sys.argv[1:]))
+    argv = sys.argv[1:]
+    with performance_docs.published(__file__, argv):
+        status = run(argv)
+    sys.exit(status)

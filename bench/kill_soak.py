@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 
+from bench import performance_docs
+
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(PROJECT_DIR, 'bench', 'results')
 
@@ -87,4 +89,7 @@ def run(argv):
 
 
 if __name__ == '__main__':
-    sys.exit(run(sys.argv[1:]))
+    argv = sys.argv[1:]
+    with performance_docs.published(__file__, argv):
+        status = run(argv)
+    sys.exit(status)

@@ -24,15 +24,16 @@ from foundation import tf_quiet
 tf_quiet.import_tensorflow_quietly()
 
 import constant
+from bench import performance_docs
+from tests import fixtures
 from trainer.config import settings
-from trainer.training import cluster
 
 
 def run_job(args, workers, root, threads=None):
     """Runs `python main.py args` as `workers` processes (1: alone), each with
     `threads` intra-op threads (None: TensorFlow's default); returns (wall
     seconds, the chief's history record)."""
-    addresses = cluster.loopback_addresses(workers)
+    addresses = fixtures.loopback_addresses(workers)
     command = [sys.executable, os.path.join(PROJECT_DIR, 'main.py'), f'datasets_root={root}', *args]
     started = time.perf_counter()
     processes = []
@@ -41,7 +42,7 @@ def run_job(args, workers, root, threads=None):
         if threads:
             env['TF_NUM_INTRAOP_THREADS'] = str(threads)
         if workers > 1:
-            env['TF_CONFIG'] = cluster.tf_config(addresses, index)
+            env['TF_CONFIG'] = fixtures.tf_config(addresses, index)
         processes.append(subprocess.Popen(command, env=env, cwd=PROJECT_DIR, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.PIPE, text=True))
     try:
@@ -83,4 +84,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    argv = sys.argv[1:]
+    with performance_docs.published(__file__, argv):
+        main(argv)

@@ -26,7 +26,7 @@ tf_quiet.import_tensorflow_quietly()
 import tensorflow as tf
 
 import constant
-from bench import throughput
+from bench import performance_docs, throughput
 from foundation import malloc_tuning
 from foundation.data import input_pipeline, loaders
 from trainer.config import settings
@@ -96,4 +96,6 @@ def run(argv):
 
 if __name__ == '__main__':
     v1.disable_eager_execution()
-    run(sys.argv[1:])
+    argv = sys.argv[1:]
+    with performance_docs.published(__file__, argv):
+        run(argv)

@@ -33,6 +33,8 @@ import sys
 import tempfile
 import time
 
+from bench import performance_docs
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 RESULTS = os.path.join(REPO, 'bench', 'results')
@@ -196,4 +198,7 @@ def run(argv):
 
 
 if __name__ == '__main__':
-    sys.exit(run(sys.argv[1:]))
+    argv = sys.argv[1:]
+    with performance_docs.published(__file__, argv):
+        status = run(argv)
+    sys.exit(status)

@@ -24,6 +24,7 @@ tf_quiet.import_tensorflow_quietly()
 import tensorflow as tf
 
 import constant
+from bench import performance_docs
 from trainer.config import settings
 from trainer.study import figures, self_normalisation
 from trainer.training import input_source, training_graph
@@ -70,4 +71,6 @@ def run(argv):
 
 if __name__ == '__main__':
     v1.disable_eager_execution()  # as main.py runs
-    run(sys.argv[1:])
+    argv = sys.argv[1:]
+    with performance_docs.published(__file__, argv):
+        run(argv)

@@ -28,6 +28,7 @@ tf_quiet.import_tensorflow_quietly()
 import tensorflow as tf
 
 import constant
+from bench import performance_docs
 from trainer.config import settings
 from trainer.study import figures, self_normalisation
 from trainer.training import input_source, interruption, passes, training_graph
@@ -116,4 +117,7 @@ def report(cfg, data, setup, without, with_, alone, figure, layers):
 
 if __name__ == '__main__':
     v1.disable_eager_execution()  # as main.py runs
-    sys.exit(0 if run(sys.argv[1:]) else 1)
+    argv = sys.argv[1:]
+    with performance_docs.published(__file__, argv):
+        passed = run(argv)
+    sys.exit(0 if passed else 1)

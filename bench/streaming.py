@@ -23,7 +23,7 @@ import tensorflow as tf
 
 import constant
 import TFRecordsReader
-from bench import throughput
+from bench import performance_docs, throughput
 from foundation import malloc_tuning
 from foundation.data import loaders
 from trainer.config import settings
@@ -92,4 +92,6 @@ def measure_all(argv):
 
 if __name__ == '__main__':
     v1.disable_eager_execution()
-    run(sys.argv[1:])
+    argv = sys.argv[1:]
+    with performance_docs.published(__file__, argv):
+        run(argv)

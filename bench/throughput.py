@@ -48,6 +48,7 @@ import tensorflow as tf
 
 import TFRecordsReader
 import TFRecordsWriter
+from bench import performance_docs
 from foundation import machine
 from foundation.data import loaders
 from Model import count_parameters
@@ -125,7 +126,7 @@ def synthetic_arrays(image_shape, count, num_classes, seed):
     images = rng.integers(0, 256, (count, *image_shape), dtype=np.uint8)
     labels = rng.integers(0, num_classes, count).astype(np.int64)
     cut = [int(count * 0.8), int(count * 0.9)]
-    splits = [loaders.Split(i, l) for i, l in zip(np.split(images, cut), np.split(labels, cut))]
+    splits = [loaders.Split(x, y) for x, y in zip(np.split(images, cut), np.split(labels, cut))]
     mean, std = loaders.channel_stats(splits[0].images)
     return loaders.ArrayDataset(*splits, num_classes, mean, std)
 
@@ -281,8 +282,8 @@ def option_rows(argv, data, schedule):
         with project_steps(default_cfg, data) as (default_step, model), \
                 project_steps(option_cfg, data) as (option_step, _):
             rates, rounds = interleaved(
-                {'option': lambda n=steps: timed_rate(option_step, option_cfg['batch_size'], n),
-                 'default': lambda n=steps: timed_rate(default_step, default_cfg['batch_size'], n)},
+                {'option': lambda n=steps, s=option_step, c=option_cfg: timed_rate(s, c['batch_size'], n),
+                 'default': lambda n=steps, s=default_step, c=default_cfg: timed_rate(s, c['batch_size'], n)},
                 warmup, windows)
         with_option, without = rates['option'], rates['default']
         ratio = median_ratio(rounds, 'option', 'default')
@@ -402,4 +403,6 @@ def run(argv):
 
 
 if __name__ == '__main__':
-    run(sys.argv[1:])
+    argv = sys.argv[1:]
+    with performance_docs.published(__file__, argv):
+        run(argv)

@@ -57,6 +57,7 @@ import gzip
 import hashlib
 import http.server
 import io
+import json
 import os
 import pickle
 import socket
@@ -69,8 +70,6 @@ import time
 import zipfile
 
 import numpy as np
-
-from trainer.training import cluster
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -381,14 +380,14 @@ class Job:
 
     def __init__(self, root, args, workers=2):
         self.root, self.args = root, args
-        self.addresses = cluster.loopback_addresses(workers)
+        self.addresses = loopback_addresses(workers)
         self.processes = {}
 
     def log(self, index):
         return self.root / f'worker{index}.log'
 
     def start(self, index):
-        env = {**os.environ, 'TF_CONFIG': cluster.tf_config(self.addresses, index)}
+        env = {**os.environ, 'TF_CONFIG': tf_config(self.addresses, index)}
         env.pop('TF_CPP_MIN_LOG_LEVEL', None)
         with open(self.log(index), 'a') as out:
             self.processes[index] = subprocess.Popen(
@@ -416,3 +415,24 @@ class Job:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+# --- multi-worker jobs on one machine ------------------------------------------
+
+def tf_config(addresses, index):
+    """The TF_CONFIG text of worker `index` of a job on `addresses`."""
+    return json.dumps({'cluster': {'worker': list(addresses)},
+                       'task': {'type': 'worker', 'index': index}})
+
+
+def loopback_addresses(count):
+    """`count` addresses on 127.0.0.1 with ports free now, for a job on one
+    machine (tests, benchmarks, trying a job out)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(('127.0.0.1', 0))
+        return [f'127.0.0.1:{s.getsockname()[1]}' for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()

@@ -220,8 +220,9 @@ assert importlib.util.find_spec('trainer') is None and importlib.util.find_spec(
 import tensorflow as tf
 model = tf.saved_model.load(sys.argv[2])
 pixels = np.load(sys.argv[3])
+as_uint8 = tf.constant(np.round(pixels).astype(np.uint8))
 out = {'float': model.signatures['serving_default'](images=tf.constant(pixels, tf.float32))['probabilities'].numpy(),
-       'uint8': model.signatures['serving_uint8'](images=tf.constant(np.round(pixels).astype(np.uint8)))['probabilities'].numpy()}
+       'uint8': model.signatures['serving_uint8'](images=as_uint8)['probabilities'].numpy()}
 np.savez(sys.argv[4], classes=model.signatures['class_names']()['class_names'].numpy().astype(str), **out)
 """
 
@@ -338,7 +339,7 @@ for name, strategy in strategies.items():
         directory = os.path.join(root, 'digits', 'save_dir', 'runs', name)
         os.makedirs(directory)
         record = {{'epochs': [{{'epoch': 1}}], 'config': settings.saved_config(cfg),
-                   'data': data_summary.describe(data, 'digits')}}
+                   'data': data_summary.summary_of(data, 'digits')}}
         checkpoints.save(session, built.saver, directory, 1, 0, record)
         normalised = (data.test.images - data.mean) / data.std
         probabilities = session.run(tf.nn.softmax(built.model.logits), {{built.model.X: normalised}})
@@ -353,7 +354,7 @@ def served_probabilities(cfg, pixels):
     trained = trained_run.find(cfg)
     serving = inference.Serving(cfg, trained.record['data'])
     with serving.graph.as_default(), v1.Session() as session:
-        trained_run.restore(serving.saver, session, trained)
+        trained_run.restore_trained(session, serving.saver, trained)
         return serving.probabilities_of(session, pixels)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from foundation.data.input_pipeline import worker_part
+from tests import fixtures
 from tests.fixtures import Job
 from trainer.training import cluster
 
@@ -17,10 +18,10 @@ from trainer.training import cluster
 def test_role_comes_from_tf_config():
     two = ['127.0.0.1:1', '127.0.0.1:2']
     assert cluster.role_from_environment({}) is None
-    role = cluster.role_from_environment({'TF_CONFIG': cluster.tf_config(two, 1)})
+    role = cluster.role_from_environment({'TF_CONFIG': fixtures.tf_config(two, 1)})
     assert role == cluster.Role(two, 1) and not cluster.is_chief(role)
-    assert cluster.is_chief(cluster.role_from_environment({'TF_CONFIG': cluster.tf_config(two, 0)}))
-    assert cluster.role_from_environment({'TF_CONFIG': cluster.tf_config(two[:1], 0)}) is None
+    assert cluster.is_chief(cluster.role_from_environment({'TF_CONFIG': fixtures.tf_config(two, 0)}))
+    assert cluster.role_from_environment({'TF_CONFIG': fixtures.tf_config(two[:1], 0)}) is None
 
 
 def job_config(workers, index=0, kind='worker'):
@@ -67,7 +68,7 @@ def test_waiting_for_peers_ends_when_they_listen_or_names_those_missing(capsys):
         up.bind(('127.0.0.1', 0))
         up.listen()
         listening = f'127.0.0.1:{up.getsockname()[1]}'
-        closed = cluster.loopback_addresses(1)[0]
+        closed = fixtures.loopback_addresses(1)[0]
         stop = interruption.StopRequests()
         cluster.wait_for_peers(cluster.Role([closed, listening], 0), 0, stop)  # worker 1 is up
         started = time.monotonic()

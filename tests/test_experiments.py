@@ -189,7 +189,7 @@ def test_results_compare_activations_side_by_side_in_the_seeds_layout():
                    'epoch_seconds': 60.0 * (number + 1)} for e in (1, 2)]
         rows.append(experiments.result_row(cfg, {'epochs': epochs, 'device': 'CPU'}))
     text = experiments.results_markdown(rows, 'seed grid', trained)
-    layout = text.split("## In the seed's layout (SPEC 8)")[1].strip().splitlines()
+    layout = text.split('## Activations side by side')[1].strip().splitlines()
     # the original table's columns: each activation's loss, then its accuracy
     assert layout[0] == '| network | relu loss | relu acc % | selu loss | selu acc % | time | epochs |'
     # custom_model_relu is row 0 (losses 0.1, 0.2), custom_model_selu row 1
@@ -200,7 +200,7 @@ def test_results_compare_activations_side_by_side_in_the_seeds_layout():
     assert layout[5].endswith('| 0:14:00 / - | 2 / - |') and '| - |' in layout[5]
     # one activation only: nothing to put side by side
     _, ablation = experiments.plan(['experiment_grid=se_ablation'])
-    assert "seed's layout" not in experiments.results_markdown(rows[:5], 't', ablation)
+    assert 'Activations side by side' not in experiments.results_markdown(rows[:5], 't', ablation)
     # knobs in the name stay, the activation goes
     cfg = {**runs[0], 'activation_fn': 'selu', 'use_se': True,
            'run_name': 'custom_model_se_selu_se_excitation-relu'}

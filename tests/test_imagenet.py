@@ -68,7 +68,7 @@ def _convert_to_example(filename, image_buffer, label, synset, human, bbox, heig
     ymax = []
     for b in bbox:
         assert len(b) == 4
-        [l.append(point) for l, point in zip([xmin, ymin, xmax, ymax], b)]
+        [coordinates.append(point) for coordinates, point in zip([xmin, ymin, xmax, ymax], b)]
     colorspace = 'RGB'
     channels = 3
     image_format = 'JPEG'
@@ -249,7 +249,7 @@ def test_records_are_what_tensorflows_script_writes(tree, written):
     CMYK files as TF's coder re-encodes them."""
     records = records_by_name(written)
     assert sorted(records) == sorted(name for _, name in tree['sources'])
-    for (split, name), (wnid, kind, path) in tree['sources'].items():
+    for (_, name), (wnid, kind, path) in tree['sources'].items():
         assert fields(records[name]) == fields(tensorflows_example(name, wnid, kind, path)), name
 
 
@@ -258,7 +258,7 @@ def test_without_metadata_files_text_is_empty_and_there_are_no_boxes(tree, tmp_p
     code, out, err = write_records(tmp_path)
     assert code == 0, err
     records = records_by_name(data_dir(tmp_path, 'imagenet'))
-    for (split, name), (wnid, kind, path) in tree['sources'].items():
+    for (_, name), (wnid, kind, path) in tree['sources'].items():
         assert fields(records[name]) == fields(tensorflows_example(name, wnid, kind, path,
                                                                    texts=False)), name
 
@@ -278,7 +278,7 @@ def test_tensorflows_parser_reads_the_records(tree, written):
     """parse_example_proto: label, text, boxes as (ymin, xmin, ymax, xmax);
     the grayscale JPEG's bytes are the file's, not 3 channels re-encoded."""
     parsed = parsed_with_tensorflow(written)
-    for (split, name), (wnid, kind, path) in tree['sources'].items():
+    for (_, name), (wnid, _, _) in tree['sources'].items():
         encoded, label, bbox, text = parsed[name]
         assert label.tolist() == [imagenet.labels()[wnid]] and text.decode() == TEXTS[wnid]
         expected = np.array(BOXES.get(name, []), np.float32).reshape(-1, 4)[:, [1, 0, 3, 2]]

@@ -129,7 +129,7 @@ def test_a_run_with_se_writes_its_excitations_and_their_table(trained):
 def test_the_excitations_are_measured_with_the_final_weights():
     """The excitations are labelled with the last epoch: they are measured
     after training, before the one step that brings the best epoch's weights."""
-    excitations = next(c for c in main.chief_callbacks().callbacks if type(c).__name__ == 'Excitations')
+    excitations = next(c for c in main.chief_callbacks().callbacks if type(c).__name__ == 'FinalExcitations')
     assert type(excitations).after_train is not callbacks.Callback.after_train
     assert type(excitations).with_best_weights is callbacks.Callback.with_best_weights
 

@@ -381,7 +381,8 @@ def test_session_config_mixed_precision_without_gpu_is_onednn_bfloat16():
 
 
 def test_session_config_xla_turns_on_the_global_jit():
-    *_, jit = rewrites_and_jit(training_graph.session_config(machine.decide(device_cfg(mixed_precision=False, xla=True))))
+    devices = machine.decide(device_cfg(mixed_precision=False, xla=True))
+    *_, jit = rewrites_and_jit(training_graph.session_config(devices))
     assert jit == tf.compat.v1.OptimizerOptions.ON_1
 
 

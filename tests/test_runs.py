@@ -54,14 +54,14 @@ def test_checkpoints_are_what_the_folder_holds_in_run_order(tmp_path):
     assert [(c.epochs, c.images) for c in found] == [(1, 0), (2, 0), (2, 300), (10, 0)]
 
 
-def test_pruning_keeps_the_newest_and_removes_what_a_killed_process_left(tmp_path):
+def test_retaining_keeps_the_newest_and_removes_what_a_killed_process_left(tmp_path):
     for name in ('model.ckpt-1', 'model.ckpt-2', 'model.ckpt-2-700img', 'model.ckpt-3'):
         touch_checkpoint(tmp_path, name)
     (tmp_path / 'model.ckpt-4.history.json').write_text('{}')  # killed before its checkpoint
     (tmp_path / 'model.ckpt-4_temp').mkdir()  # killed while TensorFlow wrote it
     (tmp_path / 'model.ckpt-4_temp' / 'part-00000-of-00001.data-00000-of-00001').write_text('x')
     (tmp_path / 'history.json').write_text('{}')
-    kept = checkpoints.prune(str(tmp_path), 2)
+    kept = checkpoints.retain(str(tmp_path), checkpoints.found(str(tmp_path))[-2:])
     assert [c.name for c in kept] == ['model.ckpt-2-700img', 'model.ckpt-3']
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ['checkpoint', 'history.json'] + [f'{n}{s}' for n in ('model.ckpt-2-700img', 'model.ckpt-3')
@@ -82,7 +82,7 @@ def test_a_checkpoint_restores_from_where_the_run_was_moved_or_copied(tmp_path):
             first = tmp_path / 'first'
             first.mkdir()
             checkpoints.save(session, saver, str(first), 1, 0, {'epochs': [{'epoch': 1}]})
-            checkpoints.prune(str(first), 2)
+            checkpoints.retain(str(first), checkpoints.found(str(first))[-2:])
             shutil.copytree(first, tmp_path / 'copy')
             os.replace(first, tmp_path / 'moved')
             for folder in ('copy', 'moved'):

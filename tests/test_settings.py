@@ -246,7 +246,7 @@ cpu_only = pytest.mark.skipif(bool(tf.config.list_physical_devices('GPU')),
 
 
 def test_device_options_default_to_auto():
-    assert {k: constant.config[k] for k in settings.AUTO_KEYS} == \
+    assert {k: constant.config[k] for k in settings.keys_tagged(settings.AUTO)} == \
         {'data_format': 'auto', 'mixed_precision': 'auto', 'xla': 'auto'}
 
 

@@ -10,6 +10,8 @@ naming the bad file. ArrayInput is the source for datasets held in memory,
 TFRecordsReader.TFRecordInput the one for streamed TFRecords
 (trainer/training/input_source.py picks one).
 """
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
@@ -21,6 +23,27 @@ AUTOTUNE_PASSES = False  # tf.data autotuning of the passes: see pass_iterator
 # are not mirrored (a flipped 2 is no digit).
 AUGMENTATION = {'digits': (1, False), 'mnist': (3, False), 'cifar_32': (4, True),
                 'cifar_128': (16, True)}
+
+
+@dataclasses.dataclass(frozen=True)
+class InputOptions:
+    """How a dataset is fed, read from the config once: the input sources
+    take it (an Architecture's counterpart for the data)."""
+    batch_size: int = 50              # of a training step, over all workers of a job
+    eval_batch_size: int = 500
+    train_eval_images: int = None     # of the training split, evaluated after every epoch
+    augmentation: tuple = None        # (pad, flip) of random_shift_flip, or None
+    shuffle_buffer: int = 10000       # TFRecords: records shuffled at a time
+    skip_bad_records: bool = False    # TFRecords: a record that does not read is skipped
+
+
+def options_from_config(cfg):
+    """The InputOptions that cfg describes."""
+    return InputOptions(
+        batch_size=cfg['batch_size'], eval_batch_size=cfg['eval_batch_size'],
+        train_eval_images=cfg['train_eval_images'],
+        augmentation=AUGMENTATION[cfg['dataset_name']] if cfg['augment'] else None,
+        shuffle_buffer=cfg['shuffle_buffer'], skip_bad_records=cfg['skip_bad_records'])
 
 
 def normalise(images, mean, std):

@@ -74,7 +74,7 @@ def channel_stats(images):
     return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
 
 
-def make_dataset(train, valid, test, num_classes, classes=None):
+def dataset_of_splits(train, valid, test, num_classes, classes=None):
     """The dataset of three splits; `classes` names the labels ('0', '1', ...
     where the data names none: the digits)."""
     for name, split in (('train', train), ('valid', valid), ('test', test)):
@@ -124,7 +124,7 @@ def load_digits(data_dir, seed, download):
         images, labels, test_size=180, stratify=labels, random_state=seed)
     train_x, valid_x, train_y, valid_y = train_test_split(
         rest_x, rest_y, test_size=180, stratify=rest_y, random_state=seed)
-    return make_dataset(Split(train_x, train_y), Split(valid_x, valid_y),
+    return dataset_of_splits(Split(train_x, train_y), Split(valid_x, valid_y),
                         Split(test_x, test_y), 10)
 
 
@@ -225,7 +225,7 @@ def load_mnist(data_dir, seed, download):
     train_x, train_y = checked_split(train_x, train_y, train_source, (28, 28))
     test_x, test_y = checked_split(test_x, test_y, test_source, (28, 28))
     train, valid = hold_out(train_x[..., np.newaxis], train_y, MNIST_VALID_FRACTION)
-    return make_dataset(train, valid, Split(test_x[..., np.newaxis], test_y), 10)
+    return dataset_of_splits(train, valid, Split(test_x[..., np.newaxis], test_y), 10)
 
 
 # --- CIFAR-10 -----------------------------------------------------------------
@@ -474,7 +474,7 @@ def load_cifar_32(data_dir, seed, download):
     train, valid, test = (Split(np.concatenate([p[0] for p in parts[s]]),
                                 np.concatenate([p[1] for p in parts[s]]))
                           for s in ('train', 'valid', 'test'))
-    return make_dataset(train, valid, test, 10, cifar_class_names(data_dir))
+    return dataset_of_splits(train, valid, test, 10, cifar_class_names(data_dir))
 
 
 DATASETS = {

@@ -24,8 +24,6 @@ from foundation.tf_quiet import OnFirstUse
 v1 = OnFirstUse('compat.v1')
 
 KERAS_FILE = 'resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5'
-KERAS_URL = ('https://storage.googleapis.com/tensorflow/keras-applications/resnet/'
-             + KERAS_FILE)
 BN_WEIGHTS = ('gamma', 'beta', 'moving_mean', 'moving_variance')
 # Keras' files of the whole network (include_top=True) also hold the ImageNet
 # classifier, which a run never takes: its head is its own.

@@ -23,7 +23,7 @@ KEY = 'data'
 RESIZING = {'imagenet': 'central_view'}
 
 
-def describe(data, dataset_name):
+def summary_of(data, dataset_name):
     """The description of an opened dataset (an ArrayDataset or a
     TFRecordsReader.RecordDataset), as plain JSON values."""
     return {'dataset_name': dataset_name,
@@ -44,7 +44,7 @@ def saved(record):
 def of_run(record, cfg, data_dir):
     """The description a run's record keeps; for a run trained before runs
     kept it, its dataset's as the data in `data_dir` gives it now."""
-    return saved(record) or describe(input_source.open_dataset(cfg, data_dir), cfg['dataset_name'])
+    return saved(record) or summary_of(input_source.open_dataset(cfg, data_dir), cfg['dataset_name'])
 
 
 def with_run_statistics(data, description):
@@ -66,4 +66,4 @@ class SaveDataDescription(Callback):
     first epoch is committed, so that every checkpoint carries it."""
 
     def before_train(self, run):
-        run.record[KEY] = describe(run.built.source.data, run.cfg['dataset_name'])
+        run.record[KEY] = summary_of(run.built.source.data, run.cfg['dataset_name'])

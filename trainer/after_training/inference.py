@@ -25,8 +25,6 @@ from Model import network
 
 v1 = tf.compat.v1
 IMAGE_TYPES = ('.png', '.jpg', '.jpeg')  # what a folder is searched for
-SIGNATURES = {'serving_default': 'float32 images', 'serving_uint8': 'uint8 images',
-              'class_names': 'the class of each output'}
 
 
 class UnreadableImage(DataError):

@@ -125,7 +125,7 @@ def epochs_of(prefix, record):
     return int(match[1]) if match else len(record.get('epochs', []))
 
 
-def restore(saver, session, trained):
+def restore_trained(session, saver, trained):
     """Restores the checkpoint's weights with `saver`; CheckpointError
     naming what does not fit."""
     try:
@@ -150,7 +150,7 @@ def open_data(cfg, trained):
     """The dataset as the trained network saw it, normalised by the run's
     training statistics, and its description (run_data)."""
     data = input_source.open_dataset(cfg, trained.run.dirs['DATA_DIR'])
-    description = data_summary.saved(trained.record) or data_summary.describe(data, cfg['dataset_name'])
+    description = data_summary.saved(trained.record) or data_summary.summary_of(data, cfg['dataset_name'])
     return data_summary.with_run_statistics(data, description), description
 
 

@@ -335,7 +335,6 @@ def keys_tagged(*tags):
 
 
 MENU_KEYS = keys_tagged(MENU)
-AUTO_KEYS = keys_tagged(AUTO)
 
 
 def settable_keys():

@@ -91,11 +91,6 @@ def write_state(directory, checkpoints):
     safe_io.write_text(os.path.join(directory, 'checkpoint'), '\n'.join(lines) + '\n')
 
 
-def prune(directory, keep):
-    """Keeps the newest `keep` checkpoints of `directory`; see retain."""
-    return retain(directory, found(directory)[-keep:])
-
-
 def retain(directory, kept):
     """Removes every checkpoint of `directory` but those `kept`, and what a
     killed process left half-written (temporary folders, records without a

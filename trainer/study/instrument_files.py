@@ -84,7 +84,7 @@ class SelfNormalisationFiles(Callback):
                                      f"{run.name} on {run.cfg['dataset_name']}")
 
 
-class Excitations(Callback):
+class FinalExcitations(Callback):
     """At the end of a run with SE blocks: their excitations per class of
     the validation split, with the final weights (labelled with the last
     epoch)."""

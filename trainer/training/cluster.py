@@ -95,25 +95,6 @@ def checked_workers(workers):
     return workers
 
 
-def tf_config(addresses, index):
-    """The TF_CONFIG text of worker `index` of a job on `addresses`."""
-    return json.dumps({'cluster': {'worker': list(addresses)},
-                       'task': {'type': 'worker', 'index': index}})
-
-
-def loopback_addresses(count):
-    """`count` addresses on 127.0.0.1 with ports free now, for a job on one
-    machine (tests, benchmarks, trying a job out)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(('127.0.0.1', 0))
-        return [f'127.0.0.1:{s.getsockname()[1]}' for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def check_config(cfg, role, train_files=None):
     """What a multi-worker run needs of the config (and of the training
     files, for streamed datasets: one at least for every worker)."""
@@ -151,7 +132,8 @@ def listening(address, timeout=1.0):
         return False
 
 
-def describe(role, indices):
+def workers_named(role, indices):
+    """'1 (host:port), 2 (host:port)': the workers of `indices`, for a message."""
     return ', '.join(f'{i} ({role.workers[i]})' for i in indices)
 
 
@@ -166,11 +148,11 @@ def wait_for_peers(role, seconds, stop):
         if not missing:
             return
         if time.monotonic() >= deadline:
-            raise ClusterError(f'worker {describe(role, missing)} of the job did not start within '
+            raise ClusterError(f'worker {workers_named(role, missing)} of the job did not start within '
                                f'{seconds:g} s; start it with the same command and its TF_CONFIG '
                                f'task index, or raise peer_wait_seconds')
         if not told:
-            print(f'Waiting up to {seconds:g} s for worker {describe(role, missing)} of the job',
+            print(f'Waiting up to {seconds:g} s for worker {workers_named(role, missing)} of the job',
                   flush=True)
             told = True
         stop.check()

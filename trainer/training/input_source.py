@@ -26,8 +26,8 @@ def open_dataset(cfg, data_dir):
 def make_input(data, cfg, shard=None):
     """The input source of an opened dataset; `shard`: (this worker,
     workers) of a multi-worker job."""
+    options = input_pipeline.options_from_config(cfg)
     if isinstance(data, TFRecordsReader.RecordDataset):
-        return TFRecordsReader.TFRecordInput(data, cfg, shard)
-    augmentation = input_pipeline.AUGMENTATION[cfg['dataset_name']] if cfg['augment'] else None
-    return input_pipeline.ArrayInput(data, cfg['batch_size'], cfg['eval_batch_size'],
-                                     cfg['train_eval_images'], augmentation, shard)
+        return TFRecordsReader.TFRecordInput(data, options, shard)
+    return input_pipeline.ArrayInput(data, options.batch_size, options.eval_batch_size,
+                                     options.train_eval_images, options.augmentation, shard)
