@@ -73,7 +73,8 @@ def imagenet_example(jpeg, label, synset, height, width, filename, text='', boxe
     the official label 1..1000, the class's name (empty without one), the
     bounding boxes [xmin, ymin, xmax, ymax] (none without them). Colorspace
     and channels say RGB and 3 for a grayscale JPEG too, as theirs do: its
-    readers decode to 3 channels."""
+    readers decode to 3 channels. The file name is stored as the bytes the
+    folder holds (os.fsencode): a name need not be UTF-8."""
     xmin, ymin, xmax, ymax = ([box[i] for box in boxes] for i in range(4))
     return tf.train.Example(features=tf.train.Features(feature={
         'image/height': int64_feature(height),
@@ -89,7 +90,7 @@ def imagenet_example(jpeg, label, synset, height, width, filename, text='', boxe
         'image/object/bbox/ymax': float_feature(ymax),
         'image/object/bbox/label': int64_feature([label] * len(xmin)),
         'image/format': bytes_feature(b'JPEG'),
-        'image/filename': bytes_feature(filename.encode()),
+        'image/filename': bytes_feature(os.fsencode(filename)),
         'image/encoded': bytes_feature(jpeg),
     })).SerializeToString()
 
@@ -361,7 +362,8 @@ def stored_jpeg(path, coder):
     file: an RGB or grayscale JPEG as it is, a PNG or CMYK JPEG converted,
     its size checked before it is read and the JPEG decoded as the reader
     will decode it (TF's script lists the files to convert by name; here
-    their headers tell)."""
+    their headers tell). A FIFO or a link to a device in the tree is a
+    BadImage before anything is opened (image_bytes)."""
     data = image_bytes(path)
     with opened(path, data) as image:
         (width, height), form, mode = image.size, image.format, image.mode

@@ -122,6 +122,8 @@ config = {
     'experiment_grid': 'seed',  # which grid python experiments.py runs
     'experiment_seeds': None,  # e.g. [1, 2, 3]: experiments.py runs every configuration once per
         # seed and tables the mean and spread (None: once, with seed)
+    'max_runs': 100,  # experiments.py refuses a sweep of more runs than this before any starts
+        # (None: no bound)
 
     # --- after training: evaluate.py, predict.py, export.py, instruments.py ----
     'checkpoint': 'best',  # the run's checkpoint they use: 'best' (validation), 'newest', or a checkpoint's path

@@ -22,7 +22,7 @@ command.answer_early(__name__, __doc__)  # --help and mistakes answered before T
 import tensorflow as tf
 
 from trainer import console
-from trainer.after_training import evaluation, trained_run
+from trainer.after_training import evaluation, trained_run, writes
 from trainer.training import training_graph
 
 v1 = tf.compat.v1
@@ -43,14 +43,16 @@ def evaluate(cfg):
     with built.graph.as_default(), v1.Session(config=training_graph.session_config(built.devices)) as session:
         trained_run.restore_trained(session, built.saver, trained)
         try:
-            result = evaluation.analyse_and_write(session, built.model, built.source, split,
-                                                  cfg['misclassified_images'], description,
-                                                  directory, title)
-        except (OSError, tf.errors.OpError) as error:
+            outcome = evaluation.analyse(session, built.model, built.source, split,
+                                         cfg['misclassified_images'])
+        except (OSError, tf.errors.OpError) as error:  # reading the data
             explained = built.source.explain(error)
             if explained is None:
                 raise
             raise explained from None
+    result = evaluation.summary(outcome, description['classes'])
+    with writes.into_run(directory, trained.run):
+        evaluation.write(directory, result, outcome, description, title)
     print(evaluation.result_line(result))
     print('\n'.join(evaluation.table_lines(result)))
     print(f'Confusion matrix, per-class figures and misclassified images in: '

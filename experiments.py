@@ -28,7 +28,7 @@ import tensorflow as tf
 
 import constant
 import main
-from foundation import safe_io
+from foundation import machine, safe_io
 from foundation.errors import ConfigError, DataError, UserError
 from trainer import console
 from trainer.config import settings
@@ -90,11 +90,23 @@ def configuration_name(cfg):
     return experiment_name({**cfg, 'seed': constant.config['seed']})
 
 
+# The sweep's own keys: the same for every run, checked once for the sweep.
+SWEEP_KEYS = ('experiment_grids', 'experiment_grid', 'experiment_seeds', 'max_runs')
+
+
 def plan(argv):
     """(grid name, [config of each run]) for the chosen grid with the
     key=value overrides of argv on top, each point once per seed of
-    experiment_seeds; every config checked before any runs."""
-    chosen = settings.load_config(argv)
+    experiment_seeds; the sweep's size, then every config, checked before
+    any runs."""
+    grid, runs = checked_plan(argv)
+    return grid, [machine.fit_to_machine(cfg) for cfg in runs]
+
+
+def checked_plan(argv):
+    """plan's runs, their 'auto' options left undecided: in time linear in
+    the runs, without TensorFlow."""
+    chosen = settings.checked_config(argv)
     overrides = settings.parse_overrides(argv, set(constant.config))
     if 'run_name' in overrides:
         raise ConfigError('run_name is chosen for each run by experiments.py; '
@@ -102,21 +114,46 @@ def plan(argv):
     grid = chosen['experiment_grid']
     points = grid_points(chosen['experiment_grids'][grid])
     seeds = chosen['experiment_seeds']
+    sweep = {key: chosen[key] for key in SWEEP_KEYS}
+    configurations = distinct_names(named_points(points, overrides, sweep))
     if seeds:
         if 'seed' in overrides or any('seed' in point for point in points):
             raise ConfigError(f"experiment_seeds={seeds} sets the seed of every run; "
                                        f"leave seed out of the arguments and of grid {grid!r}")
         points = [{**point, 'seed': seed} for point in points for seed in seeds]
-    runs = []
-    for point in points:
-        raw = {**constant.config, **point, **overrides}
+    named = named_points(points, overrides, sweep)
+    check_size(distinct_names(named), grid, configurations, seeds, chosen['max_runs'])
+    runs, names = [], set()
+    for point, (name, raw) in zip(points, named):
         try:  # the very config the run gets, its name included
-            cfg = settings.load_config([], base={**raw, 'run_name': experiment_name(raw)})
+            cfg = settings.checked_config([], base={**raw, 'run_name': name}, checked=SWEEP_KEYS)
         except ConfigError as error:
             raise ConfigError(f'grid {grid!r}, configuration {point}: {error}') from None
-        if all(cfg['run_name'] != other['run_name'] for other in runs):  # overrides can merge points
+        if name not in names:  # overrides can merge points
+            names.add(name)
             runs.append(cfg)
     return grid, runs
+
+
+def named_points(points, overrides, sweep):
+    """(run name, raw config) of each point: constant.config, the point,
+    the overrides and the sweep's own keys on top."""
+    raws = [{**constant.config, **point, **overrides, **sweep} for point in points]
+    return [(experiment_name(raw), raw) for raw in raws]
+
+
+def distinct_names(named):
+    """How many runs named points make: points of the same name are one run."""
+    return len({name for name, _ in named})
+
+
+def check_size(runs, grid, configurations, seeds, max_runs):
+    """ConfigError where the sweep has more runs than max_runs allows."""
+    if max_runs is None or runs <= max_runs:
+        return
+    parts = f'{configurations} configurations' + (f' x {len(seeds)} seeds' if seeds else '')
+    raise ConfigError(f'the sweep is {runs} runs (grid {grid}: {parts}), more than '
+                      f'max_runs={max_runs}; set max_runs={runs} (or None) to run them all')
 
 
 def _comparable(value):
@@ -144,15 +181,63 @@ def run_dir(cfg):
     return os.path.join(constant.derived_dirs(cfg)['RUNS_SAVE_DIR'], cfg['run_name'])
 
 
-def record_of_run(cfg):
+def record_of_run(cfg, warn=True):
     """The record of cfg's run as its files hold it (records.saved_record); an
     empty one where they hold none that can be read (the run then starts
-    afresh, its folder kept beside it)."""
+    afresh, its folder kept beside it; `warn`: says so)."""
     try:
         return saved_record(run_dir(cfg))
     except DataError as error:
-        print(f'warning: {error}; the run starts afresh', file=sys.stderr, flush=True)
+        if warn:
+            print(f'warning: {error}; the run starts afresh', file=sys.stderr, flush=True)
         return {'epochs': []}
+
+
+def epochs_to_train(state, record, cfg):
+    """The epochs a run in `state` (run_state) has still to train."""
+    if state == 'done':
+        return 0
+    return max(0, cfg['max_epochs'] - (len(record['epochs']) if state == 'resume' else 0))
+
+
+def seconds_per_epoch(runs, records, states):
+    """{configuration name: the mean of the epoch seconds its runs recorded},
+    of the runs whose record is of their config (not about to start afresh)."""
+    timed = {}
+    for cfg, record, state in zip(runs, records, states):
+        if state != 'start':
+            timed.setdefault(configuration_name(cfg), []).extend(
+                row['epoch_seconds'] for row in record['epochs'] if 'epoch_seconds' in row)
+    return {name: float(np.mean(seconds)) for name, seconds in timed.items() if seconds}
+
+
+def time_estimate(to_train, per_epoch):
+    """'about 0:01:30 (...)' for [(config, epochs to train)], from
+    seconds_per_epoch; 'time unknown' for configurations never timed."""
+    known = [epochs * per_epoch[configuration_name(cfg)] for cfg, epochs in to_train
+             if configuration_name(cfg) in per_epoch]
+    if not known:
+        return 'time unknown (no run of their configurations has trained yet)'
+    about = f'about {console.clock(sum(known))} of epochs'  # building and testing each run on top
+    source = '(as earlier runs of their configurations timed them)'
+    if len(known) == len(to_train):
+        return f'{about} {source}'
+    return f'{about} for {len(known)} of them {source}, time unknown for the other {len(to_train) - len(known)}'
+
+
+def sweep_line(grid, runs):
+    """What the sweep will do, said before its first run: how many runs,
+    how many are complete, about how long the others take."""
+    records = [record_of_run(cfg, warn=False) for cfg in runs]  # run_all warns at the run's turn
+    states = [run_state(record, cfg) for record, cfg in zip(records, runs)]
+    to_train = [(cfg, epochs_to_train(state, record, cfg))
+                for cfg, record, state in zip(runs, records, states) if state != 'done']
+    said = f"Grid {grid!r}: {len(runs)} runs on {runs[0]['dataset_name']}"
+    if not to_train:
+        return f'{said}: all complete'
+    done = len(runs) - len(to_train)
+    counts = f'{done} complete, {len(to_train)} to train' if done else f'{len(to_train)} to train'
+    return f'{said}: {counts}, {time_estimate(to_train, seconds_per_epoch(runs, records, states))}'
 
 
 def run_all(runs):
@@ -334,7 +419,7 @@ def write_results(grid, runs):
 def run_experiments(argv):
     """The whole sweep; returns the process exit status."""
     grid, runs = plan(argv)
-    print(f"Grid {grid!r}: {len(runs)} runs on {runs[0]['dataset_name']}", flush=True)
+    print(sweep_line(grid, runs), flush=True)
     try:
         return run_all(runs)
     finally:  # a run that failed costs its own row, not the table of the others

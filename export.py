@@ -29,7 +29,7 @@ import os
 import tensorflow as tf
 
 from trainer import console
-from trainer.after_training import data_summary, inference, trained_run
+from trainer.after_training import data_summary, inference, trained_run, writes
 
 v1 = tf.compat.v1
 FOLDER = 'saved_model'  # in a run's folder: one SavedModel per checkpoint exported
@@ -44,7 +44,8 @@ def export(cfg):
     directory = os.path.join(trained.run.directory, FOLDER, trained.label)
     with serving.graph.as_default(), v1.Session() as session:
         trained_run.restore_trained(session, serving.saver, trained)
-        inference.export(serving, session, directory)
+        with writes.into_run(directory, trained.run):
+            inference.export(serving, session, directory)
     shape = ', '.join(map(str, description['image_shape']))
     print(f'Exported {trained.describe()}\nas a SavedModel into: {console.shown_path(directory)}\n'
           f"serving_default: images, float32 [N, {shape}] of raw pixels 0..255 -> probabilities, "

@@ -25,7 +25,7 @@ command.answer_early(__name__, __doc__)  # --help and mistakes answered before T
 
 import tensorflow as tf
 
-from trainer.after_training import trained_run
+from trainer.after_training import trained_run, writes
 from trainer.study import excitation, instrument_files, probes, self_normalisation
 from trainer.training import training_graph
 
@@ -50,17 +50,20 @@ def instruments(cfg):
     built = training_graph.build_graph(cfg, trained_run.open_data(cfg, trained)[0])
     with built.graph.as_default(), v1.Session(config=training_graph.session_config(built.devices)) as session:
         trained_run.restore_trained(session, built.saver, trained)
+        measured = None
         if probes.se_gates(built.model):
             measured = excitation.measure(session, built.model, built.source, cfg['excitation_split'],
                                           cfg['output_shape'])
             measured.epoch = trained.epoch
-            instrument_files.write_excitations(
-                measured, directory, instrument_files.title(name, cfg['dataset_name'], trained.epoch))
-        else:
-            print(f'{name} has no SE blocks: no excitations to measure')
         statistics = (trained.record.get(self_normalisation.KEY)
                       or measured_now(session, built, cfg['eval_batch_size'], trained.epoch))
-        instrument_files.write_self_normalisation(statistics, directory, f"{name} on {cfg['dataset_name']}")
+    title = instrument_files.title(name, cfg['dataset_name'], trained.epoch)
+    with writes.into_run(directory, trained.run):
+        told = (instrument_files.write_excitations(measured, directory, title) if measured
+                else [f'{name} has no SE blocks: no excitations to measure'])
+        told += instrument_files.write_self_normalisation(statistics, directory,
+                                                          f"{name} on {cfg['dataset_name']}")
+    instrument_files.print_lines(told)  # once every file is in place
     return 0
 
 

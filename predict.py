@@ -93,7 +93,8 @@ def classify(session, serving, reader, files, k):
     if images:
         for path, probabilities in zip(readable, serving.probabilities_of(session, np.stack(images))):
             top = inference.top_classes(probabilities, serving.classes, k)
-            print(f"{path}: {', '.join(f'{name} ({p:.4f})' for name, p in top)}", flush=True)
+            print(f"{inference.shown_name(path)}: {', '.join(f'{name} ({p:.4f})' for name, p in top)}",
+                  flush=True)
     return failed
 
 

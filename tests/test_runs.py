@@ -97,12 +97,15 @@ def record(*epochs, **extra):
     return {'epochs': [{'epoch': e} for e in epochs], **extra}
 
 
+TESTED = {'epoch': 2, 'loss': 0.1, 'accuracy': 0.9}  # a record's test figures
+
+
 @pytest.mark.parametrize('written, expected', [
     (None, record(1, 2)),  # history.json missing
     ('{"epochs": [', record(1, 2)),  # damaged
     ('{}', record(1, 2)),  # not a history
     (json.dumps(record(1)), record(1, 2)),  # behind: killed between checkpoint and history
-    (json.dumps(record(1, 2, test={'loss': 0.1})), record(1, 2, test={'loss': 0.1})),  # agrees
+    (json.dumps(record(1, 2, test=TESTED)), record(1, 2, test=TESTED)),  # agrees
 ])
 def test_the_saved_record_is_the_newest_checkpoints_unless_history_json_agrees(tmp_path, written,
                                                                              expected):
@@ -117,7 +120,7 @@ def test_the_saved_record_is_the_newest_checkpoints_unless_history_json_agrees(t
 
 def test_a_damaged_history_without_checkpoint_records_is_one_clear_error(tmp_path):
     (tmp_path / 'history.json').write_text('{"epochs": [')
-    with pytest.raises(records.DataError, match='history.json is unreadable'):
+    with pytest.raises(records.DataError, match='history.json is not readable'):
         records.saved_record(str(tmp_path))
 
 

@@ -1,14 +1,14 @@
-"""Image files read with their size checked before anything is decoded: a
-file's bytes against a bound, its header's pixel count against another (a
-header may claim 65000 x 65000 pixels in a few bytes). For the ImageNet
-writer and for predict.py alike."""
+"""Image files read with their kind and size checked before a byte is read
+(foundation/regular_files.py) and their header's pixel count before anything
+is decoded (a header may claim 65000 x 65000 pixels in a few bytes). For the
+ImageNet writer and for predict.py alike."""
 import io
-import os
 import warnings
 
 from PIL import Image
 
 from foundation.errors import DataError
+from foundation.regular_files import UnfitFile, read_regular
 
 # An ImageNet file is at most a few MB and 20 megapixels: bounds that no real
 # image reaches, checked before a file is read or an image decoded.
@@ -17,20 +17,16 @@ IMAGE_MAX_PIXELS = 64 << 20  # 8192 x 8192: 192 MiB decoded
 # What Pillow raises for bytes that are no image it can read.
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
                 Image.DecompressionBombWarning)
-
-
 class BadImage(DataError):
     """An image file that the records cannot hold."""
 
 
 def image_bytes(path):
-    """The bytes of an image file, its size checked before it is read."""
-    size = os.path.getsize(path)
-    if size > IMAGE_MAX_BYTES:
-        raise BadImage(f'{path} holds {size} bytes, more than an image of the dataset '
-                       f'({IMAGE_MAX_BYTES} at most)')
-    with open(path, 'rb') as f:
-        return f.read()
+    """The bytes of an image file, its kind and size checked before it is read."""
+    try:
+        return read_regular(path, IMAGE_MAX_BYTES, 'an image of the dataset')
+    except UnfitFile as error:
+        raise BadImage(str(error)) from None
 
 
 def opened(path, data):

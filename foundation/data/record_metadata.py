@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from foundation import bounded_json
 from foundation.errors import DataError
 
 METADATA = 'dataset.json'
@@ -23,12 +24,7 @@ def read_metadata(data_dir):
     path = os.path.join(data_dir, METADATA)
     if not os.path.isfile(path):
         return None
-    try:
-        with open(path, encoding='utf-8') as f:
-            metadata = json.load(f)
-    except (OSError, ValueError) as error:
-        raise DataError(f'{path} is not readable ({error}); run python TFRecordsWriter.py '
-                        f'again') from None
+    metadata = bounded_json.load(path, 'run python TFRecordsWriter.py again')
     check_schema(metadata, path)
     return metadata
 

@@ -14,9 +14,11 @@ Only reading the file's layout needs no TensorFlow: the config check does it,
 so a wrong file is one line before anything is built.
 """
 import collections
+import contextlib
 
 import numpy as np
 
+from foundation import regular_files
 from foundation.errors import DataError
 from foundation.networks.architecture import EXPANSION, RESNET50_STAGES, STEM_CHANNELS
 from foundation.tf_quiet import OnFirstUse
@@ -32,6 +34,8 @@ TOP_LAYERS = {'predictions', 'probs', 'fc1000'}
 # BGR pixels 0..255 less these means, unscaled.
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 STEM_KERNEL, STEM_MEAN = 'conv1/conv/kernel', 'conv1/bn/moving_mean'
+# Keras' ResNet50 files are 95 MB (no top) and 103 MB (whole).
+WEIGHTS_MAX_BYTES = 1 << 30
 
 
 def trunk_layers():
@@ -65,6 +69,16 @@ def expected_weights():
 
 # --- reading the file ---------------------------------------------------------------
 
+# The legacy layout names every layer and weight in root and group attributes:
+# ResNet50's file lists 177 layers, at most 5 weights each. A bound well
+# above, checked from an attribute's shape before it is read.
+MAX_NAMES = 10000
+NUMBER_KINDS = 'fiu'  # float, signed, unsigned: what a weight may be stored as
+# What h5py raises for an entry it cannot follow or read (a loop of soft
+# links: RuntimeError; a missing filter: OSError; a type numpy has not: TypeError).
+H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
+
+
 def _text(value):
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -74,20 +88,100 @@ def _weight_name(stored):
     return _text(stored).rsplit('/', 1)[-1].split(':')[0]
 
 
+def refused(path, entry, why):
+    """The DataError of a file whose `entry` is not what Keras writes."""
+    return DataError(f"{path}: {entry} {why}; init_weights takes Keras' {KERAS_FILE}")
+
+
+@contextlib.contextmanager
+def entry_errors(path, entry):
+    """h5py's errors while `entry` is followed or read made the DataError
+    that names it (a DataError, itself a ValueError, passes as it is)."""
+    try:
+        yield
+    except DataError:
+        raise
+    except H5_ERRORS as error:
+        raise refused(path, entry, f'cannot be read ({error})') from None
+
+
+def member(group, name, path):
+    """The object at `name` ('a/b/c') inside `group`, None if there is none,
+    found part by part through hard links alone: a soft or external link
+    may lead out of the file, to a loop or to another file, none of which
+    Keras writes."""
+    import h5py
+    node = group
+    for part in filter(None, name.split('/')):
+        if not isinstance(node, h5py.Group):
+            raise refused(path, node.name, 'is no group')
+        link = node.get(part, getlink=True)
+        if link is None:
+            return None
+        if not isinstance(link, h5py.HardLink):
+            kind = 'an external' if isinstance(link, h5py.ExternalLink) else 'a soft'
+            raise refused(path, f'{node.name.rstrip("/")}/{part}', f'is {kind} link')
+        node = node[part]
+    return node
+
+
+def names(attrs, key, path, where):
+    """The names listed in attribute `key` of `attrs` ([] without it), its
+    shape and type checked before it is read."""
+    if key not in attrs:
+        return []
+    listed = attrs.get_id(key)
+    if listed.shape == (0,):  # a layer without weights: Keras' empty list, stored as float64
+        return []
+    if len(listed.shape) != 1 or listed.shape[0] > MAX_NAMES or listed.dtype.kind not in 'OSU':
+        raise refused(path, f'{where} attribute {key}', f'is {listed.dtype} of shape '
+                      f'{listed.shape}, not a list of at most {MAX_NAMES} names')
+    return [_text(name) for name in attrs[key]]
+
+
 def weight_layers(root, path):
     """{layer: {weight: h5py dataset}} of the layers that hold weights, in
     Keras' legacy layout (a whole-model file keeps them under model_weights)."""
-    root = root['model_weights'] if 'model_weights' in root else root
-    if 'layer_names' not in root.attrs:
+    import h5py
+    whole_model = member(root, 'model_weights', path)
+    root = root if whole_model is None else whole_model
+    if not isinstance(root, h5py.Group) or 'layer_names' not in root.attrs:
         raise DataError(f"{path} is not Keras' legacy HDF5 weights file (no layer_names); "
                         f"init_weights takes {KERAS_FILE}")
+    with entry_errors(path, f'{root.name} attribute layer_names'):
+        listed = names(root.attrs, 'layer_names', path, root.name)
     layers = {}
-    for layer in map(_text, root.attrs['layer_names']):
-        group = root.get(layer)
-        stored = [] if group is None else list(group.attrs.get('weight_names', []))
-        if stored:
-            layers[layer] = {_weight_name(name): group[_text(name)] for name in stored}
+    for layer in listed:
+        with entry_errors(path, f'layer {layer}'):
+            group = member(root, layer, path)
+            if group is None:
+                continue
+            if not isinstance(group, h5py.Group):
+                raise refused(path, group.name, 'is no group of weights')
+            stored = names(group.attrs, 'weight_names', path, group.name)
+            if stored:
+                layers[layer] = {_weight_name(name): member(group, name, path) for name in stored}
     return layers
+
+
+def check_dataset(found, entry, shape, path):
+    """A DataError unless `found` is a dataset of numbers in `shape`, its
+    data in this file: all from its metadata, before any of it is read."""
+    import h5py
+    if found is None:
+        raise refused(path, entry, f'is missing where ResNet-50 has {shape}')
+    with entry_errors(path, entry):
+        if not isinstance(found, h5py.Dataset):
+            raise refused(path, entry, 'is no dataset')
+        if found.dtype.kind not in NUMBER_KINDS or found.dtype.shape:
+            raise refused(path, entry, f'holds {found.dtype}, not numbers')
+        if found.shape is None:  # h5py.Empty: a dataset of no shape
+            raise refused(path, entry, f'is empty where ResNet-50 has {shape}')
+        if tuple(found.shape) != shape:
+            raise refused(path, entry, f'is {found.shape} where ResNet-50 has {shape}: the '
+                          f'weights of another network')
+        if found.external or found.is_virtual:
+            raise refused(path, entry, 'keeps its data in other files')
 
 
 def check_layers(layers, path):
@@ -104,42 +198,62 @@ def check_layers(layers, path):
         raise DataError(f"{path} holds {len(extra)} layers ResNet-50 has not ({', '.join(extra[:3])}"
                         f"{', ...' if len(extra) > 3 else ''}): the weights of another network")
     for (layer, weight), shape in expected.items():
-        found = layers[layer].get(weight)
-        if found is None or tuple(found.shape) != shape:
-            got = 'nothing' if found is None else tuple(found.shape)
-            raise DataError(f'{path}: {layer}/{weight} is {got} where ResNet-50 has {shape}: '
-                            f'the weights of another network')
+        check_dataset(layers[layer].get(weight), f'{layer}/{weight}', shape, path)
 
 
 def read_trunk(path, values=True):
     """{variable name under the model's scope: float32 array} of ResNet50's
     trunk in Keras' file at `path`, the conv biases folded into the moving
     means; the first kernel as Keras has it (BGR). values=False only checks
-    the file's layers and shapes (no data read) and returns None."""
+    the file's layers, shapes and types (no data read) and returns None.
+    Every value is read and checked before any is returned: a file that does
+    not fit is refused before a variable is assigned."""
     # Imported here: h5py is slow to import, and every config check imports this
     # module, while only a config with init_weights needs it.
     import h5py
+    try:  # stat alone: h5py opens no FIFO or device that would block or stream
+        regular_files.regular_file(path, WEIGHTS_MAX_BYTES, "Keras' weights file")
+    except regular_files.UnfitFile as error:
+        raise DataError(f"{error}; init_weights takes Keras' {KERAS_FILE}") from None
     try:
         with h5py.File(path, 'r') as root:
             layers = weight_layers(root, path)
             check_layers(layers, path)
-            return trunk_values(layers) if values else None
+            return trunk_values(layers, path) if values else None
     except (OSError, KeyError) as error:
         raise DataError(f"{path} is not a readable HDF5 weights file ({error}); init_weights "
                         f"takes Keras' {KERAS_FILE}") from None
 
 
-def trunk_values(layers):
+def weight_value(layers, layer, weight, path):
+    """The float32 array of `weight` of `layer`, read once; a DataError
+    unless it is finite (a NaN would stop training after its first epoch)."""
+    entry = f'{layer}/{weight}'
+    # A float64 beyond float32's range becomes inf, refused below.
+    with entry_errors(path, entry), np.errstate(over='ignore'):
+        value = np.asarray(layers[layer][weight][()], np.float32)
+    if not np.isfinite(value).all():
+        raise refused(path, entry, f'holds {np.count_nonzero(~np.isfinite(value))} values that '
+                      f'are NaN or infinite (in float32)')
+    if weight == 'moving_variance' and (value < 0).any():
+        raise refused(path, entry, 'holds variances below 0')
+    return value
+
+
+def trunk_values(layers, path):
     """The trunk's variables from Keras' layers (h5py datasets)."""
     values = {}
     for prefix, scope, _ in trunk_layers():
-        conv, bn = layers[f'{prefix}_conv'], layers[f'{prefix}_bn']
-        values[f'{scope}/conv/kernel'] = conv['kernel'][()]
+        conv, bn = f'{prefix}_conv', f'{prefix}_bn'
+        values[f'{scope}/conv/kernel'] = weight_value(layers, conv, 'kernel', path)
         for weight in BN_WEIGHTS:
-            values[f'{scope}/bn/{weight}'] = bn[weight][()]
+            values[f'{scope}/bn/{weight}'] = weight_value(layers, bn, weight, path)
         # BN(conv + bias) normalises with (conv + bias - mean): our convs have no bias.
-        values[f'{scope}/bn/moving_mean'] = bn['moving_mean'][()] - conv['bias'][()]
-    return {name: np.asarray(value, np.float32) for name, value in values.items()}
+        mean = values[f'{scope}/bn/moving_mean'] - weight_value(layers, conv, 'bias', path)
+        if not np.isfinite(mean).all():
+            raise refused(path, f'{bn}/moving_mean', f'less {conv}/bias overflows float32')
+        values[f'{scope}/bn/moving_mean'] = mean
+    return values
 
 
 # --- into a graph and a run ---------------------------------------------------------

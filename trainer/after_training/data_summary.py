@@ -13,10 +13,11 @@ import sys
 import numpy as np
 
 from foundation.data import loaders
+from trainer.runs import record_schema
 from trainer.training import input_source
 from trainer.training.callbacks import Callback
 
-KEY = 'data'
+KEY = record_schema.DATA  # checked with the rest of the record whenever it is read back
 # How an image of another size becomes one of the data's: ImageNet's
 # evaluation view (central 87.5 %, bilinear to 224 px), else TensorFlow's
 # bicubic resize (ImageResizer's, which made the 128 px CIFAR-10).

@@ -159,26 +159,27 @@ def csv_text(header, rows):
 def write(directory, result, outcome, description, title):
     """The evaluation's files in `directory`: summary.json, confusion.csv and
     .json, per_class.csv, misclassified.csv, and the figures confusion.png
-    and misclassified.png."""
-    os.makedirs(directory, exist_ok=True)
+    and misclassified.png; all of them or, where one fails, none (an earlier
+    evaluation there stays whole)."""
     classes, matrix = result['classes'], result['confusion_matrix']
     shown = {k: v for k, v in result.items() if k != 'confusion_matrix'}  # in confusion.json
-    safe_io.write_text(os.path.join(directory, 'summary.json'), json.dumps(shown, indent=1))
-    safe_io.write_text(os.path.join(directory, 'confusion.json'), json.dumps(
-        {'rows': 'true class', 'columns': 'predicted class', 'classes': classes, 'matrix': matrix}))
-    safe_io.write_text(os.path.join(directory, 'confusion.csv'), csv_text(
-        ['true \\ predicted', *classes], [[name, *row] for name, row in zip(classes, matrix)]))
-    safe_io.write_text(os.path.join(directory, 'per_class.csv'), csv_text(
-        TABLE_COLUMNS, [['' if r[k] is None else r[k] for k in TABLE_COLUMNS]
-                        for r in result['per_class']]))
-    safe_io.write_text(os.path.join(directory, 'misclassified.csv'), csv_text(
-        ('index', 'true', 'predicted', 'probability'),
-        [(m.index, classes[m.label], classes[m.predicted], f'{m.confidence:.6f}')
-         for m in outcome.worst]))
-    evaluation_figures.draw_confusion(np.array(matrix), classes,
-                                      os.path.join(directory, 'confusion.png'), title)
-    evaluation_figures.draw_misclassified(outcome.worst, classes, description,
-                                          os.path.join(directory, 'misclassified.png'), title)
+    with safe_io.all_or_none():
+        safe_io.write_text(os.path.join(directory, 'summary.json'), json.dumps(shown, indent=1))
+        safe_io.write_text(os.path.join(directory, 'confusion.json'), json.dumps(
+            {'rows': 'true class', 'columns': 'predicted class', 'classes': classes, 'matrix': matrix}))
+        safe_io.write_text(os.path.join(directory, 'confusion.csv'), csv_text(
+            ['true \\ predicted', *classes], [[name, *row] for name, row in zip(classes, matrix)]))
+        safe_io.write_text(os.path.join(directory, 'per_class.csv'), csv_text(
+            TABLE_COLUMNS, [['' if r[k] is None else r[k] for k in TABLE_COLUMNS]
+                            for r in result['per_class']]))
+        safe_io.write_text(os.path.join(directory, 'misclassified.csv'), csv_text(
+            ('index', 'true', 'predicted', 'probability'),
+            [(m.index, classes[m.label], classes[m.predicted], f'{m.confidence:.6f}')
+             for m in outcome.worst]))
+        evaluation_figures.draw_confusion(np.array(matrix), classes,
+                                          os.path.join(directory, 'confusion.png'), title)
+        evaluation_figures.draw_misclassified(outcome.worst, classes, description,
+                                              os.path.join(directory, 'misclassified.png'), title)
 
 
 def evaluation_folder(run_directory, split, label):

@@ -11,13 +11,13 @@ class names.
 """
 import os
 import re
-import shutil
+import sys
 
 import numpy as np
 import tensorflow as tf
 
 import TFRecordsReader
-from foundation import tf_errors
+from foundation import regular_files, safe_io, tf_errors
 from foundation.data import image_files, input_pipeline
 from foundation.errors import DataError
 from foundation.networks import architecture
@@ -80,26 +80,19 @@ def export(serving, session, directory):
     """Writes the session's Serving graph as a SavedModel (tag 'serve') into
     `directory`, replacing one there only once the new one is complete.
     Signatures: serving_default (float32 `images` -> `probabilities`),
-    serving_uint8 (the same from uint8), class_names (no input)."""
-    partial = f'{directory}.partial'
-    shutil.rmtree(partial, ignore_errors=True)  # left by an export that was killed
-    os.makedirs(os.path.dirname(directory), exist_ok=True)
-    builder = v1.saved_model.Builder(partial)
-    builder.add_meta_graph_and_variables(
-        session, [v1.saved_model.tag_constants.SERVING], strip_default_attrs=True,
-        signature_def_map={
-            'serving_default': signature({'images': serving.images},
-                                         {'probabilities': serving.probabilities}),
-            'serving_uint8': signature({'images': serving.uint8_images},
-                                       {'probabilities': serving.probabilities}),
-            'class_names': signature({}, {'class_names': serving.class_names})})
-    builder.save()
-    if os.path.exists(directory):
-        old = f'{directory}.old'
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(directory, old)
-        shutil.rmtree(old)
-    os.replace(partial, directory)
+    serving_uint8 (the same from uint8), class_names (no input). Where
+    writing fails, nothing of it is left."""
+    with safe_io.atomic_folder(directory) as partial:
+        builder = v1.saved_model.Builder(partial)
+        builder.add_meta_graph_and_variables(
+            session, [v1.saved_model.tag_constants.SERVING], strip_default_attrs=True,
+            signature_def_map={
+                'serving_default': signature({'images': serving.images},
+                                             {'probabilities': serving.probabilities}),
+                'serving_uint8': signature({'images': serving.uint8_images},
+                                           {'probabilities': serving.probabilities}),
+                'class_names': signature({}, {'class_names': serving.class_names})})
+        builder.save()
     return directory
 
 
@@ -108,18 +101,40 @@ def export(serving, session, directory):
 def listed_images(paths):
     """(path, None) for each file of `paths`, and for each PNG / JPEG in a
     folder of them (its sub-folders too, sorted); (path, UnreadableImage)
-    for a path that is neither."""
+    for a path that is neither. A folder's entry that is no regular file (a
+    FIFO, a link to a device) is skipped with a warning: its name is no
+    promise of an image, and reading it could block or never end."""
     for path in paths:
         if os.path.isdir(path):
             found = sorted(os.path.join(root, name) for root, _, names in os.walk(path)
                            for name in names if name.lower().endswith(IMAGE_TYPES))
-            if not found:
+            regular = [f for f in found if is_regular_image_file(f)]
+            if not regular:
                 yield path, UnreadableImage(f'{path}: the folder holds no PNG or JPEG files')
-            yield from ((f, None) for f in found)
-        elif os.path.isfile(path):
-            yield path, None
+            yield from ((f, None) for f in regular)
+        elif os.path.lexists(path):
+            yield path, None  # ImageReader.read says what is wrong with it, if anything
         else:
             yield path, UnreadableImage(f'{path}: no such file or folder')
+
+
+def shown_name(path):
+    """`path` as text that any console prints: a byte of a file name that is
+    not UTF-8 shown as \\xff (a strict UTF-8 stdout refuses it as it is)."""
+    return os.fsencode(path).decode('utf-8', 'backslashreplace')
+
+
+def is_regular_image_file(path):
+    """Whether a folder's entry is a regular file (stat alone, nothing
+    opened); one warning line on stderr where it is not."""
+    try:
+        regular_files.regular_file(path, image_files.IMAGE_MAX_BYTES, 'an image of the dataset')
+    except regular_files.NotRegularFile as error:
+        print(f'warning: {error}; skipped', file=sys.stderr, flush=True)
+        return False
+    except regular_files.UnfitFile:
+        pass  # too large: ImageReader.read says so, as for a file named directly
+    return True
 
 
 class ImageReader:
@@ -151,11 +166,9 @@ class ImageReader:
     def read(self, path):
         """The image of the file at `path`: float32 [height, width, channels]."""
         try:
-            data = image_files.image_bytes(path)
+            data = image_files.image_bytes(path)  # a regular file, its size bounded, before a byte is read
             image_files.opened(path, data).close()  # its declared size checked before decoding
             decoded = self.session.run(self.decoded, {self.contents: data})
-        except OSError as error:
-            raise UnreadableImage(f'{path}: cannot be read ({error.strerror or error})') from None
         except image_files.BadImage as error:
             # Pillow names the bytes it was given as '<_io.BytesIO object at 0x...>'
             said = re.sub(r' ?<[^<>]* object at 0x[0-9a-f]+>', '', str(error))

@@ -312,6 +312,7 @@ KEYS = {
     'experiment_grids': Key(_grids, {MENU}),
     'experiment_grid': Key(_choice('experiment_grids'), {HOW}),
     'experiment_seeds': Key(_optional(_whole_numbers(0, SEED_MAX)), {HOW}),
+    'max_runs': Key(_optional(_integer(1)), {HOW}),
     'checkpoint': Key(_text, {HOW}),  # 'best', 'newest' or a path: trained_run.find checks it
     'eval_split': Key(_one_of('train', 'valid', 'test'), {HOW}),
     'top_k': Key(_integer(1), {HOW}),
@@ -397,8 +398,9 @@ def parse_overrides(args, known_keys):
     return overrides
 
 
-def validate(cfg):
-    """Checks every key and the combinations; returns cfg or raises ConfigError."""
+def validate(cfg, checked=()):
+    """Checks every key (but those of `checked`, whose values were checked
+    before) and the combinations; returns cfg or raises ConfigError."""
     unknown = sorted(set(cfg) - set(KEYS))
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(KEYS))}")
@@ -406,7 +408,8 @@ def validate(cfg):
     if missing:
         raise ConfigError(f"missing key(s) {', '.join(missing)} in constant.config")
     for key, entry in KEYS.items():
-        cfg[key] = entry.rule(key, cfg[key], cfg)
+        if key not in checked:
+            cfg[key] = entry.rule(key, cfg[key], cfg)
     _check_output_shape(cfg)
     if cfg['init_weights'] and not applies('init_weights', cfg):
         raise ConfigError(f"init_weights holds ResNet-50's weights and {cfg['model']} is another "
@@ -435,12 +438,13 @@ def _check_output_shape(cfg):
                           f"set output_shape={classes}{other}")
 
 
-def checked_config(args=(), base=None):
+def checked_config(args=(), base=None, checked=()):
     """constant.config (or `base`) with the `key=value` args applied and
-    validated, its 'auto' options left undecided: no TensorFlow needed."""
+    validated (the keys of `checked` as they are), its 'auto' options left
+    undecided: no TensorFlow needed."""
     cfg = dict(constant.config if base is None else base)
     cfg.update(parse_overrides(args, set(cfg)))
-    return validate(cfg)
+    return validate(cfg, checked)
 
 
 def load_config(args=(), base=None):

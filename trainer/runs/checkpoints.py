@@ -19,7 +19,8 @@ import re
 import shutil
 
 from foundation import safe_io
-from trainer.runs import history
+from foundation.errors import DataError
+from trainer.runs import record_schema
 
 NAME = 'model.ckpt'
 RECORD = '.history.json'  # beside a checkpoint's .index: the run's record it holds
@@ -39,14 +40,13 @@ class Checkpoint:
         return os.path.basename(self.prefix)
 
     def record(self):
-        """The run's record saved with it; None for a checkpoint of a version
-        that wrote none, or whose record cannot be read."""
+        """The run's record saved with it, checked (record_schema); None for a
+        checkpoint of a version that wrote none, or whose record is
+        unreadable or unsound: the run's other records then stand for it."""
         try:
-            with open(self.prefix + RECORD, encoding='utf-8') as f:
-                record = json.load(f)
-        except (OSError, ValueError):
+            return record_schema.read(self.prefix + RECORD)
+        except DataError:
             return None
-        return record if history.is_record(record) else None
 
 
 def prefix_for(directory, epochs, images=0):

@@ -18,15 +18,18 @@ class OutOfSpace(UserError):
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
-def out_of_space(error, directory):
-    """An OutOfSpace naming the disk if `error` (an OSError or a TensorFlow
-    error) says that the disk is full, else None."""
+# What a training run that filled its disk tells the user to do.
+RESUME_ADVICE = ('the last complete epoch is kept; free space there (or set datasets_root to another '
+                 'disk) and run again with resume=True')
+
+
+def out_of_space(error, directory, advice=RESUME_ADVICE):
+    """An OutOfSpace naming the disk and saying `advice` if `error` (an
+    OSError or a TensorFlow error) says that the disk is full, else None."""
     text = str(getattr(error, 'message', error))
     if getattr(error, 'errno', None) not in NO_SPACE and not any(
             message in text for message in ('No space left on device', 'Disk quota exceeded')):
         return None
     folder = directory if os.path.isdir(directory) else os.path.dirname(directory)
     free = shutil.disk_usage(folder).free / 2 ** 20
-    return OutOfSpace(f'the disk of {directory} is full ({free:.1f} MB free): the last complete '
-                      f'epoch is kept; free space there (or set datasets_root to another disk) '
-                      f'and run again with resume=True')
+    return OutOfSpace(f'the disk of {directory} is full ({free:.1f} MB free): {advice}')

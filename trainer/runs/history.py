@@ -8,7 +8,7 @@ import json
 import os
 
 from foundation import safe_io
-from foundation.errors import DataError
+from trainer.runs import record_schema
 
 COLUMNS = ('epoch', 'train_loss', 'train_accuracy', 'valid_loss', 'valid_accuracy',
            'learning_rate', 'train_running_loss', 'train_seconds', 'epoch_seconds',
@@ -23,25 +23,13 @@ def paths(run_dir):
 
 
 def load(run_dir):
-    """The saved record {'epochs': [...], ...}, None where there is none, or
-    DataError where history.json is not a record."""
+    """The saved record {'epochs': [...], ...}, checked (record_schema); None
+    where there is none, DataError naming the file and the field where
+    history.json is not a sound record."""
     json_path, _ = paths(run_dir)
     if not os.path.isfile(json_path):
         return None
-    try:
-        with open(json_path, encoding='utf-8') as f:
-            record = json.load(f)
-    except (OSError, ValueError) as error:
-        raise DataError(f'{json_path} is unreadable ({error})') from None
-    if not is_record(record):
-        raise DataError(f'{json_path} is not a run history (no list of epochs)')
-    return record
-
-
-def is_record(record):
-    return (isinstance(record, dict) and isinstance(record.get('epochs'), list)
-            and all(isinstance(row, dict) and isinstance(row.get('epoch'), int)
-                    for row in record['epochs']))
+    return record_schema.read(json_path)
 
 
 def save(run_dir, record):

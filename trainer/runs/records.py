@@ -14,11 +14,13 @@ v1 = tf.compat.v1
 # --- the record a run's files hold -------------------------------------------------
 
 def saved_record(directory):
-    """The run's record as its files hold it: history.json where it holds
-    the same epochs as the newest checkpoint (it may hold the test result
-    too), else that checkpoint's own record (history.json missing, damaged,
-    or behind after a crash). {'epochs': []} for a folder without either;
-    DataError for a damaged history.json and no checkpoint's record."""
+    """The run's record as its files hold it, every one checked
+    (record_schema): history.json where it holds the same epochs as the
+    newest checkpoint with a sound record (it may hold the test result too),
+    else that checkpoint's own record (history.json missing, damaged, edited
+    into an unsound record, or behind after a crash). {'epochs': []} for a
+    folder without either; DataError naming history.json's fault where no
+    checkpoint's record is sound."""
     newest = next((r for r in (c.record() for c in reversed(checkpoints.found(directory))) if r), None)
     try:
         written = history.load(directory)
@@ -60,8 +62,7 @@ def record_of(checkpoint, directory):
     try:
         written = history.load(directory) or {'epochs': []}
     except DataError as error:
-        raise DataError(f'{error}, and the checkpoints of {directory} hold no history of their '
-                        f'own (written before they did); restore history.json from a copy, or '
-                        f'start afresh without resume=True') from None
+        raise DataError(f'{error} (the checkpoint {checkpoint.prefix} holds no sound record of its '
+                        f'own; without resume=True the run starts afresh)') from None
     written['epochs'] = [e for e in written['epochs'] if e['epoch'] <= checkpoint.epochs]
     return written

@@ -9,6 +9,7 @@ demand for any run.
 """
 import os
 
+from foundation import safe_io
 from trainer import console
 from trainer.study import excitation, figures, probes, self_normalisation
 from trainer.training.callbacks import Callback
@@ -24,29 +25,36 @@ def title(run_name, dataset_name, epoch=None):
 
 def write_excitations(measured, directory, title):
     """Writes measured SE excitations (excitation.measure, with its epoch
-    set) into the run folder `directory` as numbers and figures, and prints
-    their table."""
-    excitation.save(directory, measured)
+    set) into the run folder `directory` as numbers and figures, all or
+    none; returns the lines that tell of them (their table, where they are)."""
     numbers, table, figure = excitation.paths(directory, measured.split)
-    figures.excitation_figure(measured, figure, title)
-    print(f'SE excitations on the {measured.split} split ({title}), per block:')
-    print(excitation.table_markdown(measured))
-    print(f'SE excitation figures in: {console.shown_path(figure)} (numbers: '
-          f'{os.path.basename(numbers)}, {os.path.basename(table)})', flush=True)
+    with safe_io.all_or_none():
+        excitation.save(directory, measured)
+        figures.excitation_figure(measured, figure, title)
+    return [f'SE excitations on the {measured.split} split ({title}), per block:',
+            excitation.table_markdown(measured),
+            f'SE excitation figures in: {console.shown_path(figure)} (numbers: '
+            f'{os.path.basename(numbers)}, {os.path.basename(table)})']
 
 
 def write_self_normalisation(statistics, directory, title):
     """The CSV and the figure of recorded self-normalisation statistics in
-    the run folder `directory`."""
-    self_normalisation.write_csv(directory, statistics)
+    the run folder `directory`, both or neither; returns the lines that tell
+    of them."""
     figure = os.path.join(directory, self_normalisation.FIGURE_NAME)
     epochs = [e['epoch'] for e in statistics['epochs']]
-    figures.self_normalisation_figure(statistics, figure, title)
-    print(f"Self-normalisation on {statistics['images']} validation images, at the first and "
-          f"last epoch recorded (0: at initialisation):")
-    print('\n'.join(self_normalisation.table_markdown(statistics)))
-    print(f'Self-normalisation per layer (epochs {epochs[0]}-{epochs[-1]}) in: '
-          f'{console.shown_path(figure)} (numbers: {self_normalisation.CSV_NAME})', flush=True)
+    with safe_io.all_or_none():
+        self_normalisation.write_csv(directory, statistics)
+        figures.self_normalisation_figure(statistics, figure, title)
+    return [f"Self-normalisation on {statistics['images']} validation images, at the first and "
+            f"last epoch recorded (0: at initialisation):",
+            *self_normalisation.table_markdown(statistics),
+            f'Self-normalisation per layer (epochs {epochs[0]}-{epochs[-1]}) in: '
+            f'{console.shown_path(figure)} (numbers: {self_normalisation.CSV_NAME})']
+
+
+def print_lines(lines):
+    print('\n'.join(lines), flush=True)
 
 
 # --- as callbacks of main.py's loop -------------------------------------------------------
@@ -80,8 +88,8 @@ class SelfNormalisationFiles(Callback):
 
     def after_train(self, run):
         if self_normalisation.KEY in run.record:
-            write_self_normalisation(run.record[self_normalisation.KEY], run.directory,
-                                     f"{run.name} on {run.cfg['dataset_name']}")
+            print_lines(write_self_normalisation(run.record[self_normalisation.KEY], run.directory,
+                                          f"{run.name} on {run.cfg['dataset_name']}"))
 
 
 class FinalExcitations(Callback):
@@ -95,5 +103,5 @@ class FinalExcitations(Callback):
         measured = excitation.measure(run.session, run.built.model, run.built.source, TRAINING_SPLIT,
                                       run.cfg['output_shape'], run.stop)
         measured.epoch = run.record['epochs'][-1]['epoch']
-        write_excitations(measured, run.directory,
-                          title(run.name, run.cfg['dataset_name'], measured.epoch))
+        print_lines(write_excitations(measured, run.directory,
+                               title(run.name, run.cfg['dataset_name'], measured.epoch)))

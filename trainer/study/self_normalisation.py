@@ -27,16 +27,17 @@ import tensorflow as tf
 
 from foundation import safe_io
 from foundation.errors import DataError
+from trainer.runs import record_schema
 from trainer.study import probes
 from trainer.training import passes
 
 v1 = tf.compat.v1
-KEY = 'activation_statistics'
+KEY = record_schema.ACTIVATION_STATISTICS  # of the shape record_schema checks when it is read back
 CSV_NAME = 'activation_statistics.csv'
 FIGURE_NAME = 'activation_statistics.pdf'
 SAMPLE_SPLIT = 'valid'
 SAMPLE_IMAGES = 256  # the fixed batch: the first images of SAMPLE_SPLIT
-MODES = ('inference', 'training')
+MODES = record_schema.STATISTICS_MODES  # batch norm's: moving averages, the batch's statistics
 
 
 def fixed_batch(session, model, source, images=SAMPLE_IMAGES):
