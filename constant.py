@@ -101,6 +101,8 @@ config = {
     'experiment_grids': {  # name -> grid; the grids experiments.py can run
         'seed': {'model': ['custom_model', 'resnet50'], 'use_se': [False, True],
                  'activation_fn': ['relu', 'selu']},  # the original study: both networks x SE x activation
+        'se': {'use_se': [False, True]},  # one contrast: SE against no SE on config['model']
+        'selu': {'activation_fn': ['relu', 'selu']},  # one contrast: SELU against ReLU on config['model']
         'se_ablation': [  # the SE paper's squeeze and excitation ablations on config['model']
             {'use_se': [False, True]},
             {'use_se': [True], 'se_squeeze': ['max']},
@@ -129,6 +131,7 @@ config = {
     'checkpoint': 'best',  # the run's checkpoint they use: 'best' (validation), 'newest', or a checkpoint's path
     'eval_split': 'test',  # the split evaluate.py evaluates: 'train', 'valid' or 'test'
     'excitation_split': 'valid',  # instruments.py: the split whose classes the SE excitations are measured on
+    'cam_images': 8,  # instruments.py: class activation maps (Grad-CAM) of the first this many validation images
     'top_k': 5,  # predict.py: the most probable classes listed for each image
     'misclassified_images': 25,  # evaluate.py draws this many of the most confidently misclassified images
 

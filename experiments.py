@@ -9,6 +9,7 @@ of all validation curves.
 Runs already complete are skipped and an interrupted one resumes, so running
 the same command again continues a stopped sweep.
 """
+import collections
 import csv
 import hashlib
 import io
@@ -33,7 +34,8 @@ from foundation.errors import ConfigError, DataError, UserError
 from trainer import console
 from trainer.config import settings
 from trainer.runs.records import saved_record
-from trainer.study import excitation, figures, instrument_files, self_normalisation
+from trainer.study import excitation, figures, instrument_files, paired, self_normalisation
+from trainer.training.callbacks import better
 
 # Keys that change how a run goes or where its files are, not its results: a
 # finished run that differs only in these counts as done.
@@ -44,8 +46,9 @@ NOT_RESULT_KEYS = settings.keys_tagged(settings.HOW)
 NOT_IN_NAME = NOT_RESULT_KEYS + sum((settings.keys_tagged(tag) for tag in (
     settings.NAME, settings.AUTO, settings.DATASET)), ())
 COLUMNS = ('run', 'best train loss', 'best valid loss', 'best train acc %', 'best valid acc %',
-           'best epoch', 'test acc % (best epoch)', 'time', 'device', 'epochs', 'note')
-SEED_COLUMNS = ('best valid acc %', 'test acc % (best epoch)', 'best valid loss', 'time')
+           'best epoch', 'test acc % (best epoch)', 'M params', 'M mult-adds', 'img/s', 'time', 'device',
+           'epochs', 'note')
+SEED_COLUMNS = ('best valid acc %', 'test acc % (best epoch)', 'best valid loss', 'img/s', 'time')
 
 
 def grid_points(grid):
@@ -261,11 +264,40 @@ def run_all(runs):
     return 0
 
 
+def read_at_sweep_length(record, max_epochs):
+    """(the epochs, the best epoch's figures, notes) of a record read at the
+    sweep's max_epochs: a longer run is compared like with like, its best
+    epoch among the first max_epochs; its best-epoch test figure stays where
+    that is still its best epoch (another's would need a checkpoint the run
+    no longer keeps)."""
+    epochs, best = record['epochs'], record.get('best', {})
+    if len(epochs) <= max_epochs:
+        return epochs, best, []
+    kept, read_best = epochs[:max_epochs], None
+    for row in kept:
+        if better(row, read_best):
+            read_best = row
+    notes = [f'read at epoch {max_epochs} of its {len(epochs)}']
+    if read_best['epoch'] == best.get('epoch'):
+        return kept, best, notes
+    return kept, {'epoch': read_best['epoch']}, notes + [
+        f"no test figure: epoch {read_best['epoch']}'s checkpoint is not kept"]
+
+
+def cost_columns(record, epochs):
+    """The network's cost from the record (runs before it was kept: None) and
+    the measured training speed, images/s over the median epoch."""
+    cost = record.get('cost') or {}
+    seconds = [e['train_seconds'] for e in epochs if e.get('train_seconds')]
+    speed = cost['train_images'] / float(np.median(seconds)) if cost and seconds else None
+    return {'M params': cost['parameters'] / 1e6 if cost else None,
+            'M mult-adds': cost['multiply_adds'] / 1e6 if cost else None, 'img/s': speed}
+
+
 def result_row(cfg, record):
-    """A run's row of the results table (numbers, not yet formatted)."""
-    epochs = record['epochs']
-    best = record.get('best', {})
-    notes = []
+    """A run's row of the results table (numbers, not yet formatted), read
+    at the sweep's max_epochs."""
+    epochs, best, notes = read_at_sweep_length(record, cfg['max_epochs'])
     if record.get('diverged'):
         notes.append(f"diverged: {record['diverged']}")
     if len(epochs) < cfg['max_epochs'] and not record.get('diverged'):
@@ -273,7 +305,7 @@ def result_row(cfg, record):
     row = {'run': cfg['run_name'], 'best epoch': best.get('epoch'),
            'test acc % (best epoch)': 100 * best['test_accuracy'] if 'test_accuracy' in best else None,
            'time': sum(e['epoch_seconds'] for e in epochs), 'device': record.get('device'),
-           'epochs': len(epochs), 'note': '; '.join(notes)}
+           'epochs': len(epochs), 'note': '; '.join(notes), **cost_columns(record, epochs)}
     for split in ('train', 'valid'):
         losses = [e[f'{split}_loss'] for e in epochs]
         accuracies = [e[f'{split}_accuracy'] for e in epochs]
@@ -290,7 +322,9 @@ def _formatted(column, value):
     if isinstance(value, float):
         if not math.isfinite(value):
             return 'NaN'
-        return f'{value:.2f}' if '%' in column else f'{value:.4f}'
+        if column == 'img/s':
+            return f'{value:.0f}'
+        return f'{value:.2f}' if '%' in column or column.startswith('M ') else f'{value:.4f}'
     return str(value)
 
 
@@ -362,16 +396,34 @@ def over_seeds_lines(runs, rows):
             '', 'Mean ± sample standard deviation over the seeds of each configuration.']
 
 
+def paired_lines(runs, rows):
+    """The paired comparisons over seeds (trainer/study/paired.py): a table
+    and a plain reading per contrast; [] unless some configuration ran with
+    several seeds and another differs from it in one key."""
+    if max(collections.Counter(configuration_name(cfg) for cfg in runs).values(), default=0) < 2:
+        return []
+    found = paired.comparisons(runs, rows, configuration=configuration_name)
+    if not found:
+        return []
+    readings = [f'* {paired.reading(c)} ({c.figure}, against {c.network})' for c in found]
+    return ['', '## Paired over seeds', '', *_markdown_table(paired.TABLE_HEADER, paired.table_rows(found)),
+            '', f'Treatment - baseline over the runs of equal seed; {paired.CONFIDENCE:.0%} confidence '
+            f'interval of the mean difference (Student t), paired t-test and Wilcoxon signed-rank p; '
+            f'fewer than {paired.MIN_PAIRS} pairs give no p.', '', *readings]
+
+
 def results_markdown(rows, title, runs=None):
     """The results table; with the runs' configs, also the mean and spread
-    over seeds where configurations repeat with several, and the original
-    layout where the runs compare activations."""
+    over seeds where configurations repeat with several, the paired
+    comparisons over seeds, and the original layout where the runs compare
+    activations."""
     lines = [f'# {title}', '',
              *_markdown_table(COLUMNS, [[_formatted(c, row[c]) for c in COLUMNS] for row in rows]),
              '', 'Best value over all epochs. Test accuracy with the weights of the epoch '
              'of best validation accuracy.']
     if runs:
-        lines += over_seeds_lines(runs, rows) + activations_side_by_side_lines(runs, rows)
+        lines += (over_seeds_lines(runs, rows) + paired_lines(runs, rows)
+                  + activations_side_by_side_lines(runs, rows))
     return '\n'.join(lines) + '\n'
 
 

@@ -14,7 +14,10 @@ training, writes into its folder (datasets/<dataset>/save_dir/runs/<run>/):
   printed) and excitation_<split>.pdf (the SE paper's Fig. 6 and 7);
 * the self-normalisation figure of what training recorded per epoch
   (activation_statistics.csv and .pdf), or for a run trained before it was
-  recorded, of the checkpoint's weights, measured now.
+  recorded, of the checkpoint's weights, measured now;
+* the class activation maps (Grad-CAM) of the predicted class at the last
+  stage, with the weights of `checkpoint`, for the first cam_images images
+  of the validation split: class_activation_maps.npz and .pdf.
 """
 import sys
 
@@ -26,7 +29,7 @@ command.answer_early(__name__, __doc__)  # --help and mistakes answered before T
 import tensorflow as tf
 
 from trainer.after_training import trained_run, writes
-from trainer.study import excitation, instrument_files, probes, self_normalisation
+from trainer.study import cam, excitation, instrument_files, probes, self_normalisation
 from trainer.training import training_graph
 
 v1 = tf.compat.v1
@@ -47,7 +50,8 @@ def instruments(cfg):
     trained = trained_run.find(cfg)
     cfg = trained_run.inference_config(cfg, trained)
     name, directory = trained.run.name, trained.run.directory
-    built = training_graph.build_graph(cfg, trained_run.open_data(cfg, trained)[0])
+    data, description = trained_run.open_data(cfg, trained)
+    built = training_graph.build_graph(cfg, data)
     with built.graph.as_default(), v1.Session(config=training_graph.session_config(built.devices)) as session:
         trained_run.restore_trained(session, built.saver, trained)
         measured = None
@@ -57,12 +61,18 @@ def instruments(cfg):
             measured.epoch = trained.epoch
         statistics = (trained.record.get(self_normalisation.KEY)
                       or measured_now(session, built, cfg['eval_batch_size'], trained.epoch))
+        maps = cam.measure(session, built.model, built.source, cfg['cam_images'],
+                           cfg['eval_batch_size'], description)
+        maps.epoch = trained.epoch
     title = instrument_files.title(name, cfg['dataset_name'], trained.epoch)
     with writes.into_run(directory, trained.run):
         told = (instrument_files.write_excitations(measured, directory, title) if measured
                 else [f'{name} has no SE blocks: no excitations to measure'])
         told += instrument_files.write_self_normalisation(statistics, directory,
                                                           f"{name} on {cfg['dataset_name']}")
+        told += instrument_files.write_class_activation_maps(maps, directory, title,
+                                                             description['classes'],
+                                                             description['pixel_max'])
     instrument_files.print_lines(told)  # once every file is in place
     return 0
 

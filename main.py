@@ -59,6 +59,8 @@ def train_in_session(run, data, job, devices):
     print(training_graph.building_line(cfg, data, devices), flush=True)
     print(machine.precision_line(devices), flush=True)
     run.built = training_graph.build_graph(cfg, data, job.strategy, job.role, devices)
+    run.cost = training_graph.network_cost(run.built)
+    print(training_graph.cost_line(run.cost), flush=True)
     with run.built.graph.as_default(), v1.Session(job.target, config=job.session_proto) as session:
         run.session = session
         folder.start_or_resume(run, chief)
@@ -91,7 +93,8 @@ def train_as_chief(run, hooks):
     (evaluation, checkpoints, history, console, plot), then their end of the
     run (test, filters); returns the exit status."""
     cfg = run.cfg
-    run.record.update(config=settings.saved_config(cfg), device=training_graph.device_name(run.built.devices))
+    run.record.update(config=settings.saved_config(cfg), device=training_graph.device_name(run.built.devices),
+                      cost=run.cost)
     run.record.pop('diverged', None)
     if run.done >= cfg['max_epochs']:
         print(f'{run.name} has trained {run.done} epoch(s) already: raise max_epochs to train more')

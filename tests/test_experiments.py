@@ -163,7 +163,7 @@ def test_result_row_takes_the_best_of_every_column_over_the_epochs():
     assert row['test acc % (best epoch)'] == pytest.approx(83)
     assert row['epochs'] == 2 and row['note'] == 'diverged: loss became nan'
     line = experiments.results_markdown([row], 't').splitlines()[4]
-    assert line == ('| custom_model_relu | 0.4000 | 0.5000 | 90.00 | 85.00 | 2 | 83.00 | 1:01:40 '
+    assert line == ('| custom_model_relu | 0.4000 | 0.5000 | 90.00 | 85.00 | 2 | 83.00 | - | - | - | 1:01:40 '
                     '| CPU (2 cores) | 2 | diverged: loss became nan |')
 
 
@@ -221,13 +221,13 @@ def test_results_give_the_mean_and_spread_of_each_configuration_over_its_seeds()
     text = experiments.results_markdown(rows, 'se_ablation grid', runs)
     lines = text.split('## Over seeds')[1].strip().splitlines()
     assert lines[0] == ('| configuration | seeds | best valid acc % | test acc % (best epoch) '
-                        '| best valid loss | time |')
+                        '| best valid loss | img/s | time |')
     mean, sd = np.mean([91, 95, 96]), np.std([91, 95, 96], ddof=1)
     loss_sd = np.std([0.09, 0.05, 0.04], ddof=1)
     assert lines[2] == (f'| custom_model_relu | 1, 2, 3 | {mean:.2f} ± {sd:.2f} | {mean:.2f} ± {sd:.2f} '
-                        f'| {0.06:.4f} ± {loss_sd:.4f} | 0:01:00 ± 0:00:00 |')
+                        f'| {0.06:.4f} ± {loss_sd:.4f} | - | 0:01:00 ± 0:00:00 |')
     assert lines[3] == ('| custom_model_se_relu | 1, 2 | 82.00 ± 2.83 | 80.00 | 0.1800 ± 0.0283 '
-                        '| 0:01:00 ± 0:00:00 |')
+                        '| - | 0:01:00 ± 0:00:00 |')
     # one seed per configuration: nothing to summarise
     assert '## Over seeds' not in experiments.results_markdown(rows[:1] + rows[3:4], 't',
                                                                [runs[0], runs[3]])

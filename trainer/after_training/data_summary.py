@@ -48,6 +48,12 @@ def of_run(record, cfg, data_dir):
     return saved(record) or summary_of(input_source.open_dataset(cfg, data_dir), cfg['dataset_name'])
 
 
+def pixel_levels(images, description):
+    """Normalised images (as the network receives them) back to the pixel
+    levels the data holds (0..pixel_max)."""
+    return images * np.asarray(description['std'], np.float32) + np.asarray(description['mean'], np.float32)
+
+
 def with_run_statistics(data, description):
     """The dataset normalised by the run's training statistics, which
     evaluation must use; a warning where the data's own differ (another

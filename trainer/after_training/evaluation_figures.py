@@ -9,6 +9,7 @@ from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure  # not pyplot: no global figure state
 
 from foundation import safe_io
+from trainer.after_training import data_summary
 
 MOST_CLASSES = 30  # a larger matrix shows the classes most involved in errors
 DPI = 120
@@ -59,10 +60,14 @@ def draw_confusion(matrix, classes, path, title):
     save(fig, path)
 
 
-def display_pixels(image, description):
-    """A normalised image as the data held it, scaled to 0..1 for display."""
-    pixels = image * np.asarray(description['std']) + np.asarray(description['mean'])
-    return np.clip(pixels / description['pixel_max'], 0.0, 1.0)
+def draw_image(ax, levels, pixel_max, grey_colours='gray'):
+    """An image's pixel levels as the data holds them (0..pixel_max) on that
+    fixed scale, not stretched to its own range: in `grey_colours` for one
+    channel, in colour for three."""
+    pixels = np.clip(levels / pixel_max, 0.0, 1.0)
+    grey = pixels.shape[-1] == 1
+    ax.imshow(pixels[..., 0] if grey else pixels, cmap=grey_colours if grey else None, vmin=0,
+              vmax=1, interpolation='nearest')
 
 
 def draw_misclassified(worst, classes, description, path, title):
@@ -76,10 +81,7 @@ def draw_misclassified(worst, classes, description, path, title):
     for ax in axes:
         ax.axis('off')
     for ax, miss in zip(axes, worst):
-        pixels = display_pixels(miss.image, description)
-        grey = pixels.shape[-1] == 1
-        ax.imshow(pixels[..., 0] if grey else pixels, cmap='gray' if grey else None, vmin=0, vmax=1,
-                  interpolation='nearest')
+        draw_image(ax, data_summary.pixel_levels(miss.image, description), description['pixel_max'])
         ax.set_title(f'true {classes[miss.label]}\npredicted {classes[miss.predicted]} '
                      f'({miss.confidence:.0%})', fontsize=8)
     said = (f'the {n} most confidently misclassified images' if n > 1

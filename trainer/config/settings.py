@@ -298,6 +298,7 @@ KEYS = {
     'data_dir': Key(_optional(_text), {HOW}),
     'download': Key(_boolean, {HOW}),
     'excitation_split': Key(_one_of('train', 'valid', 'test'), {HOW}),
+    'cam_images': Key(_integer(1), {HOW}),
     'shuffle_buffer': Key(_integer(1), set()),
     'skip_bad_records': Key(_boolean, set()),
     'train_eval_images': Key(_optional(_integer(1)), set()),

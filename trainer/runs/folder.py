@@ -45,6 +45,7 @@ class Run:
     record: dict = None     # the history: epochs, best, test, config
     done: int = 0           # epochs completed
     skip: int = 0           # images of the next epoch already trained
+    cost: dict = None       # training_graph.network_cost
 
 
 def locate(cfg):

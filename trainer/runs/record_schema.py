@@ -229,6 +229,14 @@ def check_statistics_entry(entry, field, modes, layers):
                    f'one number per layer ({layers})')
 
 
+def check_cost(cost, field):
+    """What the network costs (trainer/training/training_graph.network_cost)."""
+    for key in ('parameters', 'multiply_adds', 'train_images'):
+        value = expect_object(field, cost, [key], "an object of the network's parameters, "
+                              "multiply-adds per image and training images")[0]
+        expect(f'{field}.{key}', value, lambda v: is_whole(v, 0), 'a whole number >= 0')
+
+
 def check_text(value, field):
     expect(field, value, is_text, 'a text')
 
@@ -250,4 +258,4 @@ def check_agreement(record):
 
 OPTIONAL_FIELDS = {CONFIG: check_config, 'device': check_text, 'diverged': check_text,
                    BEST: check_best, TEST: check_test, DATA: check_data,
-                   ACTIVATION_STATISTICS: check_activation_statistics}
+                   ACTIVATION_STATISTICS: check_activation_statistics, 'cost': check_cost}

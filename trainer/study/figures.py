@@ -1,6 +1,6 @@
 """The figures of the instruments of the study: SE excitations per class as the
 SE paper draws them (Fig. 6 and 7), the self-normalisation of the layers
-over the epochs, and a sweep's runs side by side. Multi-page PDFs, written
+over the epochs, class activation maps (Grad-CAM), and a sweep's runs side by side. Multi-page PDFs, written
 atomically; matplotlib's Figure, not pyplot: no global state."""
 import collections
 import contextlib
@@ -14,6 +14,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from foundation import safe_io
+from trainer.after_training import evaluation_figures
 from trainer.study import excitation, self_normalisation
 
 MAX_CLASSES_DRAWN = 10  # lines per panel a reader can tell apart
@@ -24,6 +25,14 @@ EPOCH_COLOURS = 'plasma'
 MODE_TITLES = {'inference': 'batch norm in inference mode (moving averages)',
                'training': 'batch norm in training mode (batch statistics)'}
 NO_MODES_TITLE = 'no batch norm: training and inference alike'
+CAM_COLOURS = 'jet'  # Grad-CAM's usual colours: blue nothing ... red the image's peak
+CAM_ALPHA = 0.5      # the image shows through the map
+# Grey images dark on white: over the background the map's colours are the
+# colour bar's (on black they would darken to colours the bar does not show).
+CAM_GREY = 'gray_r'
+CAM_COLUMNS = 4      # images per row of a page, each as two panels: the image, the map over it
+CAM_ROWS = 4         # rows per page
+MAX_NAME = 18        # characters of a class name in a panel's title
 
 
 @contextlib.contextmanager
@@ -251,6 +260,66 @@ def depth_profile_figure(statistics, modes, title):
     fig.legend(handles, labels, loc='outside right upper', fontsize='small', frameon=False)
     fig.suptitle(f'{title}\nacross the layers (first → last), a line per epoch (0: at initialisation)')
     return fig
+
+
+# --- class activation maps -----------------------------------------------------------------
+
+def short_name(name):
+    return name if len(name) <= MAX_NAME else name[:MAX_NAME - 1] + '…'
+
+
+def cam_caption(measured):
+    """What the maps are and how coarse: from feature maps of 1x1 they are
+    uniform, which says nothing of where the network looks."""
+    (h, w), size = measured.feature_shape, measured.maps.shape[1:]
+    said = (f'Grad-CAM of the predicted class at {measured.layer}, from its {h}x{w} feature maps '
+            f'brought to {size[0]}x{size[1]} px; left: the image, right: the map over it')
+    if h * w == 1:
+        said += '\n1x1 feature maps: every map is uniform and says nothing of where the network looks'
+    return said
+
+
+def draw_cam_pair(image_ax, map_ax, measured, i, classes, pixel_max):
+    """The i-th image, and its map over it, titled with its index, true and
+    predicted class (red where they differ)."""
+    true, predicted = (short_name(classes[k]) for k in (measured.true[i], measured.predicted[i]))
+    for ax in (image_ax, map_ax):
+        evaluation_figures.draw_image(ax, measured.images[i], pixel_max, CAM_GREY)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    shown = map_ax.imshow(measured.maps[i], cmap=CAM_COLOURS, vmin=0, vmax=1, alpha=CAM_ALPHA,
+                          interpolation='nearest')
+    wrong = measured.true[i] != measured.predicted[i]
+    image_ax.set_title(f'#{measured.indices[i]}: true {true}', fontsize='small')
+    empty = '\n(map all 0)' if not measured.maps[i].any() else ''
+    map_ax.set_title(f'predicted {predicted}{empty}', fontsize='small',
+                     color='tab:red' if wrong else 'black')
+    return shown
+
+
+def cam_figure(measured, path, title, classes, pixel_max):
+    """CAM_ROWS x CAM_COLUMNS images a page, each beside its map over it, one
+    colour scale (0..1, each map scaled to its own peak) for all."""
+    per_page = CAM_ROWS * CAM_COLUMNS
+    with pdf_pages(path) as pages:
+        for start in range(0, len(measured.indices), per_page):
+            shown = np.arange(start, min(start + per_page, len(measured.indices)))
+            columns = min(CAM_COLUMNS, len(shown))
+            rows = -(-len(shown) // columns)
+            fig = Figure(figsize=(3.3 * columns + 1.5, 1.9 * rows + 1.3), layout='constrained')
+            axes = fig.subplots(rows, 2 * columns, squeeze=False).reshape(rows * columns, 2)
+            for image_ax, map_ax in axes[len(shown):]:
+                image_ax.set_visible(False)
+                map_ax.set_visible(False)
+            for (image_ax, map_ax), i in zip(axes, shown):
+                picture = draw_cam_pair(image_ax, map_ax, measured, i, classes, pixel_max)
+            bar = fig.colorbar(picture, ax=list(axes.ravel()), fraction=0.03)
+            bar.set_label("map, each image's own peak 1")
+            wrong = int(np.sum(measured.true[shown] != measured.predicted[shown]))
+            fig.suptitle(f'{title}\n{cam_caption(measured)}\nvalidation images '
+                         f'{measured.indices[shown[0]]}-{measured.indices[shown[-1]]} of the first '
+                         f'{len(measured.indices)}; {wrong} misclassified (red)', fontsize='medium')
+            pages.savefig(fig)
 
 
 # --- a sweep's runs side by side ---------------------------------------------------------

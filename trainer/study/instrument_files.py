@@ -6,12 +6,16 @@ demand for any run.
         SE excitations per class of a split (trainer/study/excitation.py)
     activation_statistics.csv, activation_statistics.pdf
         mean and variance of every layer's output per epoch (trainer/study/self_normalisation.py)
+    class_activation_maps.npz, class_activation_maps.pdf
+        Grad-CAM of the first validation images, instruments.py only (trainer/study/cam.py)
 """
 import os
 
+import numpy as np
+
 from foundation import safe_io
 from trainer import console
-from trainer.study import excitation, figures, probes, self_normalisation
+from trainer.study import cam, excitation, figures, probes, self_normalisation
 from trainer.training.callbacks import Callback
 
 TRAINING_SPLIT = 'valid'  # what the end of a training run measures the excitations on
@@ -51,6 +55,21 @@ def write_self_normalisation(statistics, directory, title):
             *self_normalisation.table_markdown(statistics),
             f'Self-normalisation per layer (epochs {epochs[0]}-{epochs[-1]}) in: '
             f'{console.shown_path(figure)} (numbers: {self_normalisation.CSV_NAME})']
+
+
+def write_class_activation_maps(measured, directory, title, classes, pixel_max):
+    """The numbers and the figure of class activation maps (cam.measure, with
+    its epoch set) in the run folder `directory`, both or neither; `classes`
+    names the labels, `pixel_max` is the brightest level of the images;
+    returns the line that tells of them."""
+    figure = os.path.join(directory, cam.FIGURE_NAME)
+    with safe_io.all_or_none():
+        cam.save(os.path.join(directory, cam.NUMBERS_NAME), measured)
+        figures.cam_figure(measured, figure, title, classes, pixel_max)
+    right = int(np.sum(measured.true == measured.predicted))
+    return [f'Class activation maps (Grad-CAM at {measured.layer}) of the first '
+            f'{len(measured.indices)} validation images ({right} classified right) in: '
+            f'{console.shown_path(figure)} (numbers: {cam.NUMBERS_NAME})']
 
 
 def print_lines(lines):

@@ -42,17 +42,11 @@ MODES = record_schema.STATISTICS_MODES  # batch norm's: moving averages, the bat
 
 def fixed_batch(session, model, source, images=SAMPLE_IMAGES):
     """The first `images` images of the validation split as the network
-    receives them (normalised): the same every epoch and every resume, as
-    evaluation passes do not shuffle."""
-    parts, count = [], 0
-    for batch in passes.evaluation_batches(session, source, SAMPLE_SPLIT, model.X):
-        parts.append(batch)
-        count += len(batch)
-        if count >= images:
-            break
-    if not count:
+    receives them (normalised): the same every epoch and every resume."""
+    batch, = passes.first_of_split(session, source, SAMPLE_SPLIT, [model.X], images)
+    if not len(batch):
         raise DataError(f'the {SAMPLE_SPLIT} split gave no images to measure activations on')
-    return np.concatenate(parts)[:images]
+    return batch
 
 
 def combined(means, variances, weights):

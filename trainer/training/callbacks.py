@@ -52,25 +52,24 @@ class Callbacks(Callback):
     def __init__(self, callbacks):
         self.callbacks = list(callbacks)
 
-    def before_train(self, run):
+    def _each(self, hook, *args):
         for callback in self.callbacks:
-            callback.before_train(run)
+            getattr(callback, hook)(*args)
+
+    def before_train(self, run):
+        self._each('before_train', run)
 
     def after_epoch(self, run, row):
-        for callback in self.callbacks:
-            callback.after_epoch(run, row)
+        self._each('after_epoch', run, row)
 
     def after_train(self, run):
-        for callback in self.callbacks:
-            callback.after_train(run)
+        self._each('after_train', run)
 
     def with_best_weights(self, run, label):
-        for callback in self.callbacks:
-            callback.with_best_weights(run, label)
+        self._each('with_best_weights', run, label)
 
     def close(self):
-        for callback in self.callbacks:
-            callback.close()
+        self._each('close')
 
 
 # --- every epoch -----------------------------------------------------------------

@@ -2,6 +2,7 @@
 lines, and the evaluation of a whole split."""
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from foundation.errors import DataError
@@ -60,6 +61,22 @@ def evaluation_batches(session, source, split, fetches, stop=None):
             yield session.run(fetches)
         except tf.errors.OutOfRangeError:
             return
+
+
+def first_of_split(session, source, split, fetches, count):
+    """The values of `fetches` (tensors whose first axis is the batch's
+    images) for the first `count` images of `split` in its order, fewer
+    where it holds fewer: the same images every time, as evaluation passes
+    do not shuffle."""
+    parts, seen = [], 0
+    for values in evaluation_batches(session, source, split, fetches):
+        parts.append(values)
+        seen += len(values[0])
+        if seen >= count:
+            break
+    if not parts:
+        return [np.empty(0) for _ in fetches]
+    return [np.concatenate(column)[:count] for column in zip(*parts)]
 
 
 def evaluate(session, model, source, split, stop=None, also=(), each_batch=None):

@@ -10,7 +10,7 @@ from tensorflow.core.protobuf import rewriter_config_pb2
 
 from foundation import machine, replicas
 from foundation.networks import architecture, optimisation
-from Model import Model
+from Model import Model, count_parameters
 from trainer.training import cluster, input_source
 
 v1 = tf.compat.v1
@@ -95,6 +95,22 @@ def session_config(devices):
     if devices.xla:
         proto.graph_options.optimizer_options.global_jit_level = v1.OptimizerOptions.ON_1
     return proto
+
+
+def network_cost(built):
+    """What a built network costs: its trainable parameters, the multiply-adds
+    of one image's forward pass (convolutions and matrix products, the figure
+    papers quote as FLOPs) and the images of a training pass, for the record."""
+    model = built.model
+    return {'parameters': count_parameters(model.trainable_variables()),
+            'multiply_adds': model.forward_multiply_adds(),
+            'train_images': int(built.source.num_examples('train'))}
+
+
+def cost_line(cost):
+    """'Network: 0.42 M parameters, 1.23 M multiply-adds per image'."""
+    return (f"Network: {cost['parameters'] / 1e6:.2f} M parameters, "
+            f"{cost['multiply_adds'] / 1e6:.2f} M multiply-adds per image")
 
 
 def building_line(cfg, data, devices):
