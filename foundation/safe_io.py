@@ -22,6 +22,15 @@ def _umask():
     return mask
 
 
+def nearest_folder(path):
+    """`path` if it is a folder, else the nearest folder above it that
+    exists: the disk it is, or would be, written on."""
+    path = os.path.abspath(path)
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
 def made_folders(directory):
     """Creates `directory` and what is missing above it; returns the
     folders it created, deepest first (none are left where it fails)."""

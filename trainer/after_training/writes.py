@@ -36,7 +36,7 @@ def into_run(directory, run):
 def write_failure(error, directory, advice):
     """The one-line error of a write into `directory` that failed with
     `error`, saying `advice`; None for an error of another kind."""
-    full = disk.out_of_space(error, console.shown_path(existing_folder(directory)),
+    full = disk.out_of_space(error, console.shown_path(safe_io.nearest_folder(directory)),
                              f'free space there, or {advice}')
     if full:
         return full
@@ -54,15 +54,6 @@ def not_writable_reason(error):
     if isinstance(error, OSError) and error.errno in NOT_WRITABLE:
         return os.strerror(error.errno).lower()
     return None
-
-
-def existing_folder(directory):
-    """`directory`, or the nearest folder above it that exists: the disk
-    it would be written on."""
-    path = os.path.abspath(directory)
-    while not os.path.isdir(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    return path
 
 
 def copy_advice(run):

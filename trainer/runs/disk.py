@@ -1,11 +1,11 @@
 """A full disk, told apart from other write errors and named with its free
 space."""
 import errno
-import os
 import shutil
 
 import tensorflow as tf
 
+from foundation import safe_io
 from foundation.errors import UserError
 
 v1 = tf.compat.v1
@@ -30,6 +30,5 @@ def out_of_space(error, directory, advice=RESUME_ADVICE):
     if getattr(error, 'errno', None) not in NO_SPACE and not any(
             message in text for message in ('No space left on device', 'Disk quota exceeded')):
         return None
-    folder = directory if os.path.isdir(directory) else os.path.dirname(directory)
-    free = shutil.disk_usage(folder).free / 2 ** 20
+    free = shutil.disk_usage(safe_io.nearest_folder(directory)).free / 2 ** 20
     return OutOfSpace(f'the disk of {directory} is full ({free:.1f} MB free): {advice}')
