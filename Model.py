@@ -147,7 +147,8 @@ def network(images, training, arch):
 def learning_rate_schedule(optimisation, global_step, steps_per_epoch=None):
     """The learning rate at `global_step` under the Optimisation's lr_schedule:
     exponential decay (the default), piecewise constant (times lr_factor after
-    each epoch of lr_boundaries) or cosine decay to 0 at max_epochs."""
+    each epoch of lr_boundaries) or cosine decay to 0 at max_epochs (or
+    max_steps, where that comes first)."""
     rate, schedule = optimisation.learning_rate, optimisation.lr_schedule
     if schedule == 'exponential':
         return v1.train.exponential_decay(rate, global_step, optimisation.decay_steps,
@@ -162,8 +163,11 @@ def learning_rate_schedule(optimisation, global_step, steps_per_epoch=None):
         values = [rate * optimisation.lr_factor ** i for i in range(len(boundaries) + 1)]
         return tf.identity(v1.train.piecewise_constant(global_step, boundaries, values),
                            name='learning_rate')
-    return tf.identity(v1.train.cosine_decay(rate, global_step, optimisation.max_epochs * steps_per_epoch),
-                       name='learning_rate')
+    # The decay spans what will be trained: max_epochs, or max_steps where that ends the run first.
+    decay_steps = optimisation.max_epochs * steps_per_epoch
+    if optimisation.max_steps is not None:
+        decay_steps = min(decay_steps, optimisation.max_steps)
+    return tf.identity(v1.train.cosine_decay(rate, global_step, decay_steps), name='learning_rate')
 
 
 def make_optimizer(optimisation, learning_rate):

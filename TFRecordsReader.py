@@ -5,6 +5,10 @@ buffer, parse, check, decode, augment, batch, normalise, prefetch.
 Two record formats: the 128 px CIFAR records of TFRecordsWriter (raw uint8
 pixels with their declared shape) and the ImageNet records of TensorFlow's own
 ImageNet scripts (JPEG bytes, labels 1..1000), which read unchanged.
+
+A quick run's training split (train_images, overfit_batches) is a mask over
+the records of the training files, each known by its file and its place in
+it, applied as they are read, before anything is decoded.
 """
 import dataclasses
 import glob
@@ -14,12 +18,13 @@ import numpy as np
 import tensorflow as tf
 
 from foundation import tf_errors
-from foundation.data import imagenet, loaders
+from foundation.data import imagenet, loaders, subsets
 from foundation.data.input_pipeline import batches, pass_iterator, random_shift_flip
 from foundation.data.record_metadata import (
     METADATA,
     check_complete,
     incomplete_shards,
+    labels_of_text,
     pixel_stats,
     read_metadata,
 )
@@ -49,6 +54,11 @@ class RecordDataset:
     record_split: dict     # split -> the prefix its records' features carry (cifar_raw)
     shard_counts: dict = dataclasses.field(default_factory=dict)  # path -> records, from dataset.json
     classes: tuple = ()    # the name of each output: CIFAR-10's labels, ImageNet's synsets
+    shard_labels: dict = dataclasses.field(default_factory=dict)  # path -> its records' labels, from dataset.json
+    # A training split cut down (train_images, overfit_batches): path -> whether
+    # each of its records, in file order, is one of those trained; None: all are.
+    train_keep: dict = None
+    train_sample: str = ''  # how train_keep was drawn: 'stratified', 'uniform' or 'first'
 
     def num_examples(self, split):
         return self.counts[split]
@@ -57,6 +67,14 @@ class RecordDataset:
 def shard_counts(data_dir, metadata):
     """{path: records} of the shards a complete dataset.json records."""
     return {os.path.join(data_dir, name): shard['count'] for name, shard in metadata['shards'].items()}
+
+
+def shard_labels(data_dir, metadata):
+    """{path: int64 labels of its records in file order} of the shards whose
+    labels dataset.json records (TFRecordsWriter's 128 px CIFAR-10 since it
+    records them)."""
+    return {os.path.join(data_dir, name): labels_of_text(shard['labels'])
+            for name, shard in metadata['shards'].items() if 'labels' in shard}
 
 
 def split_files(data_dir, prefix, names=None):
@@ -89,11 +107,68 @@ def open_cifar_128(data_dir):
     return RecordDataset('cifar_raw', files, {s: metadata['splits'][s]['count'] for s in splits},
                          tuple(description['image_shape']), description['num_classes'], mean, std,
                          {s: s for s in splits}, shard_counts(data_dir, metadata),
-                         loaders.CIFAR_CLASSES)  # the writer writes CIFAR-10 only
+                         loaders.CIFAR_CLASSES,  # the writer writes CIFAR-10 only
+                         shard_labels(data_dir, metadata))
 
 
 def count_records(files):
     return sum(1 for f in files for _ in v1.io.tf_record_iterator(f))
+
+
+# --- a training split cut down (train_images, overfit_batches) -----------------------
+
+def with_training_sample(data, total, seed):
+    """The dataset whose training passes take `total` of its training
+    records, the same on every pass and every rerun of `seed`: a
+    stratified sample (subsets.stratified_sample) where dataset.json holds
+    the labels of every training shard, else a uniform one of exactly
+    `total` records. The mean and std stay the whole split's (dataset.json
+    sums pixels per shard, not per record)."""
+    files = data.files['train']
+    if all(f in data.shard_labels for f in files):
+        labels = np.concatenate([data.shard_labels[f] for f in files])
+        return with_training_records(data, subsets.stratified_sample(labels, total, seed), 'stratified')
+    sizes = [records_of_file(data, f) for f in files]
+    return with_training_records(data, subsets.uniform_sample(sum(sizes), total, seed), 'uniform', sizes)
+
+
+def with_first_training_records(data, count):
+    """The dataset whose training passes take its first `count` training
+    records in file order (the overfit check's batches)."""
+    files = data.files['train']
+    sizes, left = [], count
+    for f in files:  # the files past the first `count` records need no count
+        sizes.append(records_of_file(data, f) if left > 0 else 0)
+        left -= sizes[-1]
+    return with_training_records(data, np.arange(count), 'first', sizes)
+
+
+def records_of_file(data, path):
+    """The records of a training file: dataset.json's count, else counted."""
+    if path in data.shard_counts:
+        return data.shard_counts[path]
+    count = records_in(path)
+    if count is None:
+        raise DataError(f'{path} ends inside a record; write it again, or leave train_images and '
+                        f'overfit_batches out')
+    return count
+
+
+def with_training_records(data, chosen, how, sizes=None):
+    """The dataset trained on the records at the sorted positions `chosen`
+    of its training files taken one after the other (their records:
+    `sizes`, or dataset.json's counts)."""
+    files = data.files['train']
+    sizes = sizes or [data.shard_counts[f] for f in files]
+    bounds = np.cumsum([0, *sizes])
+    chosen = np.asarray(chosen)
+    keep = {}
+    for f, start, end in zip(files, bounds[:-1], bounds[1:]):
+        mask = np.zeros(end - start, bool)
+        mask[chosen[(chosen >= start) & (chosen < end)] - start] = True
+        keep[f] = mask
+    return dataclasses.replace(data, counts={**data.counts, 'train': len(chosen)}, train_keep=keep,
+                               train_sample=how)
 
 
 def imagenet_classes(metadata, data_dir, classes):
@@ -262,27 +337,42 @@ def without_flag(image, label, ok):
 
 # --- the pipeline ------------------------------------------------------------------
 
-def records(data, files, training, seed, skip_bad):
+def records(data, files, training, seed, skip_bad, keep=None):
     """(serialized record, its file) from `files`: shuffled file order and
-    interleaved parallel reads for training, files in order for evaluation.
+    interleaved parallel reads for training, files in order for evaluation;
+    with `keep` ({path: bool per record}), only the records it marks.
 
     Unless skip_bad, a file must hold as many records as dataset.json says
     (where it says, for every file): one emptied, cut at a record's end or
     swapped for another reads without an error, and would show only as
     records 'skipped'. tf.data's own check costs nothing per record; explain()
     finds the file."""
+    if keep:
+        files = [f for f in files if keep[f].any()]  # a file with none of them is not read at all
     counted = not skip_bad and all(f in data.shard_counts for f in files)
     expected = [data.shard_counts.get(f, -1) for f in files]
-    names = tf.data.Dataset.from_tensor_slices((files, tf.constant(expected, tf.int64)))
+    masks = [keep[f] for f in files] if keep else [np.zeros(0, bool)] * len(files)
+    sizes = [len(m) for m in masks]
+    names = tf.data.Dataset.from_tensor_slices((files, tf.constant(expected, tf.int64),
+                                                tf.constant(np.cumsum([0, *sizes[:-1]]), tf.int64),
+                                                tf.constant(sizes, tf.int64)))
     if training:
         names = names.shuffle(len(files), seed=seed)
+    # One False after the marks of all the files: a record past its file's
+    # count (a file that changed since, with skip_bad_records) looks it up.
+    kept = tf.constant(np.concatenate([*masks, [False]]))
+    outside = tf.constant(sum(sizes), tf.int64)
 
-    def read(filename, count):
+    def read(filename, count, start, size):
         dataset = tf.data.TFRecordDataset(filename)
         if skip_bad:  # a corrupt or truncated file ends early instead of stopping the run
             dataset = dataset.apply(tf.data.experimental.ignore_errors())
         if counted:
             dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
+        if keep:  # a record is known by its file and its place in it, whatever the order of the files
+            dataset = dataset.enumerate().filter(
+                lambda place, record: tf.gather(kept, tf.where(place < size, start + place, outside))
+            ).map(lambda place, record: record)
         return dataset.map(lambda record: (record, filename))
     # Parallel, yet deterministic: equal seeds give equal orders (and crops).
     return names.interleave(read, cycle_length=min(len(files), 8), block_length=1,
@@ -301,7 +391,7 @@ def split_pipeline(data, split, training, batch_size, options, seed=None, limit=
     """
     skip_bad = options.skip_bad_records
     files = data.files[split][shard[0]::shard[1]] if shard else data.files[split]
-    dataset = records(data, files, training, seed, skip_bad)
+    dataset = records(data, files, training, seed, skip_bad, data.train_keep if split == 'train' else None)
     if shard:
         dataset = dataset.repeat()
     if training:
@@ -335,7 +425,10 @@ class TFRecordInput:
         self.workers = shard[1] if shard else 1
         self.seed = v1.placeholder_with_default(tf.constant(0, tf.int64), [], 'shuffle_seed')
         self.skip = v1.placeholder_with_default(tf.constant(0, tf.int64), [], 'skip_images')
-        passes = {('train', True): split_pipeline(data, 'train', True, options.batch_size // self.workers,
+        # The overfit check trains on the same batches in the same order every
+        # epoch, as an evaluation pass reads them (ImageNet: its central view).
+        shuffled = not options.fixed_order
+        passes = {('train', True): split_pipeline(data, 'train', shuffled, options.batch_size // self.workers,
                                                   options, self.seed, skip=self.skip, shard=shard),
                   ('train', False): split_pipeline(data, 'train', False, options.eval_batch_size, options,
                                                    limit=options.train_eval_images)}

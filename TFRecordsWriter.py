@@ -29,7 +29,7 @@ import ImageResizer
 from foundation import malloc_tuning, safe_io, tf_errors
 from foundation.data import imagenet, loaders
 from foundation.data.image_files import BadImage, image_bytes, opened
-from foundation.data.record_metadata import read_metadata
+from foundation.data.record_metadata import label_text, read_metadata
 from foundation.errors import ConfigError, DataError
 from TFRecordsReader import IMAGENET_SHARDS, METADATA
 from trainer.config import settings
@@ -135,10 +135,10 @@ class ShardedWriter:
     def skip(self, count):
         self.position += count
 
-    def add(self, records, images=None):
+    def add(self, records, images=None, labels=None):
         """Appends serialized records, None for an item left out (and their
-        uint8 images, for statistics), one run of records of the same shard
-        at a time."""
+        uint8 images, for statistics; their labels 0..9, for dataset.json),
+        one run of records of the same shard at a time."""
         i = 0
         while i < len(records):
             shard = self.shard_at(self.position)
@@ -153,6 +153,9 @@ class ShardedWriter:
                 self.open_shard['left_out'] += j - i - len(written)
                 if images is not None:
                     self._add_statistics(images[i:j])
+                if labels is not None:
+                    self.open_shard['labels'].append(label_text(
+                        label for record, label in zip(records[i:j], labels[i:j]) if record is not None))
             self.position += j - i
             if self.open_shard is not None and self.position == self.bounds[shard + 1]:
                 self._close(shard)
@@ -171,7 +174,7 @@ class ShardedWriter:
     def _open(self, shard):
         pending = safe_io.PendingFile(os.path.join(self.out_dir, self.names[shard]))
         self.open_shard = {'file': pending, 'writer': tf.io.TFRecordWriter(pending.tmp),
-                           'count': 0, 'left_out': 0, 'sum': 0, 'sum_sq': 0, 'pixels': 0}
+                           'count': 0, 'left_out': 0, 'sum': 0, 'sum_sq': 0, 'pixels': 0, 'labels': []}
 
     def _close(self, shard):
         shard_state, self.open_shard = self.open_shard, None
@@ -185,6 +188,8 @@ class ShardedWriter:
             'count': count, 'pixels': shard_state['pixels'],
             'sum': np.atleast_1d(shard_state['sum']).astype(float).tolist(),
             'sum_sq': np.atleast_1d(shard_state['sum_sq']).astype(float).tolist()}
+        if shard_state['labels']:
+            self.metadata['shards'][self.names[shard]]['labels'] = ''.join(shard_state['labels'])
         self._count_split()
         save_metadata(self.out_dir, self.metadata)
         print(f'  wrote {self.names[shard]} ({count} records)', flush=True)
@@ -221,7 +226,8 @@ def write_splits(out_dir, stream, counts, shards, suffix, make_records, descript
     """Writes a (split, items, labels) stream into sharded TFRecords.
 
     make_records(split, items, labels) -> (serialized records, uint8 images or
-    None) is only called for chunks that fall into incomplete shards.
+    None) is only called for chunks that fall into incomplete shards. The
+    labels of raw-pixel records (CIFAR-10's 0..9) go into dataset.json too.
     """
     if set(shards) != set(counts):
         raise ConfigError(f"tfrecord_shards must give a shard count for each of "
@@ -233,11 +239,12 @@ def write_splits(out_dir, stream, counts, shards, suffix, make_records, descript
         metadata = {'description': description, 'splits': {}, 'shards': {}}
     writers = {split: ShardedWriter(out_dir, split, counts[split], shards[split], suffix, metadata)
                for split in counts}
+    keep_labels = description['format'] == 'cifar_raw'
     try:
         for split, items, labels in stream:
             writer = writers[split]
             if writer.needs(len(labels)):
-                writer.add(*make_records(split, items, labels))
+                writer.add(*make_records(split, items, labels), labels=labels if keep_labels else None)
             else:
                 writer.skip(len(labels))
     finally:

@@ -40,7 +40,7 @@ config = {
     'momentum': 0.9,  # momentum of the 'momentum' optimizer
     'learning_rate': 1e-3,  # initial step size
     'lr_schedule': 'exponential',  # 'exponential', 'piecewise' or 'cosine' (from
-        # learning_rate to 0 at max_epochs)
+        # learning_rate to 0 at max_epochs, or at max_steps where that comes first)
     'decay_steps': 100000,  # exponential LR decay: lr * decay_base ** (step / decay_steps)
     'decay_base': 0.96,  # exponential LR decay: base
     'lr_boundaries': [5, 8],  # piecewise: after each of these epochs the LR is multiplied by
@@ -54,6 +54,12 @@ config = {
     'augment': False,  # training images get a random shifted crop (1/8 of the side, reflected
         # padding), and a mirror flip except for handwritten digits
     'max_epochs': 10,  # passes over the training set
+    'train_images': None,  # quick runs: train on a stratified sample of this many training images,
+        # drawn with seed (None: the whole training split; valid and test stay whole)
+    'max_steps': None,  # quick runs: stop after this many optimiser steps in all, the last epoch cut
+        # short, then test as at the end (None: max_epochs alone decides)
+    'overfit_batches': None,  # quick runs: train on the first N training batches only (unshuffled,
+        # unaugmented) for max_epochs epochs, then say whether their loss fell near zero
     'seed': 42,  # seeds weights, data splits and shuffling: equal seeds, equal runs
 
     # --- reporting and outputs ---------------------------------------------
@@ -131,7 +137,8 @@ config = {
     'checkpoint': 'best',  # the run's checkpoint they use: 'best' (validation), 'newest', or a checkpoint's path
     'eval_split': 'test',  # the split evaluate.py evaluates: 'train', 'valid' or 'test'
     'excitation_split': 'valid',  # instruments.py: the split whose classes the SE excitations are measured on
-    'cam_images': 8,  # instruments.py: class activation maps (Grad-CAM) of the first this many validation images
+    'cam_images': 8,  # class activation maps (Grad-CAM) of the first this many validation images, at the end
+        # of every run and by instruments.py
     'top_k': 5,  # predict.py: the most probable classes listed for each image
     'misclassified_images': 25,  # evaluate.py draws this many of the most confidently misclassified images
 
@@ -167,8 +174,15 @@ def derived_dirs(cfg):
 
 def run_name(cfg):
     """Names a run's outputs: config['run_name'], or by model, SE and
-    activation, e.g. resnet50_se_selu."""
+    activation, e.g. resnet50_se_selu, and a quick run's keys after them."""
     if cfg.get('run_name'):
         return cfg['run_name']
     se = '_se' if cfg['use_se'] else ''
-    return f"{cfg['model']}{se}_{cfg['activation_fn']}"
+    return f"{cfg['model']}{se}_{cfg['activation_fn']}{quick_run_part(cfg)}"
+
+
+def quick_run_part(cfg):
+    """What a quick run adds to its name, so that its outputs never mix with
+    those of a full run: _train_images-500, _max_steps-200, _overfit-2."""
+    parts = [('train_images', 'train_images'), ('max_steps', 'max_steps'), ('overfit_batches', 'overfit')]
+    return ''.join(f'_{name}-{cfg[key]}' for key, name in parts if cfg.get(key) is not None)

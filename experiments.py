@@ -9,15 +9,9 @@ of all validation curves.
 Runs already complete are skipped and an interrupted one resumes, so running
 the same command again continues a stopped sweep.
 """
-import collections
-import csv
-import hashlib
-import io
 import itertools
 import json
-import math
 import os
-import re
 import sys
 
 from trainer.config import command
@@ -34,21 +28,9 @@ from foundation.errors import ConfigError, DataError, UserError
 from trainer import console
 from trainer.config import settings
 from trainer.runs.records import saved_record
-from trainer.study import excitation, figures, instrument_files, paired, self_normalisation
-from trainer.training.callbacks import better
-
-# Keys that change how a run goes or where its files are, not its results: a
-# finished run that differs only in these counts as done.
-NOT_RESULT_KEYS = settings.keys_tagged(settings.HOW)
-# Keys a run's name leaves out: those above, those already in its base name
-# (resnet50_se_selu), those decided for the machine and those of the dataset,
-# whose folder holds the run.
-NOT_IN_NAME = NOT_RESULT_KEYS + sum((settings.keys_tagged(tag) for tag in (
-    settings.NAME, settings.AUTO, settings.DATASET)), ())
-COLUMNS = ('run', 'best train loss', 'best valid loss', 'best train acc %', 'best valid acc %',
-           'best epoch', 'test acc % (best epoch)', 'M params', 'M mult-adds', 'img/s', 'time', 'device',
-           'epochs', 'note')
-SEED_COLUMNS = ('best valid acc %', 'test acc % (best epoch)', 'best valid loss', 'img/s', 'time')
+from trainer.study import excitation, figures, instrument_files, self_normalisation
+from trainer.sweeps import report, report_figures, results
+from trainer.sweeps.names import NOT_RESULT_KEYS, configuration_name, experiment_name, without_activation
 
 
 def grid_points(grid):
@@ -62,35 +44,6 @@ def grid_points(grid):
             if point not in points:
                 points.append(point)
     return points
-
-
-def _name_part(value):
-    text = '+'.join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-    return re.sub(r'[^A-Za-z0-9.+-]', '', text)
-
-
-def experiment_name(raw):
-    """The run's base name (resnet50_se_selu), plus key-value for every key
-    that shapes results and differs from constant.py, so that two
-    configurations never share outputs: resnet50_se_relu_se_squeeze-max.
-    A name too long for a file name keeps its start and ends in a digest
-    of the whole, so that it stays distinct and the same on every rerun."""
-    name = constant.run_name({**raw, 'run_name': None})
-    for key, value in raw.items():
-        irrelevant = key in NOT_IN_NAME or key in settings.MENU_KEYS or (
-            settings.SE in settings.KEYS[key].tags and not raw['use_se'])
-        if not irrelevant and value != constant.config[key]:
-            name += f'_{key}-{_name_part(value)}'
-    if len(name) > settings.RUN_NAME_MAX:
-        digest = hashlib.sha1(name.encode()).hexdigest()[:12]
-        name = f'{name[:settings.RUN_NAME_MAX - len(digest) - 1]}-{digest}'
-    return name
-
-
-def configuration_name(cfg):
-    """The run's name without its seed: what runs that repeat one
-    configuration with other seeds share."""
-    return experiment_name({**cfg, 'seed': constant.config['seed']})
 
 
 # The sweep's own keys: the same for every run, checked once for the sweep.
@@ -177,7 +130,7 @@ def run_state(record, cfg):
     if record.get('diverged'):
         return 'done'
     # A run with more epochs than asked is done too: never trained again from the start.
-    return 'done' if len(record['epochs']) >= cfg['max_epochs'] and 'test' in record else 'resume'
+    return 'done' if main.is_complete(record, cfg) else 'resume'
 
 
 def run_dir(cfg):
@@ -264,183 +217,6 @@ def run_all(runs):
     return 0
 
 
-def read_at_sweep_length(record, max_epochs):
-    """(the epochs, the best epoch's figures, notes) of a record read at the
-    sweep's max_epochs: a longer run is compared like with like, its best
-    epoch among the first max_epochs; its best-epoch test figure stays where
-    that is still its best epoch (another's would need a checkpoint the run
-    no longer keeps)."""
-    epochs, best = record['epochs'], record.get('best', {})
-    if len(epochs) <= max_epochs:
-        return epochs, best, []
-    kept, read_best = epochs[:max_epochs], None
-    for row in kept:
-        if better(row, read_best):
-            read_best = row
-    notes = [f'read at epoch {max_epochs} of its {len(epochs)}']
-    if read_best['epoch'] == best.get('epoch'):
-        return kept, best, notes
-    return kept, {'epoch': read_best['epoch']}, notes + [
-        f"no test figure: epoch {read_best['epoch']}'s checkpoint is not kept"]
-
-
-def cost_columns(record, epochs):
-    """The network's cost from the record (runs before it was kept: None) and
-    the measured training speed, images/s over the median epoch."""
-    cost = record.get('cost') or {}
-    seconds = [e['train_seconds'] for e in epochs if e.get('train_seconds')]
-    speed = cost['train_images'] / float(np.median(seconds)) if cost and seconds else None
-    return {'M params': cost['parameters'] / 1e6 if cost else None,
-            'M mult-adds': cost['multiply_adds'] / 1e6 if cost else None, 'img/s': speed}
-
-
-def result_row(cfg, record):
-    """A run's row of the results table (numbers, not yet formatted), read
-    at the sweep's max_epochs."""
-    epochs, best, notes = read_at_sweep_length(record, cfg['max_epochs'])
-    if record.get('diverged'):
-        notes.append(f"diverged: {record['diverged']}")
-    if len(epochs) < cfg['max_epochs'] and not record.get('diverged'):
-        notes.append('incomplete')
-    row = {'run': cfg['run_name'], 'best epoch': best.get('epoch'),
-           'test acc % (best epoch)': 100 * best['test_accuracy'] if 'test_accuracy' in best else None,
-           'time': sum(e['epoch_seconds'] for e in epochs), 'device': record.get('device'),
-           'epochs': len(epochs), 'note': '; '.join(notes), **cost_columns(record, epochs)}
-    for split in ('train', 'valid'):
-        losses = [e[f'{split}_loss'] for e in epochs]
-        accuracies = [e[f'{split}_accuracy'] for e in epochs]
-        row[f'best {split} loss'] = min(losses) if losses else None
-        row[f'best {split} acc %'] = 100 * max(accuracies) if accuracies else None
-    return row
-
-
-def _formatted(column, value):
-    if value is None:
-        return '-'
-    if column == 'time':
-        return console.clock(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return 'NaN'
-        if column == 'img/s':
-            return f'{value:.0f}'
-        return f'{value:.2f}' if '%' in column or column.startswith('M ') else f'{value:.4f}'
-    return str(value)
-
-
-def _markdown_table(header, lines):
-    return ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)] + [
-        '| ' + ' | '.join(line) + ' |' for line in lines]
-
-
-def without_activation(cfg):
-    """The run's name with its activation left out: resnet50_se_relu_se_r-8
-    -> resnet50_se_se_r-8 (experiment_name puts the activation after the
-    model and SE parts)."""
-    base = constant.run_name({**cfg, 'run_name': None})
-    return base[:-len(cfg['activation_fn']) - 1] + cfg['run_name'][len(base):]
-
-
-def activations_side_by_side_lines(runs, rows):
-    """The table in the original layout: one line per network, train / valid figures of
-    each activation side by side; [] unless the runs compare activations."""
-    activations = list(dict.fromkeys(cfg['activation_fn'] for cfg in runs))
-    if len(activations) < 2:
-        return []
-    networks = {}  # network -> activation -> row
-    for cfg, row in zip(runs, rows):
-        networks.setdefault(without_activation(cfg), {})[cfg['activation_fn']] = row
-
-    def cells(by_activation, *columns):
-        """Per activation, its row's `columns` joined by ' / ' ('-' if not run)."""
-        return [' / '.join(_formatted(c, by_activation[af][c]) for c in columns)
-                if af in by_activation else '-' for af in activations]
-
-    def loss_and_accuracy(by_activation):
-        """Per activation, as the original table ordered them: its losses, then its accuracies."""
-        losses = cells(by_activation, 'best train loss', 'best valid loss')
-        accuracies = cells(by_activation, 'best train acc %', 'best valid acc %')
-        return [cell for pair in zip(losses, accuracies) for cell in pair]
-
-    header = ['network', *(f'{af} {what}' for af in activations for what in ('loss', 'acc %')),
-              'time', 'epochs']
-    lines = [[network, *loss_and_accuracy(by_activation),
-              ' / '.join(cells(by_activation, 'time')), ' / '.join(cells(by_activation, 'epochs'))]
-             for network, by_activation in networks.items()]
-    return ['', '## Activations side by side', '', *_markdown_table(header, lines), '',
-            f"Train / valid, best over the epochs; time and epochs per activation "
-            f"({' / '.join(activations)}); '-': not run."]
-
-
-def _mean_and_spread(column, values):
-    """'mean ± sample standard deviation' of a column's values ('-' if none)."""
-    values = [v for v in values if v is not None]
-    if len(values) < 2:
-        return _formatted(column, values[0] if values else None)
-    mean, spread = float(np.mean(values)), float(np.std(values, ddof=1))  # NaN stays NaN
-    return f'{_formatted(column, mean)} ± {_formatted(column, spread)}'
-
-
-def over_seeds_lines(runs, rows):
-    """Per configuration, the mean and spread of its runs with other seeds;
-    [] unless some configuration ran with several seeds."""
-    groups = {}  # configuration -> [(seed, row)]
-    for cfg, row in zip(runs, rows):
-        groups.setdefault(configuration_name(cfg), []).append((cfg['seed'], row))
-    if all(len(members) < 2 for members in groups.values()):
-        return []
-    lines = [[name, ', '.join(str(seed) for seed, _ in members),
-              *(_mean_and_spread(c, [row[c] for _, row in members]) for c in SEED_COLUMNS)]
-             for name, members in groups.items()]
-    return ['', '## Over seeds', '', *_markdown_table(['configuration', 'seeds', *SEED_COLUMNS], lines),
-            '', 'Mean ± sample standard deviation over the seeds of each configuration.']
-
-
-def paired_lines(runs, rows):
-    """The paired comparisons over seeds (trainer/study/paired.py): a table
-    and a plain reading per contrast; [] unless some configuration ran with
-    several seeds and another differs from it in one key."""
-    if max(collections.Counter(configuration_name(cfg) for cfg in runs).values(), default=0) < 2:
-        return []
-    found = paired.comparisons(runs, rows, configuration=configuration_name)
-    if not found:
-        return []
-    readings = [f'* {paired.reading(c)} ({c.figure}, against {c.network})' for c in found]
-    return ['', '## Paired over seeds', '', *_markdown_table(paired.TABLE_HEADER, paired.table_rows(found)),
-            '', f'Treatment - baseline over the runs of equal seed; {paired.CONFIDENCE:.0%} confidence '
-            f'interval of the mean difference (Student t), paired t-test and Wilcoxon signed-rank p; '
-            f'fewer than {paired.MIN_PAIRS} pairs give no p.', '', *readings]
-
-
-def results_markdown(rows, title, runs=None):
-    """The results table; with the runs' configs, also the mean and spread
-    over seeds where configurations repeat with several, the paired
-    comparisons over seeds, and the original layout where the runs compare
-    activations."""
-    lines = [f'# {title}', '',
-             *_markdown_table(COLUMNS, [[_formatted(c, row[c]) for c in COLUMNS] for row in rows]),
-             '', 'Best value over all epochs. Test accuracy with the weights of the epoch '
-             'of best validation accuracy.']
-    if runs:
-        lines += (over_seeds_lines(runs, rows) + paired_lines(runs, rows)
-                  + activations_side_by_side_lines(runs, rows))
-    return '\n'.join(lines) + '\n'
-
-
-def _csv_value(value):
-    """Floats to the 7 significant digits float32 metrics hold (98.96, not
-    98.9599996805191); the rest as csv writes it (None: an empty cell)."""
-    return f'{value:.7g}' if isinstance(value, float) else value
-
-
-def results_csv(rows):
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows({c: _csv_value(row[c]) for c in COLUMNS} for row in rows)
-    return text.getvalue()
-
-
 def sweep_run(cfg, record):
     """What the sweep's figure shows of a run: its curves and instruments."""
     numbers, _, _ = excitation.paths(run_dir(cfg), instrument_files.TRAINING_SPLIT)
@@ -451,21 +227,31 @@ def sweep_run(cfg, record):
 
 
 def write_results(grid, runs):
-    """results.md, results.csv and validation.pdf of the runs that have
-    trained, in SAVE_DIR/experiments/<grid>; returns (that directory, the
-    markdown)."""
+    """results.md, results.csv, validation.pdf, report.md and report.pdf of
+    the runs that have trained, in SAVE_DIR/experiments/<grid>, all or none
+    of them; returns (that directory, the results markdown)."""
     out_dir = os.path.join(constant.derived_dirs(runs[0])['SAVE_DIR'], 'experiments', grid)
     records = [(cfg, record_of_run(cfg)) for cfg in runs]
     records = [(cfg, record) for cfg, record in records if record['epochs'] or record.get('diverged')]
     trained = [cfg for cfg, _ in records]
-    rows = [result_row(cfg, record) for cfg, record in records]
+    rows = [results.result_row(cfg, record) for cfg, record in records]
     title = f"{grid} grid on {runs[0]['dataset_name']}"
-    markdown = results_markdown(rows, title, trained)
-    safe_io.write_text(os.path.join(out_dir, 'results.md'), markdown)
-    safe_io.write_text(os.path.join(out_dir, 'results.csv'), results_csv(rows))
-    figures.sweep_figure([sweep_run(cfg, record) for cfg, record in records],
-                               os.path.join(out_dir, 'validation.pdf'), title)
+    markdown = results.results_markdown(rows, title, trained)
+    with safe_io.all_or_none():  # the tables and the report never disagree
+        safe_io.write_text(os.path.join(out_dir, 'results.md'), markdown)
+        safe_io.write_text(os.path.join(out_dir, 'results.csv'), results.results_csv(rows))
+        figures.sweep_figure([sweep_run(cfg, record) for cfg, record in records],
+                             os.path.join(out_dir, 'validation.pdf'), title)
+        if records:
+            write_report(grid, records, out_dir)
     return out_dir, markdown
+
+
+def write_report(grid, records, out_dir):
+    """report.md and report.pdf of the [(config, record)] of the trained runs."""
+    found = report.build(grid, [report.report_run(cfg, record, run_dir(cfg)) for cfg, record in records])
+    safe_io.write_text(os.path.join(out_dir, report.MARKDOWN_NAME), report.markdown(found, report_figures.PAGES))
+    report_figures.write_pdf(found, os.path.join(out_dir, report.PDF_NAME))
 
 
 def run_experiments(argv):
@@ -477,7 +263,8 @@ def run_experiments(argv):
     finally:  # a run that failed costs its own row, not the table of the others
         out_dir, markdown = write_results(grid, runs)
         print(markdown)
-        print(f'Results in: {console.shown_path(out_dir)} (results.md, results.csv, validation.pdf)',
+        print(f'Results in: {console.shown_path(out_dir)} (results.md, results.csv, validation.pdf, '
+              f'{report.MARKDOWN_NAME}, {report.PDF_NAME})',
               flush=True)
 
 

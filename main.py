@@ -14,6 +14,7 @@ from trainer.config import command
 
 command.answer_early(__name__, __doc__)  # --help and mistakes answered before TensorFlow loads
 
+import math
 import time
 
 import tensorflow as tf
@@ -22,8 +23,17 @@ from foundation import machine, malloc_tuning, safe_io, tf_errors
 from trainer.after_training import data_summary, evaluation
 from trainer.config import settings
 from trainer.runs import disk, folder, stops, weights
+from trainer.runs.records import is_complete, saved_record, steps_left, steps_trained
 from trainer.study import instrument_files
-from trainer.training import callbacks, cluster, input_source, interruption, passes, training_graph
+from trainer.training import (
+    callbacks,
+    cluster,
+    input_source,
+    interruption,
+    passes,
+    quick_runs,
+    training_graph,
+)
 
 v1 = tf.compat.v1
 
@@ -57,12 +67,16 @@ def train_in_session(run, data, job, devices):
     the chief or a worker; returns the exit status."""
     chief, cfg = cluster.is_chief(job.role), run.cfg
     print(training_graph.building_line(cfg, data, devices), flush=True)
+    if input_source.training_part_line(cfg, data):
+        print(input_source.training_part_line(cfg, data), flush=True)
     print(machine.precision_line(devices), flush=True)
     run.built = training_graph.build_graph(cfg, data, job.strategy, job.role, devices)
     run.cost = training_graph.network_cost(run.built)
     print(training_graph.cost_line(run.cost), flush=True)
     with run.built.graph.as_default(), v1.Session(job.target, config=job.session_proto) as session:
         run.session = session
+        # Before resuming, which rewrites history.json from the checkpoint's record (no test result yet)
+        complete = chief and cfg['resume'] and is_complete(saved_record(run.directory), cfg)
         folder.start_or_resume(run, chief)
         if job.role:
             if run.done >= cfg['max_epochs']:  # a worker started after the job ended: no peers left
@@ -71,7 +85,7 @@ def train_in_session(run, data, job, devices):
             cluster.check_agreement(session, run.built.agreement, run.done, run.skip)
         if not chief:
             return train_as_worker(run)
-        return train_as_chief(run, chief_callbacks())
+        return train_as_chief(run, chief_callbacks(), complete)
 
 
 def chief_callbacks():
@@ -83,26 +97,32 @@ def chief_callbacks():
     return callbacks.Callbacks([
         data_summary.SaveDataDescription(), callbacks.Evaluation(), instrument_files.SelfNormalisation(),
         callbacks.BestCheckpoint(), callbacks.EpochCheckpoint(), instrument_files.SelfNormalisationFiles(),
-        instrument_files.FinalExcitations(), callbacks.TestEvaluation(), evaluation.TestAnalysis(),
+        instrument_files.FinalExcitations(), callbacks.TestEvaluation(), quick_runs.StepLimitTest(),
+        quick_runs.OverfitCheck(), evaluation.TestAnalysis(),
+        instrument_files.FinalClassActivationMaps(),
         callbacks.TensorBoardScalars(), callbacks.EpochStatistics(), callbacks.ProgressPlot(),
         callbacks.FilterImages(), callbacks.RunSummary()])
 
 
-def train_as_chief(run, hooks):
+def train_as_chief(run, hooks, complete=False):
     """The epochs still to train, each followed by the callbacks' bookkeeping
     (evaluation, checkpoints, history, console, plot), then their end of the
-    run (test, filters); returns the exit status."""
+    run (test, filters); returns the exit status. `complete`: the run was
+    complete before (records.is_complete), which it says."""
     cfg = run.cfg
     run.record.update(config=settings.saved_config(cfg), device=training_graph.device_name(run.built.devices),
-                      cost=run.cost)
+                      tensorflow=tf.__version__, cost=run.cost)
     run.record.pop('diverged', None)
-    if run.done >= cfg['max_epochs']:
-        print(f'{run.name} has trained {run.done} epoch(s) already: raise max_epochs to train more')
+    if complete:
+        print(complete_line(run))
     epoch = None
     try:
         hooks.before_train(run)
         for epoch in range(run.done + 1, cfg['max_epochs'] + 1):
-            hooks.after_epoch(run, epoch_row(run, epoch))
+            steps = steps_left(run.record, cfg, run.skip)  # over the rows EpochCheckpoint committed
+            if steps == 0:
+                break
+            hooks.after_epoch(run, epoch_row(run, epoch, steps))
         epoch = None
         hooks.after_train(run)  # the final weights
         hooks.with_best_weights(run, weights.best_weights_into_session(run))
@@ -120,16 +140,29 @@ def train_as_chief(run, hooks):
     return 0
 
 
-def epoch_row(run, epoch):
-    """Trains one epoch (from image run.skip on); returns the start of its row."""
+def complete_line(run):
+    """Says that a complete run (records.is_complete) has nothing left to train, and what would train more."""
+    cfg, record = run.cfg, run.record
+    if len(record['epochs']) < cfg['max_epochs']:  # max_steps ended it
+        return (f"{run.name} has trained {steps_trained(record, cfg['batch_size'])} step(s) already "
+                f"(max_steps={cfg['max_steps']}): nothing to train")
+    return f'{run.name} has trained {run.done} epoch(s) already: raise max_epochs to train more'
+
+
+def epoch_row(run, epoch, steps=None):
+    """Trains one epoch (from image run.skip on), or its first `steps` steps;
+    returns the start of its row, with the images and steps of the whole
+    epoch (those before a resume too)."""
     started = time.perf_counter()
     model = run.built.model
-    running_loss = passes.train_epoch(run.session, model, run.built.source, run.cfg, epoch,
-                                      run.stop, run.skip)
-    run.skip = 0
-    return {'epoch': epoch, 'train_running_loss': running_loss,
+    trained = passes.train_epoch(run.session, model, run.built.source, run.cfg, epoch, run.stop,
+                                 run.skip, steps)
+    before, run.skip = run.skip, 0
+    return {'epoch': epoch, 'train_running_loss': trained.loss,
             'train_seconds': time.perf_counter() - started,
-            'learning_rate': float(run.session.run(model.learning_rate))}
+            'learning_rate': float(run.session.run(model.learning_rate)),
+            'train_images': before + trained.images,
+            'train_steps': math.ceil(before / run.cfg['batch_size']) + trained.steps}
 
 
 def train_as_worker(run):

@@ -9,7 +9,6 @@ import contextlib
 import datetime
 import io
 import os
-import platform
 import sys
 
 from foundation import machine, safe_io
@@ -17,19 +16,6 @@ from foundation import machine, safe_io
 PERFORMANCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'docs',
                            'performance.md')
 SHOWN_FLAGS = ('avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile')  # what decides the CPU's speed here
-
-
-def cpu_name(cpuinfo=machine.CPUINFO):
-    """The CPU's model name from /proc/cpuinfo, else what platform says."""
-    try:
-        with open(cpuinfo, encoding='utf-8', errors='replace') as f:
-            for line in f:
-                key, sep, value = line.partition(':')
-                if sep and key.strip() == 'model name':
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_line(tf_version, today=None, cpuinfo=machine.CPUINFO):
@@ -41,7 +27,7 @@ def machine_line(tf_version, today=None, cpuinfo=machine.CPUINFO):
         flags = frozenset()
     shown = ', '.join(flag for flag in SHOWN_FLAGS if flag in flags) or 'none of ' + ', '.join(SHOWN_FLAGS)
     day = (today or datetime.date.today()).isoformat()
-    return (f'Measured on {cpu_name(cpuinfo)} ({os.cpu_count()} cores; flags {shown}), '
+    return (f'Measured on {machine.cpu_name(cpuinfo)} ({os.cpu_count()} cores; flags {shown}), '
             f'TensorFlow {tf_version}, {day}.')
 
 

@@ -2,6 +2,7 @@
 a GPU or not, NCHW kernels on its CPU or not, native bfloat16 on its CPU or not."""
 import dataclasses
 import functools
+import platform
 import sys
 
 from foundation import tf_quiet
@@ -65,6 +66,19 @@ CPU_BFLOAT16_AUTO = {
     # bfloat16 seed of two validated well below both float32 seeds
     ('resnet50', True): False,
 }
+
+
+def cpu_name(cpuinfo=CPUINFO):
+    """The CPU's model name from /proc/cpuinfo, else what platform says."""
+    try:
+        with open(cpuinfo, encoding='utf-8', errors='replace') as f:
+            for line in f:
+                key, sep, value = line.partition(':')
+                if sep and key.strip() == 'model name':
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def cpu_flags(cpuinfo_text):

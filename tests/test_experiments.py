@@ -15,6 +15,7 @@ import experiments
 from foundation.data import loaders
 from trainer.config import settings
 from trainer.runs import folder, weights
+from trainer.sweeps import results
 from trainer.training import callbacks, passes, training_graph
 
 v1 = tf.compat.v1
@@ -157,23 +158,23 @@ def test_result_row_takes_the_best_of_every_column_over_the_epochs():
                'valid_accuracy': 0.85, 'epoch_seconds': 3600.0}]
     record = {'epochs': epochs, 'device': 'CPU (2 cores)',
               'best': {'epoch': 2, 'test_accuracy': 0.83}, 'diverged': 'loss became nan'}
-    row = experiments.result_row(runs[0], record)
+    row = results.result_row(runs[0], record)
     assert row['best train loss'] == 0.4 and row['best valid loss'] == 0.5
     assert row['best train acc %'] == pytest.approx(90) and row['best valid acc %'] == pytest.approx(85)
     assert row['test acc % (best epoch)'] == pytest.approx(83)
     assert row['epochs'] == 2 and row['note'] == 'diverged: loss became nan'
-    line = experiments.results_markdown([row], 't').splitlines()[4]
-    assert line == ('| custom_model_relu | 0.4000 | 0.5000 | 90.00 | 85.00 | 2 | 83.00 | - | - | - | 1:01:40 '
+    line = results.results_markdown([row], 't').splitlines()[4]
+    assert line == ('| custom_model_relu | 0.4000 | 0.5000 | 90.00 | 85.00 | 2 | 83.00 | - | - | - | 1850.00 | 1:01:40 '
                     '| CPU (2 cores) | 2 | diverged: loss became nan |')
 
 
 def test_results_csv_keeps_the_float32_digits_of_the_metrics_and_nothing_more():
     accuracy = float(np.float32(0.9896))  # as history.json holds a float32 metric
-    row = {**dict.fromkeys(experiments.COLUMNS), 'run': 'r', 'best valid acc %': 100 * accuracy,
+    row = {**dict.fromkeys(results.COLUMNS), 'run': 'r', 'best valid acc %': 100 * accuracy,
            'best train loss': float(np.float32(0.01719644499826245)), 'best valid loss': float('nan'),
            'time': 50.036960441999966, 'epochs': 3, 'device': 'CPU (2 cores)', 'note': ''}
-    line = dict(next(csv.DictReader(experiments.results_csv([row]).splitlines()[1:],
-                                    fieldnames=experiments.COLUMNS)))
+    line = dict(next(csv.DictReader(results.results_csv([row]).splitlines()[1:],
+                                    fieldnames=results.COLUMNS)))
     assert line['best valid acc %'] == '98.96' and line['time'] == '50.03696'
     assert float(line['best train loss']) == pytest.approx(row['best train loss'], rel=1e-6)
     assert line['best valid loss'] == 'nan' and line['best epoch'] == '' and line['epochs'] == '3'
@@ -187,8 +188,8 @@ def test_results_compare_activations_side_by_side_in_the_seeds_layout():
         epochs = [{'epoch': e, 'train_loss': number + e / 10, 'train_accuracy': 0.5 + e / 10,
                    'valid_loss': number + e / 5, 'valid_accuracy': 0.4 + e / 10,
                    'epoch_seconds': 60.0 * (number + 1)} for e in (1, 2)]
-        rows.append(experiments.result_row(cfg, {'epochs': epochs, 'device': 'CPU'}))
-    text = experiments.results_markdown(rows, 'seed grid', trained)
+        rows.append(results.result_row(cfg, {'epochs': epochs, 'device': 'CPU'}))
+    text = results.results_markdown(rows, 'seed grid', trained)
     layout = text.split('## Activations side by side')[1].strip().splitlines()
     # the original table's columns: each activation's loss, then its accuracy
     assert layout[0] == '| network | relu loss | relu acc % | selu loss | selu acc % | time | epochs |'
@@ -200,7 +201,7 @@ def test_results_compare_activations_side_by_side_in_the_seeds_layout():
     assert layout[5].endswith('| 0:14:00 / - | 2 / - |') and '| - |' in layout[5]
     # one activation only: nothing to put side by side
     _, ablation = experiments.plan(['experiment_grid=se_ablation'])
-    assert 'Activations side by side' not in experiments.results_markdown(rows[:5], 't', ablation)
+    assert 'Activations side by side' not in results.results_markdown(rows[:5], 't', ablation)
     # knobs in the name stay, the activation goes
     cfg = {**runs[0], 'activation_fn': 'selu', 'use_se': True,
            'run_name': 'custom_model_se_selu_se_excitation-relu'}
@@ -215,21 +216,21 @@ def test_results_give_the_mean_and_spread_of_each_configuration_over_its_seeds()
     for cfg, accuracy in zip(runs, accuracies):
         epochs = [{'epoch': 1, 'train_loss': 0.5, 'train_accuracy': 0.9, 'valid_loss': 1 - accuracy,
                    'valid_accuracy': accuracy, 'epoch_seconds': 60.0}]
-        rows.append(experiments.result_row(cfg, {'epochs': epochs, 'device': 'CPU',
+        rows.append(results.result_row(cfg, {'epochs': epochs, 'device': 'CPU',
                                                  'best': {'epoch': 1, 'test_accuracy': accuracy}}))
     rows[4]['test acc % (best epoch)'] = None  # no test figure: left out of the mean
-    text = experiments.results_markdown(rows, 'se_ablation grid', runs)
+    text = results.results_markdown(rows, 'se_ablation grid', runs)
     lines = text.split('## Over seeds')[1].strip().splitlines()
     assert lines[0] == ('| configuration | seeds | best valid acc % | test acc % (best epoch) '
-                        '| best valid loss | img/s | time |')
+                        '| best valid loss | img/s | s/epoch | time |')
     mean, sd = np.mean([91, 95, 96]), np.std([91, 95, 96], ddof=1)
     loss_sd = np.std([0.09, 0.05, 0.04], ddof=1)
     assert lines[2] == (f'| custom_model_relu | 1, 2, 3 | {mean:.2f} ± {sd:.2f} | {mean:.2f} ± {sd:.2f} '
-                        f'| {0.06:.4f} ± {loss_sd:.4f} | - | 0:01:00 ± 0:00:00 |')
+                        f'| {0.06:.4f} ± {loss_sd:.4f} | - | 60.00 ± 0.00 | 0:01:00 ± 0:00:00 |')
     assert lines[3] == ('| custom_model_se_relu | 1, 2 | 82.00 ± 2.83 | 80.00 | 0.1800 ± 0.0283 '
-                        '| - | 0:01:00 ± 0:00:00 |')
+                        '| - | 60.00 ± 0.00 | 0:01:00 ± 0:00:00 |')
     # one seed per configuration: nothing to summarise
-    assert '## Over seeds' not in experiments.results_markdown(rows[:1] + rows[3:4], 't',
+    assert '## Over seeds' not in results.results_markdown(rows[:1] + rows[3:4], 't',
                                                                [runs[0], runs[3]])
 
 

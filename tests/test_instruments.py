@@ -20,7 +20,7 @@ from foundation.networks import architecture
 from Model import network
 from trainer.config import settings
 from trainer.runs import checkpoints
-from trainer.study import excitation, probes, self_normalisation
+from trainer.study import cam, excitation, probes, self_normalisation
 from trainer.training import callbacks, training_graph
 
 v1 = tf.compat.v1
@@ -286,3 +286,16 @@ def test_instruments_says_in_one_line_what_run_is_missing_or_differs(trained, ca
     assert instruments.main([f'datasets_root={root}', 'activation_fn=selu', *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith('error: ') and said in err and err.count('\n') == 1
+
+
+def test_a_run_ends_with_the_class_activation_maps_of_its_best_epoch(trained):
+    root, run_dir, printed = trained
+    record = json.loads((run_dir / 'history.json').read_text())
+    measured = cam.load(run_dir / cam.NUMBERS_NAME)
+    data = loaders.load_digits(None, config(root)['seed'], False)
+    assert measured.epoch == record['best']['epoch']
+    assert measured.indices.tolist() == list(range(8))  # cam_images: the first validation images
+    assert measured.true.tolist() == data.valid.labels[:8].tolist()
+    assert measured.maps.shape[0] == 8 and 0 <= measured.maps.min() and measured.maps.max() <= 1
+    assert (run_dir / 'class_activation_maps.pdf').is_file()
+    assert 'class_activation_maps.pdf' in printed

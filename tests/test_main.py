@@ -55,7 +55,7 @@ def test_trains_and_prints_the_seed_console_format(first_run):
     assert result.stderr == ''  # no TensorFlow start-up noise on a CPU-only machine
     lines = result.stdout.splitlines()
     assert lines[0] == 'Building custom_model (relu) for digits (8x8x1 images, 10 classes) on ' \
-                       f'CPU ({os.cpu_count()} cores)'
+                       f'CPU ({machine.cpu_name()}, {os.cpu_count()} cores)'
     assert len([line for line in lines if line.startswith('precision: ')]) == 1
     progress = [PROGRESS.match(line) for line in lines if line.startswith('epoch ')]
     assert all(progress), lines
@@ -117,7 +117,7 @@ def test_keeps_the_best_validation_epoch_and_tests_it(first_run):
                      r'accuracy=(\d\.\d{4})$', result.stdout, re.M)
     assert line and int(line.group(1)) == best['epoch']
     assert float(line.group(3)) == pytest.approx(record['best']['test_accuracy'], abs=5e-5)
-    assert record['device'] == f'CPU ({os.cpu_count()} cores)'
+    assert record['device'] == f'CPU ({machine.cpu_name()}, {os.cpu_count()} cores)'
 
 
 def test_tensorboard_loads_the_per_epoch_scalars_and_the_test_result(first_run):

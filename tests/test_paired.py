@@ -6,6 +6,7 @@ from scipy import stats
 
 import constant
 from trainer.study import paired
+from trainer.sweeps import results
 
 
 def run(seed, **keys):
@@ -84,16 +85,15 @@ def test_a_missing_figure_leaves_that_seed_out():
 
 
 def test_a_sweeps_results_carry_the_paired_table_and_its_readings():
-    import experiments
     runs = [run(s) for s in (1, 2, 3)] + [run(s, use_se=True) for s in (1, 2, 3)]
     rows = []
     for cfg, accuracy in zip(runs, (97.0, 97.2, 96.9, 97.4, 97.5, 97.3)):
-        rows.append({**dict.fromkeys(experiments.COLUMNS), 'run': cfg['run_name'],
+        rows.append({**dict.fromkeys(results.COLUMNS), 'run': cfg['run_name'],
                      'test acc % (best epoch)': accuracy, 'best valid loss': 0.1, 'best valid acc %': 97.0,
                      'time': 1.0})
-    text = experiments.results_markdown(rows, 'se', runs)
+    text = results.results_markdown(rows, 'se', runs)
     section = text.split('## Paired over seeds')[1]
     assert '| SE | custom_model_relu | test acc % (best epoch) | +0.37 |' in section
     expected = stats.ttest_rel([97.4, 97.5, 97.3], [97.0, 97.2, 96.9]).pvalue
     assert '* SE: +0.37 pt [' in section and f'p = {expected:.2g}, n = 3' in section
-    assert '## Paired over seeds' not in experiments.results_markdown(rows[:1] + rows[3:4], 'se', runs[:1] + runs[3:4])
+    assert '## Paired over seeds' not in results.results_markdown(rows[:1] + rows[3:4], 'se', runs[:1] + runs[3:4])

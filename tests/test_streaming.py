@@ -568,7 +568,7 @@ def label_out_of_range(out, name):
 
 
 def one_more_record_declared(out, name):
-    """dataset.json edited consistently (counts and pixels) for 46 records in a shard of 45."""
+    """dataset.json edited consistently (counts, pixels and labels) for 46 records in a shard of 45."""
     path = os.path.join(out, 'dataset.json')
     metadata = load_json(path)
     metadata['splits']['train']['count'] += 1
@@ -577,6 +577,7 @@ def one_more_record_declared(out, name):
     shard['pixels'] += SIZE * SIZE  # as if it held one white image more
     shard['sum'] = [t + 255.0 * SIZE * SIZE for t in shard['sum']]
     shard['sum_sq'] = [q + 255.0 ** 2 * SIZE * SIZE for q in shard['sum_sq']]
+    shard['labels'] += '0'
     with open(path, 'w') as f:
         json.dump(metadata, f)
 

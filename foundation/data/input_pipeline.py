@@ -35,15 +35,20 @@ class InputOptions:
     augmentation: tuple = None        # (pad, flip) of random_shift_flip, or None
     shuffle_buffer: int = 10000       # TFRecords: records shuffled at a time
     skip_bad_records: bool = False    # TFRecords: a record that does not read is skipped
+    fixed_order: bool = False         # training passes in the split's order, every one the same
 
 
 def options_from_config(cfg):
-    """The InputOptions that cfg describes."""
+    """The InputOptions that cfg describes. The overfit check
+    (overfit_batches) trains on the same batches in the same order every
+    epoch, unaugmented, and measures the loss on all of them."""
+    overfit = cfg['overfit_batches'] is not None
     return InputOptions(
         batch_size=cfg['batch_size'], eval_batch_size=cfg['eval_batch_size'],
-        train_eval_images=cfg['train_eval_images'],
-        augmentation=AUGMENTATION[cfg['dataset_name']] if cfg['augment'] else None,
-        shuffle_buffer=cfg['shuffle_buffer'], skip_bad_records=cfg['skip_bad_records'])
+        train_eval_images=None if overfit else cfg['train_eval_images'],
+        augmentation=AUGMENTATION[cfg['dataset_name']] if cfg['augment'] and not overfit else None,
+        shuffle_buffer=cfg['shuffle_buffer'], skip_bad_records=cfg['skip_bad_records'],
+        fixed_order=overfit)
 
 
 def normalise(images, mean, std):
@@ -115,12 +120,13 @@ class ArrayInput:
     never batch by batch."""
 
     def __init__(self, data, batch_size, eval_batch_size, train_eval_images=None, augmentation=None,
-                 shard=None):
+                 shard=None, fixed_order=False):
         """`augmentation`: (pad, flip) for random_shift_flip of training
         images, or None; `shard`: (worker, workers) of a multi-worker job,
-        whose training batches are this worker's parts of the global ones."""
+        whose training batches are this worker's parts of the global ones;
+        `fixed_order`: training passes in the split's order, not shuffled."""
         self.data = data
-        self.batch_size, self.shard = batch_size, shard
+        self.batch_size, self.shard, self.fixed_order = batch_size, shard, fixed_order
         if shard:
             batch_size //= shard[1]
         self.train_eval_images = train_eval_images
@@ -155,7 +161,8 @@ class ArrayInput:
         part = getattr(self.data, split)
         images, labels = part.images, part.labels
         if training:
-            order = np.random.default_rng(seed).permutation(len(labels))[skip:]
+            order = (np.arange(len(labels)) if self.fixed_order
+                     else np.random.default_rng(seed).permutation(len(labels)))[skip:]
             if self.shard:
                 order = worker_part(order, self.batch_size, *self.shard)
             images, labels = images[order], labels[order]

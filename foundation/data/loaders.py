@@ -19,6 +19,7 @@ import zlib
 
 import numpy as np
 
+from foundation.data import subsets
 from foundation.data.bounded_read import (
     NUMBER_KINDS,
     check_declared,
@@ -83,6 +84,24 @@ def dataset_of_splits(train, valid, test, num_classes, classes=None):
     mean, std = channel_stats(train.images)
     classes = tuple(classes) if classes else tuple(str(i) for i in range(num_classes))
     return ArrayDataset(train, valid, test, num_classes, mean, std, classes)
+
+
+def with_training_sample(data, total, seed):
+    """The dataset with only a stratified sample of `total` training images
+    (subsets.stratified_sample), in their stored order; the validation and
+    test splits as they are. The mean and std are the sample's own: what the
+    network of a quick run trains on."""
+    chosen = subsets.stratified_sample(data.train.labels, total, seed)
+    train = Split(data.train.images[chosen], data.train.labels[chosen])
+    return dataset_of_splits(train, data.valid, data.test, data.num_classes, data.classes)
+
+
+def with_first_training_images(data, count):
+    """The dataset with only the first `count` training images (the overfit
+    check's batches); the statistics stay the whole split's, so that the
+    check feeds the network as a full run does."""
+    train = Split(data.train.images[:count], data.train.labels[:count])
+    return dataclasses.replace(data, train=train)
 
 
 def hold_out(images, labels, fraction):

@@ -17,6 +17,20 @@ METADATA = 'dataset.json'
 FORMATS = ('cifar_raw', 'imagenet_jpeg')
 CIFAR_SPLITS = ('train', 'valid', 'test')
 PIXEL_MAX = 255  # the records hold uint8 pixels
+# A shard's labels as dataset.json keeps them (raw pixels: CIFAR-10): one digit
+# per record, in file order, so that a quick run can sample the records of
+# each class without reading them (TFRecordsReader.with_training_sample).
+LABEL_DIGITS = '0123456789'
+
+
+def label_text(labels):
+    """The labels (0..9) of a shard's records as dataset.json keeps them."""
+    return ''.join(LABEL_DIGITS[int(label)] for label in labels)
+
+
+def labels_of_text(text):
+    """A shard's labels from dataset.json's text: int64, one per record."""
+    return np.frombuffer(text.encode('ascii'), np.uint8).astype(np.int64) - ord(LABEL_DIGITS[0])
 
 
 def read_metadata(data_dir):
@@ -91,6 +105,9 @@ def check_schema(metadata, path):
         _expect(path, f'the shard name {name!r}', name, _file_name, 'a file name')
         _expect(path, f'shards.{name}', shard, _object, 'a JSON object of count and pixel sums')
         _expect(path, f'shards.{name}.count', shard.get('count'), _whole, 'a whole number >= 0')
+        if 'labels' in shard:  # written since TFRecordsWriter records them
+            _expect(path, f'shards.{name}.labels', shard['labels'],
+                    lambda v: isinstance(v, str) and set(v) <= set(LABEL_DIGITS), 'a text of digits')
 
 
 def incomplete_shards(metadata):
@@ -114,6 +131,16 @@ def check_complete(metadata, path):
             for name in split['shards']:
                 check_pixel_sums(metadata, name, path)
         channel_sums(metadata, 'train', path)
+    for name, shard in metadata['shards'].items():
+        if 'labels' in shard:
+            check_labels(shard, f'shards.{name}.labels', metadata['description']['num_classes'], path)
+
+
+def check_labels(shard, field, num_classes, path):
+    """A shard's labels: one per record, each a class."""
+    classes = LABEL_DIGITS[:num_classes]
+    _expect(path, field, shard['labels'], lambda v: len(v) == shard['count'] and set(v) <= set(classes),
+            f"one label of {classes[0]}..{classes[-1]} per record ({shard['count']})")
 
 
 def check_pixel_sums(metadata, name, path):

@@ -287,6 +287,10 @@ KEYS = {
     'batch_size': Key(_integer(1), set()),
     'augment': Key(_boolean, set()),
     'max_epochs': Key(_integer(1), {HOW}),
+    # Quick runs: part of the run's name (constant.run_name), never mixed with full runs.
+    'train_images': Key(_optional(_integer(1)), {NAME}),
+    'max_steps': Key(_optional(_integer(1)), {NAME}),
+    'overfit_batches': Key(_optional(_integer(1)), {NAME}),
     'seed': Key(_integer(0, SEED_MAX), set()),
     'log_every': Key(_integer(1), {HOW}),
     'eval_batch_size': Key(_integer(1), {HOW}),
@@ -412,6 +416,7 @@ def validate(cfg, checked=()):
         if key not in checked:
             cfg[key] = entry.rule(key, cfg[key], cfg)
     _check_output_shape(cfg)
+    _check_quick_run(cfg)
     if cfg['init_weights'] and not applies('init_weights', cfg):
         raise ConfigError(f"init_weights holds ResNet-50's weights and {cfg['model']} is another "
                           f"network; set model=resnet50, or init_weights=None")
@@ -437,6 +442,32 @@ def _check_output_shape(cfg):
         other = ", or imagenet_classes='present'" if name == 'imagenet' else ''
         raise ConfigError(f"output_shape={cfg['output_shape']} but {name} has {classes} classes; "
                           f"set output_shape={classes}{other}")
+
+
+def _check_quick_run(cfg):
+    """train_images, max_steps and overfit_batches against each other and the
+    keys they touch (the training split's size is checked when it is opened:
+    input_source.training_part)."""
+    images, overfit, classes = cfg['train_images'], cfg['overfit_batches'], cfg['output_shape']
+    if images is not None and images < classes:
+        raise ConfigError(f"train_images={images} is fewer than the {classes} classes of "
+                          f"{cfg['dataset_name']}: a stratified sample needs an image of each; choose "
+                          f"train_images >= {classes}")
+    if images is not None and cfg['batch_size'] > images:
+        raise ConfigError(f"batch_size={cfg['batch_size']} is more than train_images={images}; choose "
+                          f"batch_size <= {images}")
+    if overfit is None:
+        return
+    if images is not None:
+        raise ConfigError(f"overfit_batches={overfit} trains on the first {overfit} batch(es) of the "
+                          f"training split, which train_images would sample; leave train_images out")
+    if cfg['max_steps'] is not None:
+        raise ConfigError(f"overfit_batches={overfit} trains max_epochs x {overfit} steps; leave "
+                          f"max_steps out and set max_epochs")
+    if cfg['label_smoothing']:
+        raise ConfigError(f"label_smoothing={cfg['label_smoothing']} keeps the loss of every image above "
+                          f"zero, which the overfit check looks for; set label_smoothing=0 with "
+                          f"overfit_batches")
 
 
 def checked_config(args=(), base=None, checked=()):

@@ -12,7 +12,7 @@ from trainer.runs import record_schema
 
 COLUMNS = ('epoch', 'train_loss', 'train_accuracy', 'valid_loss', 'valid_accuracy',
            'learning_rate', 'train_running_loss', 'train_seconds', 'epoch_seconds',
-           'test_loss', 'test_accuracy')
+           'train_images', 'train_steps', 'test_loss', 'test_accuracy')
 
 
 JSON_FILE, CSV_FILE = 'history.json', 'history.csv'

@@ -256,6 +256,6 @@ def check_agreement(record):
                                             f"the network ({CONFIG}.output_shape)")
 
 
-OPTIONAL_FIELDS = {CONFIG: check_config, 'device': check_text, 'diverged': check_text,
+OPTIONAL_FIELDS = {CONFIG: check_config, 'device': check_text, 'tensorflow': check_text, 'diverged': check_text,
                    BEST: check_best, TEST: check_test, DATA: check_data,
                    ACTIVATION_STATISTICS: check_activation_statistics, 'cost': check_cost}

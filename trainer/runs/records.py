@@ -1,6 +1,8 @@
 """The record a run's files hold (history.json, each checkpoint's own
-record), reconciled after a crash, and whether a record's network is the
-one the config builds now (resume compatibility)."""
+record), reconciled after a crash, whether a record's network is the
+one the config builds now (resume compatibility), and whether a record is
+of a complete run (main.py has nothing left to do, a sweep skips it)."""
+import math
 
 import tensorflow as tf
 
@@ -66,3 +68,41 @@ def record_of(checkpoint, directory):
                         f'own; without resume=True the run starts afresh)') from None
     written['epochs'] = [e for e in written['epochs'] if e['epoch'] <= checkpoint.epochs]
     return written
+
+
+# --- how far a run has come ----------------------------------------------------------
+
+OVERFIT = 'overfit'  # the record's field of the overfit check (trainer/training/quick_runs.py)
+
+
+def steps_trained(record, batch_size, skip=0):
+    """The optimiser steps a run's record has trained in all: those of its
+    epochs' rows, and those of the `skip` images of an epoch begun. A row of
+    a run from before rows counted their steps counts a whole epoch's, as
+    the record's cost gives its images."""
+    whole_epoch = math.ceil(record.get('cost', {}).get('train_images', 0) / batch_size)
+    return (sum(row.get('train_steps', whole_epoch) for row in record.get('epochs', []))
+            + math.ceil(skip / batch_size))
+
+
+def steps_left(record, cfg, skip=0):
+    """The optimiser steps a run may still train under max_steps; None
+    without max_steps."""
+    if cfg.get('max_steps') is None:
+        return None
+    return max(0, cfg['max_steps'] - steps_trained(record, cfg['batch_size'], skip))
+
+
+def training_done(record, cfg, skip=0):
+    """Whether a run has trained all that cfg asks: max_epochs epochs, or
+    max_steps steps."""
+    return len(record.get('epochs', [])) >= cfg['max_epochs'] or steps_left(record, cfg, skip) == 0
+
+
+def is_complete(record, cfg):
+    """Whether the finished run `record` is complete for cfg: trained as far
+    as cfg asks (max_epochs or max_steps), tested, and for the overfit check
+    (overfit_batches), its outcome recorded."""
+    if 'test' not in record or not training_done(record, cfg):
+        return False
+    return cfg.get('overfit_batches') is None or 'fits' in record.get(OVERFIT, {})

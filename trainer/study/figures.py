@@ -37,9 +37,10 @@ MAX_NAME = 18        # characters of a class name in a panel's title
 
 @contextlib.contextmanager
 def pdf_pages(path):
-    """A multi-page PDF written under a temporary name, renamed when complete."""
+    """A multi-page PDF written under a temporary name, renamed when complete;
+    without a creation date, so that the same figures give the same bytes."""
     with safe_io.atomic_path(path) as tmp:
-        with PdfPages(tmp) as pages:
+        with PdfPages(tmp, metadata={'CreationDate': None}) as pages:
             yield pages
 
 
@@ -389,6 +390,7 @@ def summary_figure(runs, styles, handles, names, title):
             ax.plot(relative_depth(len(values)), values, **styles[r.name])
         ax.set_yscale('log' if numbers == 'specificity' and se_runs else 'linear')
         ax.set_xlabel('SE block, first (0) → last (1)')
+        ax.set_xlim(-0.05, 1.05)  # the whole depth, also where a network has one block (at 1)
         ax.set_ylabel(label)
         ax.set_title('SE excitations, validation split', fontsize='small')
         ax.grid(alpha=0.3)
@@ -410,6 +412,7 @@ def summary_figure(runs, styles, handles, names, title):
             if stat == 'variance' and spans_decades(drawn):
                 ax.set_yscale('log')
             ax.set_xlabel('layer, first (0) → last (1)')
+            ax.set_xlim(-0.05, 1.05)
             ax.set_ylabel(f'{stat} of the layer output')
             ax.set_title(f'self-normalisation {when} (inference mode)', fontsize='small')
             ax.grid(alpha=0.3)

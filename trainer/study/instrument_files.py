@@ -7,7 +7,8 @@ demand for any run.
     activation_statistics.csv, activation_statistics.pdf
         mean and variance of every layer's output per epoch (trainer/study/self_normalisation.py)
     class_activation_maps.npz, class_activation_maps.pdf
-        Grad-CAM of the first validation images, instruments.py only (trainer/study/cam.py)
+        Grad-CAM of the first validation images, with the best validation epoch's weights
+        (trainer/study/cam.py)
 """
 import os
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from foundation import safe_io
 from trainer import console
+from trainer.after_training import data_summary
 from trainer.study import cam, excitation, figures, probes, self_normalisation
 from trainer.training.callbacks import Callback
 
@@ -124,3 +126,23 @@ class FinalExcitations(Callback):
         measured.epoch = run.record['epochs'][-1]['epoch']
         print_lines(write_excitations(measured, run.directory,
                                title(run.name, run.cfg['dataset_name'], measured.epoch)))
+
+
+class FinalClassActivationMaps(Callback):
+    """At the end of a run: the class activation maps of the first cam_images
+    validation images with the weights of the best validation epoch, the
+    same images for every run that splits its data alike (a sweep's report
+    sets them side by side). A replicated network's are left to
+    instruments.py, which builds one copy."""
+
+    def with_best_weights(self, run, label):
+        model = run.built.model
+        if label != 'best' or model.replica_count > 1 or run.built.agreement is not None:
+            return
+        description = run.record[data_summary.KEY]
+        measured = cam.measure(run.session, model, run.built.source, run.cfg['cam_images'],
+                               run.cfg['eval_batch_size'], description)
+        measured.epoch = run.record['best']['epoch']
+        print_lines(write_class_activation_maps(
+            measured, run.directory, title(run.name, run.cfg['dataset_name'], measured.epoch),
+            description['classes'], description['pixel_max']))

@@ -106,6 +106,16 @@ def check_config(cfg, role, train_files=None):
         raise ClusterError(f"the training split has {len(train_files)} file(s) for {count} "
                            f"workers, which read one part of the files each; write at least "
                            f"{count} training shards (tfrecord_shards)")
+    # Quick runs train on one machine: a job's workers stop after the chief's
+    # epochs only, and each reads its own files, which a sample can leave empty.
+    for key in ('max_steps', 'overfit_batches'):
+        if cfg[key] is not None:
+            raise ClusterError(f"{key}={cfg[key]} is for a run on one machine; leave it out of a "
+                               f"job of {count} workers (TF_CONFIG)")
+    if cfg['train_images'] is not None and train_files is not None:
+        raise ClusterError(f"train_images={cfg['train_images']} of streamed records is for a run on one "
+                           f"machine (each worker reads its own files); leave it out of a job of "
+                           f"{count} workers (TF_CONFIG)")
 
 
 def join(cfg, train_files, session_proto, stop):

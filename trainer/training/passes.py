@@ -1,5 +1,6 @@
 """Passes over the data: a training epoch, step by step with its progress
 lines, and the evaluation of a whole split."""
+import collections
 import math
 
 import numpy as np
@@ -19,25 +20,32 @@ def train_step(session, model):
     return loss, batch
 
 
-def train_epoch(session, model, source, cfg, epoch, stop, skip=0):
+# What a training pass did: the mean training loss of its images, its images and its optimiser steps.
+Trained = collections.namedtuple('Trained', 'loss images steps')
+
+
+def train_epoch(session, model, source, cfg, epoch, stop, skip=0, steps=None):
     """One shuffled pass over the training split, less its first `skip`
-    images; returns the mean training loss of the images trained.
+    images, and ended after `steps` optimiser steps where that comes first
+    (max_steps); returns what it Trained.
 
     Prints progress lines (console.ProgressLog). Raises Divergence at the
     first non-finite loss and Interrupted (with the images done) when a stop
     was requested.
     """
     total, last = source.num_examples('train'), source.training_images()
+    if steps is not None:  # every step but an epoch's last takes a whole batch
+        last = min(last, skip + steps * cfg['batch_size'])
     progress = console.ProgressLog(epoch, total, last, console.log_interval(cfg['log_every'], last), skip)
     source.start(session, 'train', training=True, seed=cfg['seed'] * 100_003 + epoch, skip=skip)
-    seen, loss_sum = skip, 0.0
-    while True:
+    seen, loss_sum, taken = skip, 0.0, 0
+    while steps is None or taken < steps:
         stop.check(images=seen)
         try:
             loss, batch = train_step(session, model)
         except tf.errors.OutOfRangeError:
             break
-        seen += batch
+        seen, taken = seen + batch, taken + 1
         if not math.isfinite(loss):
             raise Divergence(f'loss became {loss} at epoch {epoch}, step {seen}')
         loss_sum += loss * batch
@@ -47,7 +55,7 @@ def train_epoch(session, model, source, cfg, epoch, stop, skip=0):
               f'not be read', flush=True)
     if not session.run(model.weights_finite):
         raise Divergence(f'weights became NaN or infinite during epoch {epoch}')
-    return float(loss_sum / max(seen - skip, 1))
+    return Trained(float(loss_sum / max(seen - skip, 1)), int(seen - skip), taken)
 
 
 def evaluation_batches(session, source, split, fetches, stop=None):

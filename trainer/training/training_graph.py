@@ -122,8 +122,8 @@ def building_line(cfg, data, devices):
 
 
 def device_name(devices):
-    """What trains: 'GPU (NVIDIA H100 ...)' or 'CPU (2 cores)', for the record."""
+    """What trains: 'GPU (NVIDIA H100 ...)' or 'CPU (AMD EPYC 9R14, 2 cores)', for the record."""
     if devices.on_gpu:
         details = tf.config.experimental.get_device_details(tf.config.list_physical_devices('GPU')[0])
         return f"GPU ({details.get('device_name', 'unknown')})"
-    return f'CPU ({os.cpu_count()} cores)'
+    return f'CPU ({machine.cpu_name()}, {os.cpu_count()} cores)'

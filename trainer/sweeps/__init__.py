@@ -1,0 +1,2 @@
+"""A sweep of runs (experiments.py): their names, the results table and the
+report that states the sweep's answer."""
