@@ -371,7 +371,7 @@ def cam_lines(report, first_page):
     lines = [f"report.pdf from page {first_page}: one row per run, the first {len(groups[0][0].maps.indices)} "
              f'validation images and the Grad-CAM of the class each run predicts, with its best epoch\'s '
              f'weights; {len(groups)} page(s), one per set of images '
-             '(runs of one seed share their validation images where the split depends on the seed).']
+             '(runs of equal seed share their validation images where the split depends on it).']
     if missing:
         lines.append(f"Without maps (trained before they were kept): {', '.join(missing)}; "
                      'python instruments.py for each writes them.')
