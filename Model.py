@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import layers
 from foundation import replicas
-from foundation.networks import architecture, optimisation
+from foundation.networks import architecture, mixing, optimisation
 from foundation.networks.architecture import CUSTOM_FILTERS, EXPANSION, RESNET50_STAGES, STEM_CHANNELS
 
 v1 = tf.compat.v1
@@ -144,15 +144,38 @@ def network(images, training, arch):
 
 # --- training ---------------------------------------------------------------------
 
-def learning_rate_schedule(optimisation, global_step, steps_per_epoch=None):
+def learning_rate_schedule(optimisation, global_step, steps_per_epoch=None, scale=None):
     """The learning rate at `global_step` under the Optimisation's lr_schedule:
     exponential decay (the default), piecewise constant (times lr_factor after
     each epoch of lr_boundaries) or cosine decay to 0 at max_epochs (or
-    max_steps, where that comes first)."""
+    max_steps, where that comes first); warmup_epochs of linear warmup in
+    front of it; times `scale` (a tensor: reduce on plateau) where given."""
+    rate = scheduled_rate(optimisation, global_step, steps_per_epoch)
+    if optimisation.warmup_epochs:
+        rate = rate * warmup_factor(global_step, warmup_steps(optimisation, steps_per_epoch))
+    if scale is not None:
+        rate = rate * scale
+    return tf.identity(rate, name='learning_rate')
+
+
+def warmup_steps(optimisation, steps_per_epoch):
+    return max(1, round(optimisation.warmup_epochs * steps_per_epoch))
+
+
+def warmup_factor(global_step, steps):
+    """(step + 1) / steps over the first `steps` steps, then 1: the first
+    step gets 1/steps of the rate, the last of the warmup all of it (as in
+    tensorflow/models' r1 ResNet, less its step of rate 0)."""
+    done = tf.cast(global_step, tf.float32) + 1.0
+    return tf.minimum(1.0, done / float(steps))
+
+
+def scheduled_rate(optimisation, global_step, steps_per_epoch):
     rate, schedule = optimisation.learning_rate, optimisation.lr_schedule
+    if optimisation.warmup_epochs and not steps_per_epoch:
+        raise ValueError('warmup_epochs counts in epochs: pass steps_per_epoch')
     if schedule == 'exponential':
-        return v1.train.exponential_decay(rate, global_step, optimisation.decay_steps,
-                                          optimisation.decay_base, name='learning_rate')
+        return v1.train.exponential_decay(rate, global_step, optimisation.decay_steps, optimisation.decay_base)
     if not steps_per_epoch:
         raise ValueError(f"lr_schedule={schedule!r} counts in epochs: pass steps_per_epoch")
     if schedule == 'piecewise':
@@ -161,26 +184,45 @@ def learning_rate_schedule(optimisation, global_step, steps_per_epoch=None):
         boundaries = [tf.constant(epoch * steps_per_epoch - 1, tf.int64)
                       for epoch in optimisation.lr_boundaries]
         values = [rate * optimisation.lr_factor ** i for i in range(len(boundaries) + 1)]
-        return tf.identity(v1.train.piecewise_constant(global_step, boundaries, values),
-                           name='learning_rate')
+        return v1.train.piecewise_constant(global_step, boundaries, values)
     # The decay spans what will be trained: max_epochs, or max_steps where that ends the run first.
     decay_steps = optimisation.max_epochs * steps_per_epoch
     if optimisation.max_steps is not None:
         decay_steps = min(decay_steps, optimisation.max_steps)
-    return tf.identity(v1.train.cosine_decay(rate, global_step, decay_steps), name='learning_rate')
+    return v1.train.cosine_decay(rate, global_step, decay_steps)
 
 
 def make_optimizer(optimisation, learning_rate):
-    """Adam or SGD with momentum; with mixed precision, wrapped in dynamic
-    loss scaling: float16 gradients underflow without it, and the scale skips
-    a step whose gradients overflow and lowers itself."""
-    if optimisation.optimizer == 'momentum':
-        optimizer = v1.train.MomentumOptimizer(learning_rate, optimisation.momentum)
+    """Adam (also for adamw, whose decay decoupled_decay applies), SGD with
+    momentum or with Nesterov momentum; with mixed precision, wrapped in
+    dynamic loss scaling: float16 gradients underflow without it, and the
+    scale skips a step whose gradients overflow and lowers itself."""
+    if optimisation.optimizer in ('momentum', 'nesterov'):
+        optimizer = v1.train.MomentumOptimizer(learning_rate, optimisation.momentum,
+                                               use_nesterov=optimisation.optimizer == 'nesterov')
     else:
         optimizer = v1.train.AdamOptimizer(learning_rate)
     if optimisation.loss_scaling:
         optimizer = v1.mixed_precision.MixedPrecisionLossScaleOptimizer(optimizer, 'dynamic')
     return optimizer
+
+
+def minimize(optimizer, objective, optimisation, learning_rate, weights, global_step):
+    """The step that lowers `objective`: its gradients, clipped to a global
+    norm of clip_grad_norm where set; AdamW's decoupled decay of `weights`
+    (w -= learning_rate * weight_decay * w, PyTorch's AdamW order: after the
+    gradients, before the update); the update."""
+    pairs = [(g, v) for g, v in optimizer.compute_gradients(objective) if g is not None]
+    gradients = [g for g, _ in pairs]
+    if optimisation.clip_grad_norm:
+        gradients, _ = tf.clip_by_global_norm(gradients, optimisation.clip_grad_norm)
+    before_update = []
+    if optimisation.decoupled_decay:
+        with tf.control_dependencies(gradients):
+            shrink = learning_rate * optimisation.decoupled_decay
+            before_update = [v1.assign_sub(w, tf.cast(shrink, w.dtype) * w) for w in weights]
+    with tf.control_dependencies(before_update):
+        return optimizer.apply_gradients(zip(gradients, [v for _, v in pairs]), global_step=global_step)
 
 
 def cross_entropy(logits, labels, name, label_smoothing=0.0):
@@ -198,14 +240,18 @@ def accuracy_of(logits, labels, name):
     return tf.reduce_mean(tf.cast(correct, tf.float32), name=name)
 
 
+def decayed_weights(variables_prefix):
+    """The conv kernels and FC weights under `variables_prefix`, which weight
+    decay shrinks; biases and batch norm are left alone."""
+    return v1.get_collection(v1.GraphKeys.WEIGHTS, variables_prefix)
+
+
 def weight_penalty(weight_decay, variables_prefix):
-    """weight_decay * sum(w**2) / 2 over the conv kernels and FC weights under
-    `variables_prefix`: its gradient is weight_decay * w. Biases and batch norm
-    are left alone."""
+    """weight_decay * sum(w**2) / 2 over the decayed_weights: its gradient is
+    weight_decay * w."""
     if not weight_decay:
         return tf.constant(0.0)
-    weights = v1.get_collection(v1.GraphKeys.WEIGHTS, variables_prefix)
-    return tf.multiply(weight_decay, tf.add_n([tf.nn.l2_loss(w) for w in weights]),
+    return tf.multiply(weight_decay, tf.add_n([tf.nn.l2_loss(w) for w in decayed_weights(variables_prefix)]),
                        name='weight_penalty')
 
 
@@ -284,21 +330,30 @@ class Model:
         with v1.variable_scope(self.scope) as scope:
             logits = network(images, self.is_training, self.architecture)
         loss = cross_entropy(logits, labels, 'loss')
+        optim = self.optimisation
+        train_images, train_labels = images, labels
+        if optim.mixup_alpha or optim.cutmix_alpha:  # drawn per step: the global step comes first
+            train_images, train_labels = mixing.mixed_batch(images, labels, self._optimizer()[1], optim)
         updates_before = len(v1.get_collection(v1.GraphKeys.UPDATE_OPS))
-        train_logits = self._copy(scope, images, True, 'training')
+        train_logits = self._copy(scope, train_images, True, 'training')
         training_updates = v1.get_collection(v1.GraphKeys.UPDATE_OPS)[updates_before:]
-        train_loss = cross_entropy(train_logits, labels, 'train_loss', self.optimisation.label_smoothing)
+        train_loss = cross_entropy(train_logits, train_labels, 'train_loss', optim.label_smoothing)
         accuracy = accuracy_of(logits, labels, 'accuracy')
         # What the optimiser minimises: the training loss plus the L2 penalty,
         # this replica's share of it under a distribution strategy.
-        penalty = weight_penalty(self.optimisation.weight_decay, scope.name + '/')
+        penalty = weight_penalty(optim.loss_penalty, scope.name + '/')
         objective = replicas.share_of_replica(train_loss + penalty)
-        optimizer = self._optimizer()
+        optimizer, global_step = self._optimizer()
         with tf.control_dependencies(training_updates):  # batch norm's moving averages advance
-            train_op = optimizer.minimize(objective, global_step=self.global_step)
+            train_op = minimize(optimizer, objective, optim, self.learning_rate,
+                                decayed_weights(scope.name + '/'), global_step)
+        if optim.ema_decay:  # the shadow weights follow each step
+            self.ema = v1.train.ExponentialMovingAverage(optim.ema_decay)
+            with tf.control_dependencies([train_op]):
+                train_op = self.ema.apply(v1.get_collection(v1.GraphKeys.TRAINABLE_VARIABLES, scope.name + '/'))
         # Built last, so that every op before it, and the random seeds drawn
         # from their count, are those of a graph without it.
-        eval_logits = self._copy(scope, images, False, 'inference')
+        eval_logits = self._copy(scope, images, False, 'inference', self._averaged if optim.ema_decay else None)
         return {'logits': logits, 'loss': loss, 'accuracy': accuracy, 'train_loss': train_loss,
                 'eval_logits': eval_logits, 'eval_loss': cross_entropy(eval_logits, labels, 'eval_loss'),
                 'eval_accuracy': accuracy_of(eval_logits, labels, 'eval_accuracy'),
@@ -306,23 +361,34 @@ class Model:
                 # Its full names, also when built inside another scope or replica.
                 'prefixes': (scope.name + '/', scope.original_name_scope)}
 
-    def _copy(self, scope, images, training, mode):
+    def _copy(self, scope, images, training, mode, getter=None):
         """Logits of another copy of the network (the variables of `scope`, no
-        new ones) with batch norm and dropout fixed in `training` mode, its ops
-        under '<model>_<mode>/'."""
-        with v1.variable_scope(scope, reuse=True, auxiliary_name_scope=False), \
+        new ones, or what `getter` gives for them) with batch norm and dropout
+        fixed in `training` mode, its ops under '<model>_<mode>/'."""
+        with v1.variable_scope(scope, reuse=True, auxiliary_name_scope=False, custom_getter=getter), \
                 tf.name_scope(f'{self.scope}_{mode}/'):
             return network(images, training, self.architecture)
 
+    def _averaged(self, getter, *args, **kwargs):
+        """A custom getter: a weight's moving average (ema_decay) in its place."""
+        variable = getter(*args, **kwargs)
+        average = self.ema.average(variable)
+        return variable if average is None else average
+
     def _optimizer(self):
-        """The optimiser, made with the global step and learning rate at its
-        first use (by the first replica, under a strategy)."""
+        """(optimiser, global step), made with the learning rate at their
+        first use (by the first replica, under a strategy). With reduce on
+        plateau, the rate is scaled by a variable of the checkpoint,
+        `learning_rate_scale`, which the end of each epoch sets."""
         if not hasattr(self, 'optimizer'):
             self.global_step = v1.train.get_or_create_global_step()
-            self.learning_rate = learning_rate_schedule(self.optimisation, self.global_step,
-                                                        self.steps_per_epoch)
+            if self.optimisation.plateau:
+                self.learning_rate_scale = v1.get_variable(
+                    'learning_rate_scale', [], tf.float32, v1.initializers.ones(), trainable=False)
+            self.learning_rate = learning_rate_schedule(self.optimisation, self.global_step, self.steps_per_epoch,
+                                                        getattr(self, 'learning_rate_scale', None))
             self.optimizer = make_optimizer(self.optimisation, self.learning_rate)
-        return self.optimizer
+        return self.optimizer, self.global_step
 
     # --- introspection --------------------------------------------------------
 

@@ -36,8 +36,9 @@ config = {
         # (see Models)
 
     # --- optimisation ------------------------------------------------------
-    'optimizer': 'adam',  # 'adam' or 'momentum' (SGD with momentum)
-    'momentum': 0.9,  # momentum of the 'momentum' optimizer
+    'optimizer': 'adam',  # 'adam', 'adamw' (Adam with decoupled weight decay), 'momentum' (SGD with
+        # momentum) or 'nesterov' (SGD with Nesterov momentum)
+    'momentum': 0.9,  # momentum of the 'momentum' and 'nesterov' optimizers
     'learning_rate': 1e-3,  # initial step size
     'lr_schedule': 'exponential',  # 'exponential', 'piecewise' or 'cosine' (from
         # learning_rate to 0 at max_epochs, or at max_steps where that comes first)
@@ -46,13 +47,29 @@ config = {
     'lr_boundaries': [5, 8],  # piecewise: after each of these epochs the LR is multiplied by
         # lr_factor
     'lr_factor': 0.1,  # piecewise: LR multiplier at each boundary
+    'warmup_epochs': 0.0,  # the LR rises linearly from learning_rate / warmup steps to the schedule's
+        # over this many epochs (a fraction allowed), in front of any schedule
+    'plateau_patience': None,  # reduce on plateau: the LR is multiplied by plateau_factor after this
+        # many epochs without a validation loss lower by min_delta (None: off)
+    'plateau_factor': 0.1,  # reduce on plateau: LR multiplier
+    'early_stopping_patience': None,  # stop after this many epochs without a validation loss lower
+        # by min_delta; the best epoch is tested as always (None: off)
+    'min_delta': 0.0,  # early stopping and plateau: the least fall of the validation loss that counts
     'weight_decay': 0.0,  # L2 penalty weight_decay * sum(w²) / 2 on conv kernels and FC weights;
-        # biases and batch-norm parameters are left alone
+        # biases and batch-norm parameters are left alone; with 'adamw', the decoupled decay
+        # w -= lr * weight_decay * w each step instead
+    'clip_grad_norm': None,  # gradients scaled down to this global norm where above it (None: off)
+    'ema_decay': None,  # keep a moving average of the weights (e.g. 0.999), updated every step and
+        # evaluated, tested and exported instead of them (None: off)
     'label_smoothing': 0.0,  # training targets (1 - e) * one_hot + e / classes (the reported losses
         # stay plain cross-entropy)
     'batch_size': 50,  # images per training step
     'augment': False,  # training images get a random shifted crop (1/8 of the side, reflected
         # padding), and a mirror flip except for handwritten digits
+    'mixup_alpha': None,  # mixup: each training image and label mixed with another's of its batch by
+        # a Beta(alpha, alpha) share (e.g. 0.2; None: off)
+    'cutmix_alpha': None,  # cutmix: a box of another image of the batch pasted in, labels mixed by
+        # area (e.g. 1.0); with mixup, each batch takes one of the two at even odds
     'max_epochs': 10,  # passes over the training set
     'train_images': None,  # quick runs: train on a stratified sample of this many training images,
         # drawn with seed (None: the whole training split; valid and test stay whole)
@@ -61,6 +78,8 @@ config = {
     'overfit_batches': None,  # quick runs: train on the first N training batches only (unshuffled,
         # unaugmented) for max_epochs epochs, then say whether their loss fell near zero
     'seed': 42,  # seeds weights, data splits and shuffling: equal seeds, equal runs
+    'deterministic': False,  # TensorFlow's deterministic ops: equal seeds give bit-equal runs, a little
+        # slower (see docs/recipes.md)
 
     # --- reporting and outputs ---------------------------------------------
     'log_every': 2500,  # print a progress line every this many training images (at least four an epoch)
@@ -178,11 +197,18 @@ def run_name(cfg):
     if cfg.get('run_name'):
         return cfg['run_name']
     se = '_se' if cfg['use_se'] else ''
-    return f"{cfg['model']}{se}_{cfg['activation_fn']}{quick_run_part(cfg)}"
+    return f"{cfg['model']}{se}_{cfg['activation_fn']}{name_parts(cfg)}"
 
 
-def quick_run_part(cfg):
-    """What a quick run adds to its name, so that its outputs never mix with
-    those of a full run: _train_images-500, _max_steps-200, _overfit-2."""
-    parts = [('train_images', 'train_images'), ('max_steps', 'max_steps'), ('overfit_batches', 'overfit')]
-    return ''.join(f'_{name}-{cfg[key]}' for key, name in parts if cfg.get(key) is not None)
+# Keys that, when on, become part of a run's name (key, its part of the name):
+# a quick run or a training recipe never shares its outputs with a plain run.
+NAME_PARTS = [('train_images', 'train_images'), ('max_steps', 'max_steps'), ('overfit_batches', 'overfit'),
+              ('warmup_epochs', 'warmup'), ('plateau_patience', 'plateau'),
+              ('early_stopping_patience', 'early_stop'), ('clip_grad_norm', 'clip'), ('ema_decay', 'ema'),
+              ('mixup_alpha', 'mixup'), ('cutmix_alpha', 'cutmix')]
+
+
+def name_parts(cfg):
+    """What the keys of NAME_PARTS that are on add to a run's name:
+    _train_images-500, _max_steps-200, _overfit-2, _warmup-2, _ema-0.999."""
+    return ''.join(f'_{name}-{cfg[key]:g}' for key, name in NAME_PARTS if cfg.get(key) not in (None, 0))

@@ -22,7 +22,7 @@ import tensorflow as tf
 from foundation import machine, malloc_tuning, safe_io, tf_errors
 from trainer.after_training import data_summary, evaluation
 from trainer.config import settings
-from trainer.runs import disk, folder, stops, weights
+from trainer.runs import disk, folder, patience, stops, weights
 from trainer.runs.records import is_complete, saved_record, steps_left, steps_trained
 from trainer.study import instrument_files
 from trainer.training import (
@@ -44,7 +44,7 @@ def train(cfg):
     run = folder.locate(cfg)
     data = input_source.open_dataset(cfg, run.dirs['DATA_DIR'])
     devices = machine.decide(cfg)
-    with interruption.stop_requests() as stop:
+    with interruption.stop_requests() as stop, training_graph.determinism(cfg['deterministic']):
         try:
             job = cluster.join(cfg, getattr(data, 'files', {}).get('train'),
                                training_graph.session_config(devices), stop)
@@ -67,8 +67,9 @@ def train_in_session(run, data, job, devices):
     the chief or a worker; returns the exit status."""
     chief, cfg = cluster.is_chief(job.role), run.cfg
     print(training_graph.building_line(cfg, data, devices), flush=True)
-    if input_source.training_part_line(cfg, data):
-        print(input_source.training_part_line(cfg, data), flush=True)
+    for line in (input_source.training_part_line(cfg, data), training_graph.recipe_line(cfg)):
+        if line:
+            print(line, flush=True)
     print(machine.precision_line(devices), flush=True)
     run.built = training_graph.build_graph(cfg, data, job.strategy, job.role, devices)
     run.cost = training_graph.network_cost(run.built)
@@ -96,7 +97,8 @@ def chief_callbacks():
     RunSummary, last, names every file the others wrote."""
     return callbacks.Callbacks([
         data_summary.SaveDataDescription(), callbacks.Evaluation(), instrument_files.SelfNormalisation(),
-        callbacks.BestCheckpoint(), callbacks.EpochCheckpoint(), instrument_files.SelfNormalisationFiles(),
+        callbacks.ReduceOnPlateau(), callbacks.BestCheckpoint(), callbacks.EpochCheckpoint(),
+        instrument_files.SelfNormalisationFiles(),
         instrument_files.FinalExcitations(), callbacks.TestEvaluation(), quick_runs.StepLimitTest(),
         quick_runs.OverfitCheck(), evaluation.TestAnalysis(),
         instrument_files.FinalClassActivationMaps(),
@@ -120,7 +122,7 @@ def train_as_chief(run, hooks, complete=False):
         hooks.before_train(run)
         for epoch in range(run.done + 1, cfg['max_epochs'] + 1):
             steps = steps_left(run.record, cfg, run.skip)  # over the rows EpochCheckpoint committed
-            if steps == 0:
+            if steps == 0 or patience.stopped_at(run.record['epochs'], cfg) is not None:
                 break
             hooks.after_epoch(run, epoch_row(run, epoch, steps))
         epoch = None
@@ -143,6 +145,9 @@ def train_as_chief(run, hooks, complete=False):
 def complete_line(run):
     """Says that a complete run (records.is_complete) has nothing left to train, and what would train more."""
     cfg, record = run.cfg, run.record
+    stopped = patience.stop_line(record['epochs'], cfg)
+    if stopped:
+        return f'{run.name} {stopped}: nothing to train'
     if len(record['epochs']) < cfg['max_epochs']:  # max_steps ended it
         return (f"{run.name} has trained {steps_trained(record, cfg['batch_size'])} step(s) already "
                 f"(max_steps={cfg['max_steps']}): nothing to train")

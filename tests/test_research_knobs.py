@@ -46,6 +46,20 @@ def digits_feed(model, n=6, seed=0):
             model.Yoh: np.eye(10, dtype=np.float32)[rng.integers(0, 10, size=n)]}
 
 
+def two_steps(session, model):
+    """Two training steps on one digits batch: each variable's value before,
+    after one and after two, and its gradient before each step."""
+    variables = model.trainable_variables()
+    grads = tf.gradients(model.objective, variables)
+    v1.global_variables_initializer().run()
+    feed = {**digits_feed(model, n=8), model.is_training: True}
+    w0, g1 = session.run([variables, grads], feed)
+    session.run(model.train_op, feed)
+    w1, g2 = session.run([variables, grads], feed)
+    session.run(model.train_op, feed)
+    return zip(variables, w0, w1, session.run(variables), g1, g2)
+
+
 def by_name(names, graph=None):
     graph = graph or v1.get_default_graph()
     found = {v.op.name: v for v in graph.get_collection(v1.GraphKeys.GLOBAL_VARIABLES)}
@@ -292,16 +306,9 @@ def test_momentum_optimizer_steps(session):
     slots = [v.op.name for v in v1.global_variables() if v.op.name.endswith('/Momentum')]
     assert sorted(slots) == sorted(v.op.name + '/Momentum' for v in variables)
     assert not [v for v in v1.global_variables() if 'Adam' in v.op.name]
-    grads = tf.gradients(model.objective, variables)
-    v1.global_variables_initializer().run()
-    feed = {**digits_feed(model, n=8), model.is_training: True}
-    w0, g1 = session.run([variables, grads], feed)
-    session.run(model.train_op, feed)
-    w1, g2 = session.run([variables, grads], feed)
-    session.run(model.train_op, feed)
-    w2 = session.run(variables)
+    steps = list(two_steps(session, model))
     assert session.run(model.global_step) == 2
-    for v, a, b, c, d1, d2 in zip(variables, w0, w1, w2, g1, g2):
+    for v, a, b, c, d1, d2 in steps:
         assert np.any(d1 != 0), v.op.name
         # first step: velocity = g1; second: velocity = momentum * g1 + g2
         np.testing.assert_allclose(a - b, lr * d1, rtol=1e-3, atol=1e-7, err_msg=v.op.name)
@@ -521,7 +528,7 @@ def test_bottleneck_activation_of_the_scaled_sum(session):
     (['dropout=-0.1'], 'dropout must be a number from 0 up to (not including) 1'),
     (['label_smoothing=1'], 'label_smoothing must be a number from 0 up to (not including) 1'),
     (['momentum=1.0'], 'momentum must be a number from 0 up to (not including) 1'),
-    (['optimizer=sgd'], "optimizer='sgd' is not valid; choose one of: adam, momentum"),
+    (['optimizer=sgd'], "optimizer='sgd' is not valid; choose one of: adam, adamw, momentum, nesterov"),
     (['lr_schedule=step'], "lr_schedule='step' is not valid; choose one of: exponential, "
                            "piecewise, cosine"),
     (['lr_boundaries=[8, 5]'], 'lr_boundaries must be a list of distinct increasing whole numbers'),

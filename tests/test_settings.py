@@ -42,17 +42,20 @@ def test_every_tag_of_the_table_is_a_known_one():
 
 @pytest.mark.parametrize('args, expected', [
     ([], ['dataset_name', 'model', 'activation_fn', 'use_se', 'output_shape', 'pool_size',
-          'strides', 'optimizer']),
+          'strides', 'optimizer', 'plateau_patience', 'ema_decay']),
     (['use_se=True'], ['dataset_name', 'model', 'activation_fn', 'use_se', 'se_r', 'se_squeeze',
-                       'se_excitation', 'output_shape', 'pool_size', 'strides', 'optimizer']),
+                       'se_excitation', 'output_shape', 'pool_size', 'strides', 'optimizer',
+                       'plateau_patience', 'ema_decay']),
     (['model=resnet50', 'activation_fn=selu'], ['dataset_name', 'model', 'activation_fn', 'use_se',
-                                                'selu_residual_scale', 'output_shape', 'optimizer']),
+                                                'selu_residual_scale', 'output_shape', 'optimizer',
+                                                'plateau_patience', 'ema_decay']),
     (['model=resnet50', 'use_se=True'], ['dataset_name', 'model', 'activation_fn', 'use_se', 'se_r',
                                          'se_squeeze', 'se_excitation', 'se_integration',
-                                         'se_stages', 'output_shape', 'optimizer']),
+                                         'se_stages', 'output_shape', 'optimizer', 'plateau_patience',
+                                         'ema_decay']),
     (['dataset_name=imagenet', 'output_shape=1000'], ['dataset_name', 'model', 'activation_fn', 'use_se',
                                                      'output_shape', 'pool_size', 'strides', 'optimizer',
-                                                     'imagenet_classes']),
+                                                     'imagenet_classes', 'plateau_patience', 'ema_decay']),
 ])
 def test_graph_signature_holds_the_keys_that_shape_that_network(args, expected):
     """What a checkpoint must match to restore: the network's and the

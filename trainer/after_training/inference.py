@@ -61,12 +61,22 @@ class Serving:
                 logits = network(normalised, False, architecture.from_config(cfg))
             self.probabilities = tf.nn.softmax(logits, name='probabilities')
             self.class_names = tf.constant(description['classes'], name='class_names')
-            self.saver = v1.train.Saver()  # the network's variables: nothing else is here
+            self.saver = v1.train.Saver(restored_variables(cfg))
         self.classes = list(description['classes'])
 
     def probabilities_of(self, session, images):
         """[N, classes] probabilities of float images of raw pixels."""
         return session.run(self.probabilities, {self.images: images})
+
+
+def restored_variables(cfg):
+    """What a Serving graph's saver restores from a checkpoint of training:
+    the network's variables under their names, or where the run kept a
+    moving average of its weights (ema_decay), each weight from its average,
+    as evaluation during training read them."""
+    if cfg.get('ema_decay') is None:
+        return None  # every variable of the graph: the network's, nothing else is here
+    return v1.train.ExponentialMovingAverage(cfg['ema_decay']).variables_to_restore()
 
 
 def signature(inputs, outputs):

@@ -130,6 +130,13 @@ def _one_of(*choices):
     return check
 
 
+def _open_unit(key, value, cfg):
+    """A number strictly between 0 and 1, as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
+        raise ConfigError(f"{key} must be a number between 0 and 1 (both excluded), like 0.999, got {_shown(value)}")
+    return float(value)
+
+
 def _fraction(key, value, cfg):
     """A rate in [0, 1), as a float."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
@@ -274,7 +281,7 @@ KEYS = {
     'pool_size': Key(_pool_size, {GRAPH, CUSTOM}),
     'strides': Key(_integer(1), {GRAPH, CUSTOM}),
     'init_weights': Key(_optional(_keras_weights), {RESNET}),  # the start, not the graph
-    'optimizer': Key(_one_of('adam', 'momentum'), {GRAPH}),  # Adam's slots are not momentum's
+    'optimizer': Key(_one_of('adam', 'adamw', 'momentum', 'nesterov'), {GRAPH}),  # Adam's slots are not momentum's
     'momentum': Key(_fraction, set()),
     'learning_rate': Key(_number(0.0), set()),
     'lr_schedule': Key(_one_of('exponential', 'piecewise', 'cosine'), set()),
@@ -282,16 +289,27 @@ KEYS = {
     'decay_base': Key(_number(0.0, 1.0), set()),
     'lr_boundaries': Key(_whole_numbers(1, increasing=True), set()),
     'lr_factor': Key(_number(0.0, 1.0), set()),
+    # Training recipes: those that change results when on are part of the run's name (constant.NAME_PARTS).
+    'warmup_epochs': Key(_number(0.0, low_open=False), {NAME}),
+    'plateau_patience': Key(_optional(_integer(1)), {NAME, GRAPH}),  # the rate's scale is a variable
+    'plateau_factor': Key(_number(0.0, 1.0), set()),
+    'early_stopping_patience': Key(_optional(_integer(1)), {NAME}),
+    'min_delta': Key(_number(0.0, low_open=False), set()),
     'weight_decay': Key(_number(0.0, low_open=False), set()),
+    'clip_grad_norm': Key(_optional(_number(0.0)), {NAME}),
+    'ema_decay': Key(_optional(_open_unit), {NAME, GRAPH}),  # its shadow weights are variables
     'label_smoothing': Key(_fraction, set()),
     'batch_size': Key(_integer(1), set()),
     'augment': Key(_boolean, set()),
+    'mixup_alpha': Key(_optional(_number(0.0)), {NAME}),
+    'cutmix_alpha': Key(_optional(_number(0.0)), {NAME}),
     'max_epochs': Key(_integer(1), {HOW}),
     # Quick runs: part of the run's name (constant.run_name), never mixed with full runs.
     'train_images': Key(_optional(_integer(1)), {NAME}),
     'max_steps': Key(_optional(_integer(1)), {NAME}),
     'overfit_batches': Key(_optional(_integer(1)), {NAME}),
     'seed': Key(_integer(0, SEED_MAX), set()),
+    'deterministic': Key(_boolean, {HOW}),  # the same results, bit for bit
     'log_every': Key(_integer(1), {HOW}),
     'eval_batch_size': Key(_integer(1), {HOW}),
     'keep_checkpoints': Key(_integer(1), {HOW}),
@@ -417,6 +435,7 @@ def validate(cfg, checked=()):
             cfg[key] = entry.rule(key, cfg[key], cfg)
     _check_output_shape(cfg)
     _check_quick_run(cfg)
+    _check_recipe(cfg)
     if cfg['init_weights'] and not applies('init_weights', cfg):
         raise ConfigError(f"init_weights holds ResNet-50's weights and {cfg['model']} is another "
                           f"network; set model=resnet50, or init_weights=None")
@@ -468,6 +487,17 @@ def _check_quick_run(cfg):
         raise ConfigError(f"label_smoothing={cfg['label_smoothing']} keeps the loss of every image above "
                           f"zero, which the overfit check looks for; set label_smoothing=0 with "
                           f"overfit_batches")
+
+
+def _check_recipe(cfg):
+    """The training recipe's keys against the run's length and each other."""
+    if cfg['warmup_epochs'] > cfg['max_epochs']:
+        raise ConfigError(f"warmup_epochs={cfg['warmup_epochs']:g} is beyond max_epochs={cfg['max_epochs']}: the "
+                          f"rate would never reach the schedule's; choose warmup_epochs <= {cfg['max_epochs']}")
+    mixing = [k for k in ('mixup_alpha', 'cutmix_alpha') if cfg[k] is not None]
+    if mixing and cfg['overfit_batches'] is not None:
+        raise ConfigError(f"{mixing[0]}={cfg[mixing[0]]:g} mixes the batches the overfit check wants to fit "
+                          f"as they are; leave {' and '.join(mixing)} out with overfit_batches")
 
 
 def checked_config(args=(), base=None, checked=()):

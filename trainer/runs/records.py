@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from foundation.errors import DataError, ResumeError
 from trainer.config import settings
-from trainer.runs import checkpoints, history
+from trainer.runs import checkpoints, history, patience
 
 v1 = tf.compat.v1
 
@@ -39,11 +39,16 @@ def epochs_of(record):
     return [row.get('epoch') for row in record.get('epochs', [])]
 
 
+# Keys that shape the graph but are newer than some runs: a record saved
+# before them was trained without what they add.
+ABSENT_MEANS_OFF = {'plateau_patience': None, 'ema_decay': None}
+
+
 def graph_changes(record, cfg):
     """'key: value in the checkpoint, value now' for every key that shapes
     the network (settings.graph_signature) and differs between the config a
     record saved and cfg; '' where none does."""
-    saved = record.get('config', {})
+    saved = {**ABSENT_MEANS_OFF, **record.get('config', {})}
     differing = [k for k, v in settings.graph_signature(cfg).items() if k in saved and saved[k] != v]
     return ', '.join(f'{k}: {saved[k]!r} in the checkpoint, {cfg[k]!r} now' for k in differing)
 
@@ -95,8 +100,10 @@ def steps_left(record, cfg, skip=0):
 
 def training_done(record, cfg, skip=0):
     """Whether a run has trained all that cfg asks: max_epochs epochs, or
-    max_steps steps."""
-    return len(record.get('epochs', [])) >= cfg['max_epochs'] or steps_left(record, cfg, skip) == 0
+    max_steps steps, or until early stopping's patience ran out."""
+    rows = record.get('epochs', [])
+    return (len(rows) >= cfg['max_epochs'] or steps_left(record, cfg, skip) == 0
+            or patience.stopped_at(rows, cfg) is not None)
 
 
 def is_complete(record, cfg):

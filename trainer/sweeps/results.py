@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from trainer import console
+from trainer.runs import patience, records
 from trainer.study import paired
 from trainer.sweeps.names import configuration_name, without_activation
 from trainer.training.callbacks import better
@@ -60,7 +61,10 @@ def result_row(cfg, record):
     epochs, best, notes = read_at_sweep_length(record, cfg['max_epochs'])
     if record.get('diverged'):
         notes.append(f"diverged: {record['diverged']}")
-    if len(epochs) < cfg['max_epochs'] and not record.get('diverged'):
+    stopped = patience.stopped_at(epochs, cfg)
+    if stopped is not None:
+        notes.append(f'stopped early at {stopped}')
+    elif len(epochs) < cfg['max_epochs'] and not record.get('diverged') and records.steps_left(record, cfg) != 0:
         notes.append('incomplete')
     row = {'run': cfg['run_name'], 'best epoch': best.get('epoch'),
            'test acc % (best epoch)': 100 * best['test_accuracy'] if 'test_accuracy' in best else None,

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 import util
 from trainer import console
-from trainer.runs import checkpoints, folder, history
+from trainer.runs import checkpoints, folder, history, patience
 from trainer.training import passes
 
 v1 = tf.compat.v1
@@ -85,6 +85,29 @@ class Evaluation(Callback):
             row[f'{split}_loss'], row[f'{split}_accuracy'] = passes.evaluate(
                 run.session, run.built.model, run.built.source, split, run.stop)
         row['epoch_seconds'] = row['train_seconds'] + time.perf_counter() - started
+
+
+class ReduceOnPlateau(Callback):
+    """plateau_patience: the learning rate's scale is the one the history's
+    rows give (trainer/runs/patience.py), set before the first epoch and
+    after each epoch's evaluation, before its checkpoint keeps it."""
+
+    def before_train(self, run):
+        if run.cfg['plateau_patience'] is not None:
+            run.built.model.learning_rate_scale.load(patience.plateau(run.record['epochs'], run.cfg).scale,
+                                                     run.session)
+
+    def after_epoch(self, run, row):
+        if run.cfg['plateau_patience'] is None:
+            return
+        before, after = (patience.plateau(rows, run.cfg) for rows in (run.record['epochs'],
+                                                                      run.record['epochs'] + [row]))
+        if after.scale != before.scale:
+            run.built.model.learning_rate_scale.load(after.scale, run.session)
+            print(f"Epoch {row['epoch']}, reduce on plateau: the validation loss fell by no more than "
+                  f"min_delta={run.cfg['min_delta']:g} "
+                  f"for {run.cfg['plateau_patience']} epoch(s): learning rate x{run.cfg['plateau_factor']:g} from "
+                  f"epoch {row['epoch'] + 1} on ({after.scale:g} of the schedule's)", flush=True)
 
 
 class EpochCheckpoint(Callback):
@@ -264,8 +287,9 @@ class RunSummary(Callback):
         in_process = console.process_seconds()
         took = (f'this process took {console.clock(in_process)}' if in_process is not None else
                 f'the loop took {console.clock(time.perf_counter() - self.started)}')
-        print(f'Run {run.name} done: {len(epochs)} epoch(s), {console.clock(spent)} of training and '
-              f'evaluation in all; {took}')
+        stopped = patience.stop_line(epochs, run.cfg)
+        print(f'Run {run.name} done: {len(epochs)} epoch(s){f" ({stopped})" if stopped else ""}, '
+              f'{console.clock(spent)} of training and evaluation in all; {took}')
         for what, where in files:
             print(f'  {what + ":":<13}{where}')
         sys.stdout.flush()

@@ -13,12 +13,13 @@ FITS_BELOW = 0.05
 
 
 class StepLimitTest(Callback):
-    """With max_steps, the final weights are those of the last epoch trained,
-    which may come before max_epochs (TestEvaluation, just before this,
-    counts the run's epochs as max_epochs)."""
+    """Where max_steps or early stopping ended a run before max_epochs, the
+    final weights are those of the last epoch trained (TestEvaluation, just
+    before this, counts the run's epochs as max_epochs)."""
 
     def after_train(self, run):
-        if run.cfg['max_steps'] is not None and 'test' in run.record and run.record['epochs']:
+        epochs = run.record['epochs']
+        if 'test' in run.record and epochs and len(epochs) < run.cfg['max_epochs']:
             run.record['test']['epoch'] = run.record['epochs'][-1]['epoch']
 
 

@@ -2,6 +2,7 @@
 source, the model reading from it, the run's progress, its savers; the
 session's device options (soft placement, GPU memory, mixed precision, XLA)."""
 import collections
+import contextlib
 import math
 import os
 
@@ -74,6 +75,48 @@ def build_graph(cfg, data, strategy=None, role=None, devices=None):
         saver = v1.train.Saver(max_to_keep=None, save_relative_paths=True)
         best_saver = v1.train.Saver(max_to_keep=None, save_relative_paths=True)
     return TrainingGraph(graph, source, model, progress, saver, best_saver, agreement, devices)
+
+
+@contextlib.contextmanager
+def determinism(on):
+    """TensorFlow's op determinism for the block where `on` (deterministic=True),
+    off again after it: a process that goes on (a sweep, a test, a notebook)
+    builds its next graphs as it would have, random ops without a seed
+    among them, which determinism refuses."""
+    if not on:
+        yield
+        return
+    from tensorflow.python.framework import config as framework_config  # no public switch off
+    tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        framework_config.disable_op_determinism()
+
+
+def recipe_line(cfg):
+    """The training recipe's keys that are on, said before training
+    ('Recipe: warmup 2 epoch(s), EMA of the weights (decay 0.999), ...'), or None."""
+    parts = []
+    if cfg['warmup_epochs']:
+        parts.append(f"warmup {cfg['warmup_epochs']:g} epoch(s)")
+    if cfg['optimizer'] == 'adamw':
+        parts.append(f"AdamW (decoupled weight decay {cfg['weight_decay']:g})")
+    if cfg['clip_grad_norm'] is not None:
+        parts.append(f"gradients clipped to a global norm of {cfg['clip_grad_norm']:g}")
+    if cfg['ema_decay'] is not None:
+        parts.append(f"EMA of the weights (decay {cfg['ema_decay']:g}), evaluated and tested instead of them")
+    mixing = [f"{name} (alpha {cfg[key]:g})" for key, name in (('mixup_alpha', 'mixup'), ('cutmix_alpha', 'cutmix'))
+              if cfg[key] is not None]
+    if mixing:
+        parts.append(' and '.join(mixing) + (', each batch one of the two at even odds' if len(mixing) == 2 else ''))
+    if cfg['plateau_patience'] is not None:
+        parts.append(f"reduce on plateau (x{cfg['plateau_factor']:g} after {cfg['plateau_patience']} epoch(s))")
+    if cfg['early_stopping_patience'] is not None:
+        parts.append(f"early stopping (patience {cfg['early_stopping_patience']})")
+    if cfg['deterministic']:
+        parts.append("TensorFlow's deterministic ops")
+    return 'Recipe: ' + '; '.join(parts) if parts else None
 
 
 def session_config(devices):
