@@ -151,6 +151,11 @@ config = {
         # seed and tables the mean and spread (None: once, with seed)
     'max_runs': 100,  # experiments.py refuses a sweep of more runs than this before any starts
         # (None: no bound)
+    'workers': 1,  # experiments.py: worker processes on this machine sharing the sweep, each pinned to
+        # one GPU, or to its share of the CPU cores where there is none
+    'worker_index': None,  # experiments.py: this worker's fixed share of the runs (0 ... num_workers - 1);
+        # None: Slurm's SLURM_ARRAY_TASK_ID where set, else every run not taken by another worker
+    'num_workers': None,  # experiments.py: how many fixed shares (None: SLURM_ARRAY_TASK_COUNT where set)
 
     # --- after training: evaluate.py, predict.py, export.py, instruments.py ----
     'checkpoint': 'best',  # the run's checkpoint they use: 'best' (validation), 'newest', or a checkpoint's path

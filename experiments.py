@@ -27,9 +27,10 @@ from foundation import machine, safe_io
 from foundation.errors import ConfigError, DataError, UserError
 from trainer import console
 from trainer.config import settings
+from trainer.runs import folder
 from trainer.runs.records import saved_record
 from trainer.study import excitation, figures, instrument_files, self_normalisation
-from trainer.sweeps import report, report_figures, results
+from trainer.sweeps import report, report_figures, results, workers
 from trainer.sweeps.names import NOT_RESULT_KEYS, configuration_name, experiment_name, without_activation
 
 
@@ -47,7 +48,8 @@ def grid_points(grid):
 
 
 # The sweep's own keys: the same for every run, checked once for the sweep.
-SWEEP_KEYS = ('experiment_grids', 'experiment_grid', 'experiment_seeds', 'max_runs')
+SWEEP_KEYS = ('experiment_grids', 'experiment_grid', 'experiment_seeds', 'max_runs', 'workers', 'worker_index',
+              'num_workers')
 
 
 def plan(argv):
@@ -196,25 +198,52 @@ def sweep_line(grid, runs):
     return f'{said}: {counts}, {time_estimate(to_train, seconds_per_epoch(runs, records, states))}'
 
 
-def run_all(runs):
-    """Trains every run not done yet; returns 0, or the exit status of an
-    interrupted run (the sweep stops there)."""
-    for number, cfg in enumerate(runs, start=1):
-        state = run_state(record_of_run(cfg), cfg)
-        print(f"=== run {number} / {len(runs)}: {cfg['run_name']}: "
-              f"{ {'done': 'complete, skipped', 'resume': 'resuming', 'start': 'starting'}[state]}",
-              flush=True)
-        if state == 'done':
-            continue
-        try:
-            status = main.train({**cfg, 'resume': state == 'resume'})
-        except UserError as error:  # said as the run's, in one line
-            raise type(error)(f"run {number} / {len(runs)}, {cfg['run_name']}: {error}") from None
-        if status >= 128:
-            print('The sweep stopped; run the same command again to continue it.',
-                  file=sys.stderr, flush=True)
-            return status
+def run_all(runs, share=None):
+    """Trains every run (of this worker's fixed share) not done yet and not
+    held by another worker; returns 0, or the exit status of an interrupted
+    run (the sweep stops there). Each run's state is decided with its lock
+    held, so a run another worker has just completed is not started again."""
+    numbered = [(number, cfg) for number, cfg in enumerate(runs, start=1)
+                if share is None or cfg in workers.share_of(runs, share)]
+    finished, in_use = set(), {}
+    trained = True
+    while trained:  # once more after training: a worker that held a run may have ended since
+        trained = False
+        for number, cfg in numbered:
+            if number in finished:
+                continue
+            with workers.claimed(cfg) as holder:
+                if holder:
+                    if in_use.get(number) != holder:
+                        print(f"=== run {number} / {len(runs)}: {cfg['run_name']}: in use by {holder}: "
+                              f"left to it", flush=True)
+                    in_use[number] = holder
+                    continue
+                status = run_one(number, cfg, runs)
+            finished.add(number)
+            if status is None:
+                continue
+            trained = True
+            if status >= 128:
+                print('The sweep stopped; run the same command again to continue it.',
+                      file=sys.stderr, flush=True)
+                return status
     return 0
+
+
+def run_one(number, cfg, runs):
+    """Trains the run whose lock this process holds, if it needs it;
+    returns its exit status, or None where it was complete."""
+    state = run_state(record_of_run(cfg), cfg)
+    print(f"=== run {number} / {len(runs)}: {cfg['run_name']}: "
+          f"{ {'done': 'complete, skipped', 'resume': 'resuming', 'start': 'starting'}[state]}",
+          flush=True)
+    if state == 'done':
+        return None
+    try:
+        return main.train({**cfg, 'resume': state == 'resume'})
+    except UserError as error:  # said as the run's, in one line
+        raise type(error)(f"run {number} / {len(runs)}, {cfg['run_name']}: {error}") from None
 
 
 def sweep_run(cfg, record):
@@ -230,7 +259,7 @@ def write_results(grid, runs):
     """results.md, results.csv, validation.pdf, report.md and report.pdf of
     the runs that have trained, in SAVE_DIR/experiments/<grid>, all or none
     of them; returns (that directory, the results markdown)."""
-    out_dir = os.path.join(constant.derived_dirs(runs[0])['SAVE_DIR'], 'experiments', grid)
+    out_dir = results_dir(grid, runs)
     records = [(cfg, record_of_run(cfg)) for cfg in runs]
     records = [(cfg, record) for cfg, record in records if record['epochs'] or record.get('diverged')]
     trained = [cfg for cfg, _ in records]
@@ -254,18 +283,84 @@ def write_report(grid, records, out_dir):
     report_figures.write_pdf(found, os.path.join(out_dir, report.PDF_NAME))
 
 
+def results_dir(grid, runs):
+    return os.path.join(constant.derived_dirs(runs[0])['SAVE_DIR'], 'experiments', grid)
+
+
 def run_experiments(argv):
-    """The whole sweep; returns the process exit status."""
+    """The whole sweep, or this worker's part of it; returns the process exit status."""
     grid, runs = plan(argv)
+    first = runs[0]
+    share = workers.fixed_share(first)
     print(sweep_line(grid, runs), flush=True)
+    line = workers.share_line(share, workers.share_of(runs, share), runs)
+    if line:
+        print(line, flush=True)
+    if first['workers'] > 1:
+        return run_workers(argv, grid, runs)
     try:
-        return run_all(runs)
+        return run_all(runs, share)
     finally:  # a run that failed costs its own row, not the table of the others
-        out_dir, markdown = write_results(grid, runs)
-        print(markdown)
-        print(f'Results in: {console.shown_path(out_dir)} (results.md, results.csv, validation.pdf, '
-              f'{report.MARKDOWN_NAME}, {report.PDF_NAME})',
+        if not os.environ.get(folder.WORKER_ENV):  # workers=N: the one that started the workers writes them
+            write_results_unless_running(grid, runs)
+
+
+def run_workers(argv, grid, runs):
+    """workers=N: N worker processes share the sweep; their progress is
+    shown here, and the tables are written once they have all ended."""
+    count = runs[0]['workers']
+    log_dir = os.path.join(results_dir(grid, runs), 'workers')
+    started = workers.start_workers(os.path.abspath(__file__), argv, count, len(tf.config.list_physical_devices('GPU')),
+                                    log_dir)
+    print(f"{count} workers ({'; '.join(line for _, _, line in started)}), their consoles in "
+          f"{console.shown_path(log_dir)}", flush=True)
+    try:
+        return workers.wait_for(started, lambda: progress_line(runs, count))
+    finally:
+        write_results_unless_running(grid, runs)
+
+
+def progress_line(runs, count):
+    """'Sweep: 3 / 8 complete; training: <run> (worker 1 of 2, epoch 2 / 3); 3 waiting; ...'"""
+    records = [record_of_run(cfg, warn=False) for cfg in runs]
+    states = [run_state(record, cfg) for record, cfg in zip(records, runs)]
+    running = [(cfg, record) for cfg, record, state in zip(runs, records, states)
+               if state != 'done' and workers.held_elsewhere(cfg)]
+    held = [f"{cfg['run_name']} ({worker_of(cfg)}, epoch {len(record['epochs'])} / {cfg['max_epochs']} done)"
+            for cfg, record in running]
+    done = states.count('done')
+    waiting = len(runs) - done - len(running)
+    to_train = [(cfg, epochs_to_train(state, record, cfg))
+                for cfg, record, state in zip(runs, records, states) if state != 'done']
+    line = f"Sweep: {done} / {len(runs)} complete; training: {', '.join(held) or 'none'}; {waiting} waiting"
+    if to_train:
+        line += f'; {time_estimate(to_train, seconds_per_epoch(runs, records, states))}, shared by {count} workers'
+    return line
+
+
+def worker_of(cfg):
+    run = folder.locate(cfg)
+    text = folder.holder(os.path.dirname(run.directory), run.name)
+    found = text.partition(', worker ')[2].split(' since ')[0]
+    return f'worker {found}' if found else text.split(' since ')[0]
+
+
+def write_results_unless_running(grid, runs):
+    """The tables and report, by one worker at a time (a lock), and not while
+    another worker still trains a run of the grid: the one that finds the
+    grid complete, or nothing running, writes them."""
+    busy = [cfg['run_name'] for cfg in runs if workers.held_elsewhere(cfg)]
+    if busy:
+        print(f"{len(busy)} run(s) still training in other workers ({', '.join(busy[:3])}"
+              f"{', ...' if len(busy) > 3 else ''}): the worker that ends last writes the tables",
               flush=True)
+        return
+    with workers.results_lock(results_dir(grid, runs)):
+        out_dir, markdown = write_results(grid, runs)
+    print(markdown)
+    print(f'Results in: {console.shown_path(out_dir)} (results.md, results.csv, validation.pdf, '
+          f'{report.MARKDOWN_NAME}, {report.PDF_NAME})',
+          flush=True)
 
 
 def cli(argv):

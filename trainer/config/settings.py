@@ -336,6 +336,9 @@ KEYS = {
     'experiment_grid': Key(_choice('experiment_grids'), {HOW}),
     'experiment_seeds': Key(_optional(_whole_numbers(0, SEED_MAX)), {HOW}),
     'max_runs': Key(_optional(_integer(1)), {HOW}),
+    'workers': Key(_integer(1, 1024), {HOW}),
+    'worker_index': Key(_optional(_integer(0)), {HOW}),
+    'num_workers': Key(_optional(_integer(1)), {HOW}),
     'checkpoint': Key(_text, {HOW}),  # 'best', 'newest' or a path: trained_run.find checks it
     'eval_split': Key(_one_of('train', 'valid', 'test'), {HOW}),
     'top_k': Key(_integer(1), {HOW}),
@@ -436,6 +439,7 @@ def validate(cfg, checked=()):
     _check_output_shape(cfg)
     _check_quick_run(cfg)
     _check_recipe(cfg)
+    _check_workers(cfg)
     if cfg['init_weights'] and not applies('init_weights', cfg):
         raise ConfigError(f"init_weights holds ResNet-50's weights and {cfg['model']} is another "
                           f"network; set model=resnet50, or init_weights=None")
@@ -498,6 +502,19 @@ def _check_recipe(cfg):
     if mixing and cfg['overfit_batches'] is not None:
         raise ConfigError(f"{mixing[0]}={cfg[mixing[0]]:g} mixes the batches the overfit check wants to fit "
                           f"as they are; leave {' and '.join(mixing)} out with overfit_batches")
+
+
+def _check_workers(cfg):
+    """A sweep's fixed share (worker_index of num_workers) against workers=N."""
+    index, count = cfg['worker_index'], cfg['num_workers']
+    if (index is None) != (count is None):
+        raise ConfigError(f"worker_index={index} and num_workers={count} go together: give both, or neither")
+    if index is not None and index >= count:
+        raise ConfigError(f"worker_index={index} is not one of num_workers={count}'s shares; "
+                          f"choose 0 to {count - 1}")
+    if index is not None and cfg['workers'] > 1:
+        raise ConfigError(f"workers={cfg['workers']} starts workers that share every run, and "
+                          f"worker_index={index} is one worker's fixed share; leave one of them out")
 
 
 def checked_config(args=(), base=None, checked=()):

@@ -25,6 +25,7 @@ v1 = tf.compat.v1
 
 BEST_DIR = 'best'  # in a run's folder: the checkpoint of its best validation epoch
 EVALUATION_DIR = 'evaluation'  # in a run's folder: one folder <split>-<checkpoint> per evaluation
+TRAINED_BY = 'trained_by'  # in a run's record: who trained it from which epoch, one entry per start or resume
 EARLIER = '.earlier-'  # <run>.earlier-<when it was set aside>: an earlier run of the same name
 
 
@@ -57,36 +58,76 @@ def locate(cfg):
 
 # --- one process per run -----------------------------------------------------------
 
+WORKER_ENV = 'TRAINER_WORKER'  # 'i of N': set by experiments.py workers=N for the workers it starts
+
+
+def holder_label(environ=os.environ):
+    """Who this process is, as a run's lock and record say it: process,
+    host, and the sweep worker or Slurm array task it is."""
+    label = f'process {os.getpid()} on {socket.gethostname()}'
+    if environ.get(WORKER_ENV):
+        label += f', worker {environ[WORKER_ENV]}'
+    if environ.get('SLURM_ARRAY_TASK_ID'):
+        label += f", Slurm job {environ.get('SLURM_ARRAY_JOB_ID', '?')} task {environ['SLURM_ARRAY_TASK_ID']}"
+    return label
+
+
+def lock_path(runs_dir, name):
+    return os.path.join(runs_dir, f'.{name}.lock')
+
+
 class Lock:
     """Holds <runs>/.<run>.lock while a process uses the run: an flock, which
     the system releases when the process ends, however it ends. The file
-    says who holds it."""
+    says who holds it. A process that holds a run's lock enters it again
+    freely (a sweep worker claims a run, then trains it)."""
+
+    _held = {}  # path -> [open file, depth] of the locks this process holds
 
     def __init__(self, run):
-        self.path = os.path.join(os.path.dirname(run.directory), f'.{run.name}.lock')
-        self.name, self.file = run.name, None
+        self.path = lock_path(os.path.dirname(run.directory), run.name)
+        self.name = run.name
 
     def __enter__(self):
+        held = Lock._held.get(self.path)
+        if held:
+            held[1] += 1
+            return self
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        self.file = open(self.path, 'a+', encoding='utf-8')
+        file = open(self.path, 'a+', encoding='utf-8')
         try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            self.file.seek(0)
-            holder = self.file.read().strip() or 'another process'
-            self.file.close()
+            file.seek(0)
+            holder = file.read().strip() or 'another process'
+            file.close()
             raise RunInUse(f'run {self.name} is in use by {holder}; wait for it to end, or '
                            f'set run_name=... to train another run') from None
-        self.file.truncate(0)
+        file.truncate(0)
         started = datetime.datetime.now().isoformat(timespec='seconds')
-        self.file.write(f"process {os.getpid()} on {socket.gethostname()} since {started} "
-                        f"({' '.join([os.path.basename(sys.argv[0])] + sys.argv[1:])})")
-        self.file.flush()
+        file.write(f"{holder_label()} since {started} "
+                   f"({' '.join([os.path.basename(sys.argv[0])] + sys.argv[1:])})")
+        file.flush()
+        Lock._held[self.path] = [file, 1]
         return self
 
     def __exit__(self, *exc):
-        self.file.truncate(0)
-        self.file.close()  # closing releases the flock
+        held = Lock._held[self.path]
+        held[1] -= 1
+        if not held[1]:
+            del Lock._held[self.path]
+            held[0].truncate(0)
+            held[0].close()  # closing releases the flock
+
+
+def holder(runs_dir, name):
+    """What the lock file of run `name` says of its holder ('' when none
+    wrote, or the holder ended cleanly); read without taking the lock."""
+    try:
+        with open(lock_path(runs_dir, name), encoding='utf-8', errors='replace') as f:
+            return f.read(1000).strip()
+    except OSError:
+        return ''
 
 
 # --- starting and resuming --------------------------------------------------------
@@ -110,6 +151,7 @@ def start_or_resume(run, chief=True):
             commit_files(run, keep=[c for c in present if c <= checkpoint])
         into = f', {run.skip} images into epoch {run.done + 1}' if run.skip else ''
         print(f'Resuming from {checkpoint.prefix}: {run.done} epoch(s) done{into}', flush=True)
+        note_trainer(run, chief)
         return
     if cfg['resume']:
         print(f'No checkpoint in {run.directory}: starting from epoch 1', flush=True)
@@ -120,6 +162,14 @@ def start_or_resume(run, chief=True):
     session.run(v1.global_variables_initializer())
     pretrained.start_from(run)  # init_weights: a fresh start only, never over a checkpoint
     run.record, run.done, run.skip = {'epochs': []}, 0, 0
+    note_trainer(run, chief)
+
+
+def note_trainer(run, chief):
+    """Adds to the record who trains the run from which epoch (a sweep's
+    workers share runs: the record says which trained what)."""
+    if chief:
+        run.record[TRAINED_BY] = [*run.record.get(TRAINED_BY, []), f'{holder_label()} from epoch {run.done + 1}']
 
 
 def commit_files(run, keep=None):
