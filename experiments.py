@@ -340,9 +340,9 @@ def progress_line(runs, count):
 
 def worker_of(cfg):
     run = folder.locate(cfg)
-    text = folder.holder(os.path.dirname(run.directory), run.name)
-    found = text.partition(', worker ')[2].split(' since ')[0]
-    return f'worker {found}' if found else text.split(' since ')[0]
+    _, _, label = folder.parsed_holder(folder.holder(os.path.dirname(run.directory), run.name))
+    found = label.partition(', worker ')[2].split(',')[0]
+    return f'worker {found}' if found else label
 
 
 def write_results_unless_running(grid, runs):

@@ -72,6 +72,17 @@ def holder_label(environ=os.environ):
     return label
 
 
+def parsed_holder(text):
+    """(pid, host, label) of a lock's holder text as Lock writes it
+    (holder_label, then ' since ...'); pid and host None where the text is
+    not of that form."""
+    label = text.split(' since ', 1)[0]
+    if not label.startswith('process '):
+        return None, None, label
+    pid, _, rest = label[len('process '):].partition(' on ')
+    return (int(pid) if pid.isascii() and pid.isdigit() else None), rest.split(',', 1)[0], label
+
+
 def lock_path(runs_dir, name):
     return os.path.join(runs_dir, f'.{name}.lock')
 

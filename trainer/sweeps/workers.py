@@ -96,16 +96,15 @@ def held_elsewhere(cfg):
     text = folder.holder(os.path.dirname(run.directory), run.name)
     if not text.startswith('process '):
         return False
-    pid, _, rest = text[len('process '):].partition(' on ')
-    host = rest.split(' ', 1)[0].rstrip(',')
-    if not pid.isdigit():
+    pid, host, _ = folder.parsed_holder(text)
+    if pid is None:
         return True
     if host != socket.gethostname():
         return True  # another machine's: its lock alone tells, and it is held or about to be
-    if int(pid) == os.getpid():
+    if pid == os.getpid():
         return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
