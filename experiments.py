@@ -9,7 +9,6 @@ of all validation curves.
 Runs already complete are skipped and an interrupted one resumes, so running
 the same command again continues a stopped sweep.
 """
-import itertools
 import json
 import os
 import sys
@@ -21,35 +20,17 @@ command.answer_early(__name__, __doc__)  # --help and mistakes answered before T
 import numpy as np
 import tensorflow as tf
 
-import constant
 import main
 from foundation import machine, safe_io
-from foundation.errors import ConfigError, DataError, UserError
+from foundation.errors import DataError, UserError
 from trainer import console
 from trainer.config import settings
 from trainer.runs import folder
 from trainer.runs.records import saved_record
-from trainer.study import excitation, figures, instrument_files, self_normalisation
+from trainer.study import excitation, figures, instrument_files, run_curves, self_normalisation
 from trainer.sweeps import report, report_figures, results, workers
-from trainer.sweeps.names import NOT_RESULT_KEYS, configuration_name, experiment_name, without_activation
-
-
-def grid_points(grid):
-    """The configurations of a grid ({key: [values]} or a list of such) as
-    {key: value} dicts, in order, each once."""
-    points = []
-    for part in grid if isinstance(grid, (list, tuple)) else [grid]:
-        keys = list(part)
-        for values in itertools.product(*(part[key] for key in keys)):
-            point = dict(zip(keys, values))
-            if point not in points:
-                points.append(point)
-    return points
-
-
-# The sweep's own keys: the same for every run, checked once for the sweep.
-SWEEP_KEYS = ('experiment_grids', 'experiment_grid', 'experiment_seeds', 'max_runs', 'workers', 'worker_index',
-              'num_workers')
+from trainer.sweeps.names import NOT_RESULT_KEYS, configuration_name, without_activation
+from trainer.sweeps.plan import SWEEP_KEYS, checked_plan, grid_points, results_dir, run_dir  # noqa: F401 (grid_points)
 
 
 def plan(argv):
@@ -59,59 +40,6 @@ def plan(argv):
     any runs."""
     grid, runs = checked_plan(argv)
     return grid, [machine.fit_to_machine(cfg) for cfg in runs]
-
-
-def checked_plan(argv):
-    """plan's runs, their 'auto' options left undecided: in time linear in
-    the runs, without TensorFlow."""
-    chosen = settings.checked_config(argv)
-    overrides = settings.parse_overrides(argv, set(constant.config))
-    if 'run_name' in overrides:
-        raise ConfigError('run_name is chosen for each run by experiments.py; '
-                                   'leave it out')
-    grid = chosen['experiment_grid']
-    points = grid_points(chosen['experiment_grids'][grid])
-    seeds = chosen['experiment_seeds']
-    sweep = {key: chosen[key] for key in SWEEP_KEYS}
-    configurations = distinct_names(named_points(points, overrides, sweep))
-    if seeds:
-        if 'seed' in overrides or any('seed' in point for point in points):
-            raise ConfigError(f"experiment_seeds={seeds} sets the seed of every run; "
-                                       f"leave seed out of the arguments and of grid {grid!r}")
-        points = [{**point, 'seed': seed} for point in points for seed in seeds]
-    named = named_points(points, overrides, sweep)
-    check_size(distinct_names(named), grid, configurations, seeds, chosen['max_runs'])
-    runs, names = [], set()
-    for point, (name, raw) in zip(points, named):
-        try:  # the very config the run gets, its name included
-            cfg = settings.checked_config([], base={**raw, 'run_name': name}, checked=SWEEP_KEYS)
-        except ConfigError as error:
-            raise ConfigError(f'grid {grid!r}, configuration {point}: {error}') from None
-        if name not in names:  # overrides can merge points
-            names.add(name)
-            runs.append(cfg)
-    return grid, runs
-
-
-def named_points(points, overrides, sweep):
-    """(run name, raw config) of each point: constant.config, the point,
-    the overrides and the sweep's own keys on top."""
-    raws = [{**constant.config, **point, **overrides, **sweep} for point in points]
-    return [(experiment_name(raw), raw) for raw in raws]
-
-
-def distinct_names(named):
-    """How many runs named points make: points of the same name are one run."""
-    return len({name for name, _ in named})
-
-
-def check_size(runs, grid, configurations, seeds, max_runs):
-    """ConfigError where the sweep has more runs than max_runs allows."""
-    if max_runs is None or runs <= max_runs:
-        return
-    parts = f'{configurations} configurations' + (f' x {len(seeds)} seeds' if seeds else '')
-    raise ConfigError(f'the sweep is {runs} runs (grid {grid}: {parts}), more than '
-                      f'max_runs={max_runs}; set max_runs={runs} (or None) to run them all')
 
 
 def _comparable(value):
@@ -133,10 +61,6 @@ def run_state(record, cfg):
         return 'done'
     # A run with more epochs than asked is done too: never trained again from the start.
     return 'done' if main.is_complete(record, cfg) else 'resume'
-
-
-def run_dir(cfg):
-    return os.path.join(constant.derived_dirs(cfg)['RUNS_SAVE_DIR'], cfg['run_name'])
 
 
 def record_of_run(cfg, warn=True):
@@ -249,7 +173,7 @@ def run_one(number, cfg, runs):
 def sweep_run(cfg, record):
     """What the sweep's figure shows of a run: its curves and instruments."""
     numbers, _, _ = excitation.paths(run_dir(cfg), instrument_files.TRAINING_SPLIT)
-    return figures.SweepRun(
+    return run_curves.SweepRun(
         cfg['run_name'], without_activation(cfg), cfg['activation_fn'], cfg['use_se'],
         record['epochs'], record.get(self_normalisation.KEY),
         excitation.load(numbers) if os.path.isfile(numbers) else None)
@@ -281,10 +205,6 @@ def write_report(grid, records, out_dir):
     found = report.build(grid, [report.report_run(cfg, record, run_dir(cfg)) for cfg, record in records])
     safe_io.write_text(os.path.join(out_dir, report.MARKDOWN_NAME), report.markdown(found, report_figures.PAGES))
     report_figures.write_pdf(found, os.path.join(out_dir, report.PDF_NAME))
-
-
-def results_dir(grid, runs):
-    return os.path.join(constant.derived_dirs(runs[0])['SAVE_DIR'], 'experiments', grid)
 
 
 def run_experiments(argv):
@@ -349,7 +269,9 @@ def write_results_unless_running(grid, runs):
     """The tables and report, by one worker at a time (a lock), and not while
     another worker still trains a run of the grid: the one that finds the
     grid complete, or nothing running, writes them."""
-    busy = [cfg['run_name'] for cfg in runs if workers.held_elsewhere(cfg)]
+    # A complete run's lock is held only while a worker looks at it: not busy
+    busy = [cfg['run_name'] for cfg in runs
+            if workers.held_elsewhere(cfg) and run_state(record_of_run(cfg, warn=False), cfg) != 'done']
     if busy:
         print(f"{len(busy)} run(s) still training in other workers ({', '.join(busy[:3])}"
               f"{', ...' if len(busy) > 3 else ''}): the worker that ends last writes the tables",

@@ -19,6 +19,11 @@ def plot_training_progress(epochs, path, title, best=None, test=None):
         fig.savefig(tmp, format='pdf')
 
 
+def progress_title(run_name, dataset_name):
+    """The title of a run's training-progress figure."""
+    return f'{run_name} on {dataset_name}'
+
+
 def training_progress_figure(epochs, title, best=None, test=None):
     """Per epoch: train and valid loss, train and valid accuracy, learning
     rate; the best validation epoch (`best`, record['best']) marked, the

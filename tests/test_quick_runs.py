@@ -24,6 +24,7 @@ from Model import learning_rate_schedule
 from tests import fixtures
 from trainer.config import settings
 from trainer.runs import records
+from trainer.sweeps import names
 from trainer.training import cluster, input_source, quick_runs
 
 v1 = tf.compat.v1
@@ -117,7 +118,7 @@ def test_each_quick_run_key_is_in_the_run_name_once():
     assert constant.run_name(load('overfit_batches=2')) == 'custom_model_relu_overfit-2'
     for key, part in (('train_images', '_train_images-500'), ('max_steps', '_max_steps-500'),
                       ('overfit_batches', '_overfit-500')):
-        name = experiments.experiment_name({**constant.config, key: 500, 'learning_rate': 0.01})
+        name = names.experiment_name({**constant.config, key: 500, 'learning_rate': 0.01})
         assert name.count(part) == 1 and name.count('500') == 1 and name.endswith('_learning_rate-0.01'), name
     assert constant.run_name(load('train_images=500', 'run_name=mine')) == 'mine'
 

@@ -308,6 +308,8 @@ SCHEMA_CASES = [  # (edit of a sound record, the start of what the line says)
      'first epoch'),
     (lambda r: r['activation_statistics']['epochs'][0]['inference']['mean'].pop(),
      'field activation_statistics.epochs[0].inference.mean: ['),
+    (set_field('trained_by', 'process 1 on vm'), 'field trained_by: "process 1 on vm" is not a list of texts'),
+    (set_field('trained_by', [7]), 'field trained_by: [7] is not a list of texts'),
 ]
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import util
-from trainer.study import excitation, figures
+from trainer.study import excitation, figures, run_curves
 
 
 def rows(rates):
@@ -51,7 +51,7 @@ def made_up_run(name, network, activation, se, layers):
                   'epochs': [{'epoch': e, 'inference': {'mean': [0.1 * e] * layers,
                                                         'variance': [1.0 + e] * layers}}
                              for e in (0, 1, 2)]}
-    return figures.SweepRun(name, network, activation, se, rows([1e-3, 1e-3, 1e-3]),
+    return run_curves.SweepRun(name, network, activation, se, rows([1e-3, 1e-3, 1e-3]),
                                   statistics, made_up_excitations(['se'], 0) if se else None)
 
 
@@ -59,7 +59,7 @@ def test_a_sweep_draws_a_colour_per_network_a_line_per_activation_and_marks_se(t
     runs = [made_up_run(f'{network}_{activation}', network, activation, network.endswith('_se'), layers)
             for network, layers in (('custom_model', 8), ('custom_model_se', 8), ('resnet50', 52))
             for activation in ('relu', 'selu')]
-    styles = figures.run_styles(runs)
+    styles = run_curves.run_styles(runs)
     assert styles['custom_model_relu']['color'] == styles['custom_model_selu']['color']
     assert len({styles[r.name]['color'] for r in runs}) == 3
     assert styles['resnet50_relu']['ls'] != styles['resnet50_selu']['ls']

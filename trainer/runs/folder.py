@@ -16,7 +16,7 @@ import constant
 from foundation.errors import UserError
 from foundation.networks import pretrained
 from trainer import console
-from trainer.runs import checkpoints, history
+from trainer.runs import checkpoints, history, record_schema
 from trainer.runs.records import check_same_graph, record_of, saved_record
 from trainer.runs.weights import restore_newest_readable
 
@@ -25,7 +25,6 @@ v1 = tf.compat.v1
 
 BEST_DIR = 'best'  # in a run's folder: the checkpoint of its best validation epoch
 EVALUATION_DIR = 'evaluation'  # in a run's folder: one folder <split>-<checkpoint> per evaluation
-TRAINED_BY = 'trained_by'  # in a run's record: who trained it from which epoch, one entry per start or resume
 EARLIER = '.earlier-'  # <run>.earlier-<when it was set aside>: an earlier run of the same name
 
 
@@ -180,7 +179,8 @@ def note_trainer(run, chief):
     """Adds to the record who trains the run from which epoch (a sweep's
     workers share runs: the record says which trained what)."""
     if chief:
-        run.record[TRAINED_BY] = [*run.record.get(TRAINED_BY, []), f'{holder_label()} from epoch {run.done + 1}']
+        trainers = run.record.get(record_schema.TRAINED_BY, [])
+        run.record[record_schema.TRAINED_BY] = [*trainers, f'{holder_label()} from epoch {run.done + 1}']
 
 
 def commit_files(run, keep=None):

@@ -11,6 +11,7 @@ wrong answer.
      'best': {'epoch': 3, 'valid_loss': ..., 'valid_accuracy': ..., 'checkpoint': 'best/model.ckpt-3',
               'test_loss': ..., 'test_accuracy': ...},
      'test': {'epoch': 3, 'loss': ..., 'accuracy': ...},
+     'trained_by': ['process 4242 on node7, worker 1 of 2 from epoch 1', ...],
      'data': {'dataset_name': 'digits', 'image_shape': [8, 8, 1], 'pixel_max': 16,
               'mean': [...], 'std': [...], 'resize': 'bicubic', 'classes': ['0', ...]},
      'activation_statistics': {'layers': [[name, kind], ...], 'images': 180,
@@ -30,6 +31,7 @@ from trainer.config import settings
 
 EPOCHS, CONFIG, BEST, TEST, DATA = 'epochs', 'config', 'best', 'test', 'data'
 ACTIVATION_STATISTICS = 'activation_statistics'
+TRAINED_BY = 'trained_by'  # who trained the run from which epoch, one entry per start or resume
 STATISTICS_MODES = ('inference', 'training')  # batch norm's modes, each measured where a network has it
 RESIZE_METHODS = ('bicubic', 'central_view')  # how an image of another size becomes one of the data's
 READ_BACK_KEYS = ('seed', 'output_shape')  # of a record's config: the splits of the digits, the outputs
@@ -241,6 +243,11 @@ def check_text(value, field):
     expect(field, value, is_text, 'a text')
 
 
+def check_trained_by(value, field):
+    """Who trained the run, one text per start or resume (folder.note_trainer)."""
+    expect(field, value, is_list_of(is_text), 'a list of texts naming who trained the run')
+
+
 def check_agreement(record):
     """The data's description is of the dataset the config trained on, with
     a class name for each output of the network."""
@@ -258,4 +265,5 @@ def check_agreement(record):
 
 OPTIONAL_FIELDS = {CONFIG: check_config, 'device': check_text, 'tensorflow': check_text, 'diverged': check_text,
                    BEST: check_best, TEST: check_test, DATA: check_data,
-                   ACTIVATION_STATISTICS: check_activation_statistics, 'cost': check_cost}
+                   ACTIVATION_STATISTICS: check_activation_statistics, 'cost': check_cost,
+                   TRAINED_BY: check_trained_by}

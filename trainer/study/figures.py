@@ -2,7 +2,6 @@
 SE paper draws them (Fig. 6 and 7), the self-normalisation of the layers
 over the epochs, class activation maps (Grad-CAM), and a sweep's runs side by side. Multi-page PDFs, written
 atomically; matplotlib's Figure, not pyplot: no global state."""
-import collections
 import contextlib
 
 import matplotlib
@@ -16,6 +15,7 @@ from matplotlib.ticker import MaxNLocator
 from foundation import safe_io
 from trainer.after_training import evaluation_figures
 from trainer.study import excitation, self_normalisation
+from trainer.study.run_curves import legend_outside, run_styles, style_handles, validation_figure
 
 MAX_CLASSES_DRAWN = 10  # lines per panel a reader can tell apart
 MAX_LAYERS_NAMED = 12   # beyond, the colour bar alone says which layer a line is
@@ -53,12 +53,6 @@ def panel_grid(count, columns=2, size=(5.5, 3.6)):
     for spare in axes[count:]:
         spare.set_visible(False)
     return fig, axes[:count]
-
-
-def legend_outside(fig, handles, labels, title=None):
-    """The figure's legend to the right of every panel."""
-    fig.legend(handles, labels, loc='outside right center', title=title, fontsize='small',
-               frameon=False)
 
 
 # --- SE excitations -------------------------------------------------------------------
@@ -325,53 +319,15 @@ def cam_figure(measured, path, title, classes, pixel_max):
 
 # --- a sweep's runs side by side ---------------------------------------------------------
 
-SweepRun = collections.namedtuple(
-    'SweepRun', 'name network activation se epochs statistics excitations')
-SweepRun.__doc__ = """What a sweep's figure shows of one run: its name, its network (the
-run's name without the activation), activation, whether it has SE blocks,
-its history rows, its recorded self-normalisation statistics and its
-Excitations on the validation split (None where it has none)."""
-ACTIVATION_LINES = ('-', '--', '-.', ':')
-
-
-def run_styles(runs):
-    """{run name: plot keywords}: a colour per network, a line style per
-    activation, filled squares for SE, hollow circles without."""
-    networks = list(dict.fromkeys(r.network for r in runs))
-    activations = list(dict.fromkeys(r.activation for r in runs))
-    palette = matplotlib.colormaps['tab10' if len(networks) <= 10 else 'tab20']
-    styles = {}
-    for r in runs:
-        colour = palette(networks.index(r.network) % palette.N)
-        styles[r.name] = dict(color=colour, ls=ACTIVATION_LINES[activations.index(r.activation) % 4],
-                              marker='s' if r.se else 'o', ms=4,
-                              mfc=colour if r.se else 'white', lw=1.4)
-    return styles
-
-
 def sweep_figure(runs, path, title):
     """Page 1: the validation loss and accuracy of every run over the
     epochs. Page 2: the instruments' summaries: each SE run's
     class-specificity per block, and each run's activation mean and
     variance per layer at initialisation and after its last epoch."""
     styles = run_styles(runs)
-    handles = [Line2D([], [], **styles[r.name]) for r in runs]
-    names = [r.name for r in runs]
     with pdf_pages(path) as pages:
-        fig = Figure(figsize=(11, 9), layout='constrained')
-        for ax, metric in zip(fig.subplots(2, 1, sharex=True), ('loss', 'accuracy')):
-            for r in runs:
-                ax.plot([e['epoch'] for e in r.epochs], [e[f'valid_{metric}'] for e in r.epochs],
-                        **styles[r.name])
-            ax.set_ylabel(f'validation {metric}')
-            ax.grid(alpha=0.3)
-        ax.set_xlabel('epoch')
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        legend_outside(fig, handles, names, title='run: colour = network,\n'
-                       'line = activation, filled = SE')
-        fig.suptitle(title)
-        pages.savefig(fig)
-        pages.savefig(summary_figure(runs, styles, handles, names, title))
+        pages.savefig(validation_figure(runs, title, styles))
+        pages.savefig(summary_figure(runs, styles, style_handles(runs, styles), [r.name for r in runs], title))
 
 
 def relative_depth(count):

@@ -6,11 +6,10 @@ import textwrap
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from trainer.after_training import evaluation_figures
-from trainer.study import figures, paired, self_normalisation
+from trainer.study import figures, paired, run_curves, self_normalisation
 from trainer.sweeps import report as sweep_report
 from trainer.sweeps.names import without_activation
 
@@ -157,11 +156,11 @@ def instruments_page(report):
     """The instruments' summaries (figures.summary_figure) of each
     configuration's first run."""
     firsts = [c.runs[0] for c in report.configurations]
-    runs = [figures.SweepRun(r.configuration, without_activation({**r.cfg, 'run_name': r.configuration}),
+    runs = [run_curves.SweepRun(r.configuration, without_activation({**r.cfg, 'run_name': r.configuration}),
                              r.cfg['activation_fn'], r.cfg['use_se'], r.epochs,
                              r.record.get(self_normalisation.KEY), r.excitations) for r in firsts]
-    styles = figures.run_styles(runs)
-    handles = [Line2D([], [], **styles[r.name]) for r in runs]
+    styles = run_curves.run_styles(runs)
+    handles = run_curves.style_handles(runs, styles)
     seeds = sorted({r.cfg['seed'] for r in firsts})
     return figures.summary_figure(runs, styles, handles, [r.name for r in runs],
                                   f"{report.title}, each configuration's run of seed {', '.join(map(str, seeds))}")

@@ -208,7 +208,7 @@ class ProgressPlot(Callback):
     @staticmethod
     def draw(run):
         util.plot_training_progress(run.record['epochs'], plot_path(run),
-                                    f"{run.name} on {run.cfg['dataset_name']}",
+                                    util.progress_title(run.name, run.cfg['dataset_name']),
                                     run.record.get('best'), run.record.get('test'))
 
 
