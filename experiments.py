@@ -30,7 +30,7 @@ from trainer.runs.records import saved_record
 from trainer.study import excitation, figures, instrument_files, run_curves, self_normalisation
 from trainer.sweeps import report, report_figures, results, workers
 from trainer.sweeps.names import NOT_RESULT_KEYS, configuration_name, without_activation
-from trainer.sweeps.plan import SWEEP_KEYS, checked_plan, grid_points, results_dir, run_dir  # noqa: F401 (grid_points)
+from trainer.sweeps.plan import checked_plan, results_dir, run_dir
 
 
 def plan(argv):
@@ -127,8 +127,8 @@ def run_all(runs, share=None):
     held by another worker; returns 0, or the exit status of an interrupted
     run (the sweep stops there). Each run's state is decided with its lock
     held, so a run another worker has just completed is not started again."""
-    numbered = [(number, cfg) for number, cfg in enumerate(runs, start=1)
-                if share is None or cfg in workers.share_of(runs, share)]
+    mine = runs if share is None else workers.share_of(runs, share)
+    numbered = [(number, cfg) for number, cfg in enumerate(runs, start=1) if cfg in mine]
     finished, in_use = set(), {}
     trained = True
     while trained:  # once more after training: a worker that held a run may have ended since
@@ -242,10 +242,8 @@ def run_workers(argv, grid, runs):
 
 def progress_line(runs, count):
     """'Sweep: 3 / 8 complete; training: <run> (worker 1 of 2, epoch 2 / 3); 3 waiting; ...'"""
-    records = [record_of_run(cfg, warn=False) for cfg in runs]
-    states = [run_state(record, cfg) for record, cfg in zip(records, runs)]
-    running = [(cfg, record) for cfg, record, state in zip(runs, records, states)
-               if state != 'done' and workers.held_elsewhere(cfg)]
+    records, states = states_of(runs)
+    running = training_elsewhere(runs, records, states)
     held = [f"{cfg['run_name']} ({worker_of(cfg)}, epoch {len(record['epochs'])} / {cfg['max_epochs']} done)"
             for cfg, record in running]
     done = states.count('done')
@@ -256,6 +254,19 @@ def progress_line(runs, count):
     if to_train:
         line += f'; {time_estimate(to_train, seconds_per_epoch(runs, records, states))}, shared by {count} workers'
     return line
+
+
+def states_of(runs):
+    """(records, states) of the runs as their files hold them now."""
+    records = [record_of_run(cfg, warn=False) for cfg in runs]
+    return records, [run_state(record, cfg) for record, cfg in zip(records, runs)]
+
+
+def training_elsewhere(runs, records, states):
+    """[(config, record)] of the runs not complete whose lock another live
+    process holds (a complete run's lock is held only while a worker looks at it)."""
+    return [(cfg, record) for cfg, record, state in zip(runs, records, states)
+            if state != 'done' and workers.held_elsewhere(cfg)]
 
 
 def worker_of(cfg):
@@ -269,9 +280,7 @@ def write_results_unless_running(grid, runs):
     """The tables and report, by one worker at a time (a lock), and not while
     another worker still trains a run of the grid: the one that finds the
     grid complete, or nothing running, writes them."""
-    # A complete run's lock is held only while a worker looks at it: not busy
-    busy = [cfg['run_name'] for cfg in runs
-            if workers.held_elsewhere(cfg) and run_state(record_of_run(cfg, warn=False), cfg) != 'done']
+    busy = [cfg['run_name'] for cfg, _ in training_elsewhere(runs, *states_of(runs))]
     if busy:
         print(f"{len(busy)} run(s) still training in other workers ({', '.join(busy[:3])}"
               f"{', ...' if len(busy) > 3 else ''}): the worker that ends last writes the tables",

@@ -15,7 +15,7 @@ import experiments
 from foundation.data import loaders
 from trainer.config import settings
 from trainer.runs import folder, weights
-from trainer.sweeps import results
+from trainer.sweeps import plan, results
 from trainer.training import callbacks, passes, training_graph
 
 v1 = tf.compat.v1
@@ -23,10 +23,10 @@ PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_grid_points_are_every_combination_of_a_dict_and_the_union_of_a_list():
-    assert experiments.grid_points({'model': ['a', 'b'], 'use_se': [False, True]}) == [
+    assert plan.grid_points({'model': ['a', 'b'], 'use_se': [False, True]}) == [
         {'model': 'a', 'use_se': False}, {'model': 'a', 'use_se': True},
         {'model': 'b', 'use_se': False}, {'model': 'b', 'use_se': True}]
-    assert experiments.grid_points([{'use_se': [False, True]}, {'use_se': [True]},
+    assert plan.grid_points([{'use_se': [False, True]}, {'use_se': [True]},
                                     {'use_se': [True], 'se_squeeze': ['max']}]) == [
         {'use_se': False}, {'use_se': True}, {'use_se': True, 'se_squeeze': 'max'}]
 
