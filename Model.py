@@ -194,9 +194,9 @@ def scheduled_rate(optimisation, global_step, steps_per_epoch):
 
 def make_optimizer(optimisation, learning_rate):
     """Adam (also for adamw, whose decay decoupled_decay applies), SGD with
-    momentum or with Nesterov momentum; with mixed precision, wrapped in
-    dynamic loss scaling: float16 gradients underflow without it, and the
-    scale skips a step whose gradients overflow and lowers itself."""
+    momentum or with Nesterov momentum; in float16 (a GPU's mixed precision),
+    wrapped in dynamic loss scaling: float16 gradients underflow without it,
+    and the scale skips a step whose gradients overflow and lowers itself."""
     if optimisation.optimizer in ('momentum', 'nesterov'):
         optimizer = v1.train.MomentumOptimizer(learning_rate, optimisation.momentum,
                                                use_nesterov=optimisation.optimizer == 'nesterov')

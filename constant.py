@@ -83,6 +83,8 @@ config = {
 
     # --- reporting and outputs ---------------------------------------------
     'log_every': 2500,  # print a progress line every this many training images (at least four an epoch)
+    'profile_steps': None,  # [first, last]: TensorFlow's profiler traces these optimiser steps of the
+        # run (counted from 1 over all its epochs) into its folder, for TensorBoard's Profile tab
     'eval_batch_size': 250,  # images per step when evaluating (larger: faster, more memory)
     'keep_checkpoints': 2,  # newest checkpoints kept in the run's directory
     'keep_earlier_runs': 5,  # a fresh start keeps the run of the same name as <run>.earlier-<time>;

@@ -31,6 +31,7 @@ from trainer.training import (
     input_source,
     interruption,
     passes,
+    profiling,
     quick_runs,
     training_graph,
 )
@@ -118,6 +119,7 @@ def train_as_chief(run, hooks, complete=False):
     if complete:
         print(complete_line(run))
     epoch = None
+    run.trace = profiling.step_trace(cfg, run.directory, steps_trained(run.record, cfg['batch_size'], run.skip))
     try:
         hooks.before_train(run)
         for epoch in range(run.done + 1, cfg['max_epochs'] + 1):
@@ -138,6 +140,8 @@ def train_as_chief(run, hooks, complete=False):
     except passes.Divergence as divergence:
         return stops.record_divergence(run, divergence, callbacks.plot_path(run))
     finally:
+        if run.trace:
+            run.trace.stop()
         hooks.close()
     return 0
 
@@ -161,7 +165,7 @@ def epoch_row(run, epoch, steps=None):
     started = time.perf_counter()
     model = run.built.model
     trained = passes.train_epoch(run.session, model, run.built.source, run.cfg, epoch, run.stop,
-                                 run.skip, steps)
+                                 run.skip, steps, run.trace)
     before, run.skip = run.skip, 0
     return {'epoch': epoch, 'train_running_loss': trained.loss,
             'train_seconds': time.perf_counter() - started,

@@ -2,6 +2,7 @@
 a GPU or not, NCHW kernels on its CPU or not, native bfloat16 on its CPU or not."""
 import dataclasses
 import functools
+import os
 import platform
 import sys
 
@@ -48,24 +49,59 @@ def cpu_runs_nchw():
 
 
 CPUINFO = '/proc/cpuinfo'
-# The flags Linux lists for a CPU that computes in bfloat16 itself: AVX-512's
-# BF16 instructions, AMX's tiles. Elsewhere TensorFlow lets oneDNN emulate
-# bfloat16 (on any AVX-512 CPU), which is slower than float32.
-NATIVE_BFLOAT16_FLAGS = frozenset({'avx512_bf16', 'amx_bf16'})
+# Where the CPU has no native bfloat16 (none of CPU_BFLOAT16_CLASSES' flags),
+# oneDNN emulates it on any AVX-512 CPU, slower than float32.
 
-# Which networks (model, use_se) 'auto' trains in bfloat16 on a CPU with native
-# bfloat16: those measured faster than float32 (bench/throughput.py) and as
-# accurate (bench/bf16_accuracy.py, within the seed-to-seed spread). The
-# figures behind each entry are in docs/devices.md, "bfloat16 on the CPU".
+# Classes of CPU that compute in bfloat16 natively, most capable first, each
+# named by the flag that marks it: AMX's tile multiplies (Intel Sapphire Rapids
+# and later) and AVX-512's BF16 dot products (AMD Zen 4 and later, Intel Cooper
+# Lake). They differ several-fold in bfloat16's gain over float32.
+CPU_BFLOAT16_CLASSES = {'amx': 'amx_bf16', 'avx512_bf16': 'avx512_bf16'}
+
+# Which networks (model, use_se) 'auto' trains in bfloat16, per class of CPU:
+# those measured faster than float32 on such a CPU (bench/throughput.py) and as
+# accurate (bench/bf16_accuracy.py, within float32's seed-to-seed range). A
+# network not measured on a class stays float32 there. The figures behind each
+# entry, with their machines, are in docs/devices.md, "bfloat16 on the CPU".
 CPU_BFLOAT16_AUTO = {
-    ('custom_model', False): False,  # slower than float32
-    ('custom_model', True): False,  # no faster measured
-    # faster than float32 at 128 and 32 px; MNIST accuracy within the seed spread
-    ('resnet50', False): True,
-    # faster than float32 at 128 px, but MNIST accuracy falls short: with ReLU one
-    # bfloat16 seed of two validated well below both float32 seeds
-    ('resnet50', True): False,
+    'amx': {
+        ('custom_model', False): False,  # not measured on AMX
+        ('custom_model', True): False,  # not measured on AMX
+        ('resnet50', False): True,  # 1.51x float32 at 128 px
+        ('resnet50', True): False,  # not measured on AMX in bfloat16
+    },
+    'avx512_bf16': {
+        ('custom_model', False): False,  # slower than float32
+        ('custom_model', True): False,  # no faster measured
+        ('resnet50', False): True,  # 1.56x float32 at 128 px; accuracy within the seed range
+        ('resnet50', True): False,  # see docs/devices.md
+    },
 }
+
+
+# The ops mixed precision keeps in float32 (grappler's rewrite would run them in
+# bfloat16 or float16 where their inputs are): reductions, whose sums over a
+# feature map lose digits in an 8-bit mantissa (the SE squeeze, global average
+# pooling, the gradients of broadcasts), the SE gate's sigmoid, and softmax,
+# as Keras' mixed policies keep softmax and the loss in float32. The
+# convolutions, matrix products, batch norm (whose statistics oneDNN keeps in
+# float32) and element-wise ops are where the time goes, and stay in the
+# faster precision (bench/step_profile.py).
+FLOAT32_OPS = ('Mean', 'Sum', 'Sigmoid', 'SigmoidGrad', 'Softmax', 'LogSoftmax')
+# Grappler's own knobs, read when a session's graph is rewritten: op types
+# added to and removed from the lists of its mixed-precision rewrite. An op in
+# two lists makes the rewrite fail, silently: all would stay float32.
+LIST_VARIABLES = ('TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_DENYLIST_ADD',
+                  'TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_INFERLIST_REMOVE')
+
+
+def keep_in_float32(environ=os.environ):
+    """Moves FLOAT32_OPS from grappler's mixed-precision infer list (run in
+    the low precision where their inputs are) to its deny list, beside any
+    op types the user named there."""
+    for variable in LIST_VARIABLES:
+        named = [op for op in environ.get(variable, '').split(',') if op]
+        environ[variable] = ','.join(named + [op for op in FLOAT32_OPS if op not in named])
 
 
 def cpu_name(cpuinfo=CPUINFO):
@@ -92,33 +128,41 @@ def cpu_flags(cpuinfo_text):
 
 
 @functools.cache
-def cpu_native_bfloat16(path=CPUINFO):
-    """Whether this machine's CPU computes in bfloat16 itself, read from its
-    flags; False where they cannot be read (not Linux): nothing is guessed."""
+def cpu_bfloat16_class(path=CPUINFO):
+    """The class of CPU_BFLOAT16_CLASSES this machine's CPU is in, read from
+    its flags; None where it has none of them or they cannot be read (not
+    Linux): nothing is guessed."""
     try:
         with open(path, encoding='utf-8', errors='replace') as f:
-            return bool(cpu_flags(f.read()) & NATIVE_BFLOAT16_FLAGS)
+            flags = cpu_flags(f.read())
     except OSError:
-        return False
+        return None
+    return next((name for name, flag in CPU_BFLOAT16_CLASSES.items() if flag in flags), None)
 
 
-def bfloat16_pays(cfg):
-    """Whether 'auto' trains cfg's network in bfloat16 on a CPU that has it."""
-    return CPU_BFLOAT16_AUTO.get((cfg['model'], cfg['use_se']), False)
+def cpu_native_bfloat16(path=CPUINFO):
+    """Whether this machine's CPU computes in bfloat16 itself."""
+    return cpu_bfloat16_class(path) is not None
 
 
-def resolve_auto(cfg, on_gpu, cpu_bfloat16=False):
+def bfloat16_pays(cfg, cpu_class):
+    """Whether 'auto' trains cfg's network in bfloat16 on a CPU of `cpu_class`."""
+    return CPU_BFLOAT16_AUTO.get(cpu_class, {}).get((cfg['model'], cfg['use_se']), False)
+
+
+def resolve_auto(cfg, on_gpu, cpu_class=None):
     """The 'auto' device options made concrete for the machine.
 
     On a GPU: float16 compute with loss scaling (tensor cores), XLA, and NCHW
     in float32 (cuDNN's fast layout) but NHWC in float16 (what tensor cores
     want). On the CPU: NHWC, no XLA (XLA and NCHW were slower there,
-    bench/throughput.py), and float32 unless the CPU has native bfloat16
-    (`cpu_bfloat16`) and the network is measured to gain by it (bfloat16_pays).
+    bench/throughput.py), and float32 unless the CPU computes in bfloat16
+    natively (`cpu_class`, of CPU_BFLOAT16_CLASSES) and the network is
+    measured to gain by it on such a CPU (bfloat16_pays).
     """
     cfg = dict(cfg)
     if cfg['mixed_precision'] == 'auto':
-        cfg['mixed_precision'] = on_gpu or (cpu_bfloat16 and bfloat16_pays(cfg))
+        cfg['mixed_precision'] = on_gpu or bfloat16_pays(cfg, cpu_class)
     if cfg['xla'] == 'auto':
         cfg['xla'] = on_gpu
     if cfg['data_format'] == 'auto':
@@ -131,7 +175,7 @@ def fit_to_machine(cfg):
     warning) where neither a GPU nor the CPU's kernels can run it: the
     weights are the same in both layouts, so nothing else changes."""
     on_gpu = gpu_found(cfg['device'])
-    cfg = resolve_auto(cfg, on_gpu, not on_gpu and cpu_native_bfloat16())
+    cfg = resolve_auto(cfg, on_gpu, None if on_gpu else cpu_bfloat16_class())
     if cfg['data_format'] == 'NCHW' and not on_gpu and not cpu_runs_nchw():
         print("warning: data_format='NCHW' needs a GPU or a CPU with oneDNN's kernels, and this "
               "machine has neither; training in NHWC, the same network", file=sys.stderr, flush=True)
@@ -173,8 +217,9 @@ def precision_line(devices):
     if not devices.mixed_precision:
         return 'precision: float32'
     if devices.on_gpu:
-        return 'precision: float16 compute on the GPU, float32 weights, dynamic loss scaling'
-    line = 'precision: bfloat16 compute on the CPU (oneDNN), float32 weights, dynamic loss scaling'
+        return ('precision: float16 compute on the GPU, float32 weights, reductions, sigmoids and softmax, '
+                'dynamic loss scaling')
+    line = 'precision: bfloat16 compute on the CPU (oneDNN), float32 weights, reductions, sigmoids and softmax'
     if not devices.cpu_bfloat16:
         line += ('; this CPU has no native bfloat16 (avx512_bf16 or amx_bf16 in its flags): '
                  'expect no gain over float32')

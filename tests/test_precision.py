@@ -59,17 +59,18 @@ def test_flags_are_whole_words_of_the_flags_line():
     flags = machine.cpu_flags(INTEL_SAPPHIRE_RAPIDS)
     assert {'amx_bf16', 'avx512_bf16', 'amx_tile'} <= flags
     assert 'vnmi' not in flags and 'flags' not in flags
-    assert machine.cpu_flags('flags\t: avx512_bf16x xavx512_bf16\n') & machine.NATIVE_BFLOAT16_FLAGS \
-        == frozenset()
+    assert machine.cpu_flags('flags\t: avx512_bf16x xavx512_bf16\n') & \
+        frozenset(machine.CPU_BFLOAT16_CLASSES.values()) == frozenset()
 
 
 def test_an_unreadable_cpuinfo_means_no_bfloat16(tmp_path):
     assert machine.cpu_native_bfloat16(str(tmp_path / 'missing')) is False
 
 
-def test_the_table_names_every_network():
+def test_the_table_of_every_cpu_class_names_every_network():
     networks = {(model, se) for model in constant.config['models'] for se in (False, True)}
-    assert set(machine.CPU_BFLOAT16_AUTO) == networks
+    assert set(machine.CPU_BFLOAT16_AUTO) == set(machine.CPU_BFLOAT16_CLASSES)
+    assert all(set(table) == networks for table in machine.CPU_BFLOAT16_AUTO.values())
 
 
 def cfg_of(model, use_se=False, **given):
@@ -81,15 +82,17 @@ def cfg_of(model, use_se=False, **given):
 def resnet50_measured(monkeypatch):
     """A table where ResNet50 (not SE, not the custom model) gains, whatever
     the measured one says."""
-    monkeypatch.setattr(machine, 'CPU_BFLOAT16_AUTO',
-                        {key: key == ('resnet50', False) for key in machine.CPU_BFLOAT16_AUTO})
+    monkeypatch.setattr(machine, 'CPU_BFLOAT16_AUTO', {
+        cpu_class: {key: key == ('resnet50', False) for key in table}
+        for cpu_class, table in machine.CPU_BFLOAT16_AUTO.items()})
 
 
 @pytest.mark.parametrize('model, use_se, cpu_bfloat16, expected', [
-    ('resnet50', False, True, True),
-    ('resnet50', True, True, False),
-    ('custom_model', False, True, False),
-    ('resnet50', False, False, False),  # no native bfloat16: float32 whatever the table says
+    ('resnet50', False, 'avx512_bf16', True),
+    ('resnet50', False, 'amx', True),
+    ('resnet50', True, 'avx512_bf16', False),
+    ('custom_model', False, 'amx', False),
+    ('resnet50', False, None, False),  # no native bfloat16: float32 whatever the table says
 ])
 def test_auto_on_the_cpu_follows_the_flags_and_the_table(resnet50_measured, model, use_se,
                                                          cpu_bfloat16, expected):
@@ -100,29 +103,29 @@ def test_auto_on_the_cpu_follows_the_flags_and_the_table(resnet50_measured, mode
 
 @pytest.mark.parametrize('given', [True, False])
 def test_an_explicit_mixed_precision_is_kept(resnet50_measured, given):
-    for cpu_bfloat16 in (True, False):
+    for cpu_bfloat16 in ('amx', 'avx512_bf16', None):
         resolved = machine.resolve_auto(cfg_of('resnet50', mixed_precision=given), False, cpu_bfloat16)
         assert resolved['mixed_precision'] is given
 
 
 def test_a_gpu_takes_float16_whatever_the_cpu(resnet50_measured):
-    assert machine.resolve_auto(cfg_of('custom_model'), True, True)['mixed_precision'] is True
+    assert machine.resolve_auto(cfg_of('custom_model'), True, None)['mixed_precision'] is True
 
 
 @pytest.mark.parametrize('native', [True, False])
 def test_load_config_asks_the_cpu(resnet50_measured, monkeypatch, native):
     monkeypatch.setattr(machine, 'gpu_found', lambda device: False)
-    monkeypatch.setattr(machine, 'cpu_native_bfloat16', lambda: native)
+    monkeypatch.setattr(machine, 'cpu_bfloat16_class', lambda: 'avx512_bf16' if native else None)
     assert settings.load_config(['model=resnet50'])['mixed_precision'] is native
     assert settings.load_config(['model=custom_model'])['mixed_precision'] is False
 
 
 @pytest.mark.parametrize('mixed, native, expected', [
     (False, True, 'precision: float32'),
-    (True, True, 'precision: bfloat16 compute on the CPU (oneDNN), float32 weights, dynamic loss '
-                 'scaling'),
-    (True, False, 'precision: bfloat16 compute on the CPU (oneDNN), float32 weights, dynamic loss '
-                  'scaling; this CPU has no native bfloat16 (avx512_bf16 or amx_bf16 in its '
+    (True, True, 'precision: bfloat16 compute on the CPU (oneDNN), float32 weights, reductions, sigmoids '
+                 'and softmax'),
+    (True, False, 'precision: bfloat16 compute on the CPU (oneDNN), float32 weights, reductions, sigmoids '
+                  'and softmax; this CPU has no native bfloat16 (avx512_bf16 or amx_bf16 in its '
                   'flags): expect no gain over float32'),
 ])
 def test_precision_line_on_the_cpu(monkeypatch, mixed, native, expected):
@@ -134,7 +137,8 @@ def test_precision_line_on_the_cpu(monkeypatch, mixed, native, expected):
 def test_precision_line_on_a_gpu(monkeypatch):
     monkeypatch.setattr(machine, 'gpu_found', lambda device: True)
     assert machine.precision_line(machine.decide({**constant.config, 'mixed_precision': True})) == \
-        'precision: float16 compute on the GPU, float32 weights, dynamic loss scaling'
+        ('precision: float16 compute on the GPU, float32 weights, reductions, sigmoids and softmax, '
+         'dynamic loss scaling')
 
 
 def test_auto_carries_a_measured_network_into_bfloat16_sessions(resnet50_measured, monkeypatch):
@@ -145,6 +149,7 @@ def test_auto_carries_a_measured_network_into_bfloat16_sessions(resnet50_measure
     from trainer.training import training_graph
     monkeypatch.setattr(machine, 'gpu_found', lambda device: False)
     monkeypatch.setattr(machine, 'cpu_native_bfloat16', lambda: True)
+    monkeypatch.setattr(machine, 'cpu_bfloat16_class', lambda: 'avx512_bf16')
     on = rewriter_config_pb2.RewriterConfig.ON
     for model, bfloat16 in (('resnet50', True), ('custom_model', False)):
         cfg = settings.load_config([f'model={model}'])

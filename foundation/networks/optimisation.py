@@ -26,7 +26,7 @@ class Optimisation:
     mixup_alpha: float = None       # batch mixing: Beta(alpha, alpha) draws of the mix
     cutmix_alpha: float = None
     mixing_seed: int = 0            # seeds the batch mixing's draws, with the step
-    loss_scaling: bool = False      # mixed precision: dynamic loss scaling
+    loss_scaling: bool = False      # float16 on a GPU: dynamic loss scaling
 
     @property
     def decoupled_decay(self):
@@ -39,8 +39,11 @@ class Optimisation:
         return 0.0 if self.optimizer == 'adamw' else self.weight_decay
 
 
-def from_config(cfg):
-    """The Optimisation that cfg describes (its 'auto' mixed_precision decided)."""
+def from_config(cfg, on_gpu=False):
+    """The Optimisation that cfg describes (its 'auto' mixed_precision decided),
+    `on_gpu` or on the CPU. Mixed precision scales the loss on a GPU only:
+    float16 gradients underflow without it, while bfloat16 (the CPU's) has
+    float32's range, so a scale would only add a check per gradient."""
     return Optimisation(
         optimizer=cfg['optimizer'], learning_rate=cfg['learning_rate'], momentum=cfg['momentum'],
         lr_schedule=cfg['lr_schedule'], decay_steps=cfg['decay_steps'], decay_base=cfg['decay_base'],
@@ -49,4 +52,4 @@ def from_config(cfg):
         plateau=cfg['plateau_patience'] is not None,
         weight_decay=cfg['weight_decay'], label_smoothing=cfg['label_smoothing'],
         clip_grad_norm=cfg['clip_grad_norm'], ema_decay=cfg['ema_decay'], mixup_alpha=cfg['mixup_alpha'],
-        cutmix_alpha=cfg['cutmix_alpha'], mixing_seed=cfg['seed'], loss_scaling=bool(cfg['mixed_precision']))
+        cutmix_alpha=cfg['cutmix_alpha'], mixing_seed=cfg['seed'], loss_scaling=bool(cfg['mixed_precision']) and on_gpu)

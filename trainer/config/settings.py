@@ -228,6 +228,14 @@ def _pool_size(key, value, cfg):
     return [int(v) for v in value]
 
 
+def _step_range(key, value, cfg):
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(_is_whole(v, 1, INT32_MAX) for v in value) or value[0] > value[1]):
+        raise ConfigError(f"{key} must be [first, last], optimiser steps from 1 with first <= last, "
+                          f"like [10, 15], got {_shown(value)}")
+    return [int(v) for v in value]
+
+
 def _shard_counts(key, value, cfg):
     if (not isinstance(value, dict) or not value or not all(
             isinstance(k, str) and _is_whole(v, 1, INT32_MAX) for k, v in value.items())):
@@ -312,6 +320,7 @@ KEYS = {
     'deterministic': Key(_boolean, {HOW}),  # the same results, bit for bit
     'log_every': Key(_integer(1), {HOW}),
     'eval_batch_size': Key(_integer(1), {HOW}),
+    'profile_steps': Key(_optional(_step_range), {HOW}),
     'keep_checkpoints': Key(_integer(1), {HOW}),
     'keep_earlier_runs': Key(_integer(0), {HOW}),
     'resume': Key(_boolean, {HOW}),

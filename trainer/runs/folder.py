@@ -46,6 +46,7 @@ class Run:
     done: int = 0           # epochs completed
     skip: int = 0           # images of the next epoch already trained
     cost: dict = None       # training_graph.network_cost
+    trace: object = None    # profiling.StepTrace of profile_steps
 
 
 def locate(cfg):

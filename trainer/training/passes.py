@@ -24,10 +24,11 @@ def train_step(session, model):
 Trained = collections.namedtuple('Trained', 'loss images steps')
 
 
-def train_epoch(session, model, source, cfg, epoch, stop, skip=0, steps=None):
+def train_epoch(session, model, source, cfg, epoch, stop, skip=0, steps=None, trace=None):
     """One shuffled pass over the training split, less its first `skip`
     images, and ended after `steps` optimiser steps where that comes first
-    (max_steps); returns what it Trained.
+    (max_steps); returns what it Trained. `trace` (profiling.StepTrace)
+    profiles the steps it names.
 
     Prints progress lines (console.ProgressLog). Raises Divergence at the
     first non-finite loss and Interrupted (with the images done) when a stop
@@ -41,10 +42,14 @@ def train_epoch(session, model, source, cfg, epoch, stop, skip=0, steps=None):
     seen, loss_sum, taken = skip, 0.0, 0
     while steps is None or taken < steps:
         stop.check(images=seen)
+        if trace:
+            trace.before_step()
         try:
             loss, batch = train_step(session, model)
         except tf.errors.OutOfRangeError:
             break
+        if trace:
+            trace.after_step()
         seen, taken = seen + batch, taken + 1
         if not math.isfinite(loss):
             raise Divergence(f'loss became {loss} at epoch {epoch}, step {seen}')

@@ -43,9 +43,10 @@ def build_model(cfg, image_shape, images, labels, steps_per_epoch, strategy=None
     """A Model on the device of `devices` (machine.Devices; decided from cfg
     when None), or replicated over replicas.replica_devices, or over the
     workers of a multi-worker `strategy` (cluster.py)."""
-    net, optim = architecture.from_config(cfg), optimisation.from_config(cfg)
+    devices = devices or machine.decide(cfg)
+    net, optim = architecture.from_config(cfg), optimisation.from_config(cfg, devices.on_gpu)
     if strategy is None:
-        placed = replicas.replica_devices(devices or machine.decide(cfg))
+        placed = replicas.replica_devices(devices)
         strategy = replicas.strategy_for(placed)
         if strategy is None:
             with tf.device(placed[0]):
@@ -129,7 +130,9 @@ def session_config(devices):
     if devices.gpu_memory_fraction is not None:
         proto.gpu_options.per_process_gpu_memory_fraction = devices.gpu_memory_fraction
     if devices.mixed_precision:
-        # Grappler casts what is safe to float16 on a GPU, to bfloat16 on a CPU.
+        # Grappler casts what is safe to float16 on a GPU, to bfloat16 on a CPU,
+        # but for the ops machine.FLOAT32_OPS names.
+        machine.keep_in_float32()
         rewrites = proto.graph_options.rewrite_options
         if devices.on_gpu:
             rewrites.auto_mixed_precision = rewriter_config_pb2.RewriterConfig.ON
