@@ -319,13 +319,14 @@ def imagenet_files(root, seed):
     return files, sorted(found)
 
 
-def annotations(cfg, wnids):
+def annotations(cfg, wnids, names):
     """({wnid: image/class/text}, {file name: bounding boxes}) from TF's
-    metadata files that the config names; without them empty texts and no
-    boxes, as TF's script writes for an image it has none for."""
+    metadata files that the config names, the boxes of the image files
+    `names` only; without them empty texts and no boxes, as TF's script
+    writes for an image it has none for."""
     texts_path, boxes_path = cfg['imagenet_metadata_file'], cfg['imagenet_bbox_file']
     texts = imagenet.class_texts(texts_path, wnids) if texts_path else dict.fromkeys(wnids, '')
-    return texts, imagenet.bounding_boxes(boxes_path) if boxes_path else {}
+    return texts, imagenet.bounding_boxes(boxes_path, names) if boxes_path else {}
 
 
 class ImageCoder:
@@ -390,7 +391,8 @@ def write_imagenet(cfg):
                         'and val/<wnid>/*.JPEG')
     out_dir = constant.derived_dirs(cfg)['DATA_DIR']
     files, wnids = imagenet_files(cfg['imagenet_dir'], cfg['seed'])
-    texts, boxes = annotations(cfg, wnids)
+    names = {os.path.basename(path) for entries in files.values() for path, _, _ in entries}
+    texts, boxes = annotations(cfg, wnids, names)
     shards = cfg['tfrecord_shards'] or IMAGENET_SHARDS
     # The labels are the synsets' lines in TF's list; `synsets` are those present.
     description = {'format': 'imagenet_jpeg', 'labels': os.path.basename(imagenet.SYNSETS_FILE),

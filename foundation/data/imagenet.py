@@ -7,8 +7,11 @@ build_imagenet_data.py):
 * image/class/text comes from imagenet_metadata.txt, `<wnid><TAB><name>` lines;
 * the bounding boxes come from the CSV that TF's process_bounding_boxes.py
   writes, `<file name>,<xmin>,<ymin>,<xmax>,<ymax>` lines, in fractions of the
-  image's width and height.
+  image's width and height, read a row at a time and kept only for the images
+  written, in an array of doubles (32 bytes a box) per image.
 """
+import array
+import collections.abc
 import functools
 import itertools
 import os
@@ -21,7 +24,7 @@ SYNSETS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
 # TF's imagenet_metadata.txt is under 1 MB, its lines under 300 bytes; the
 # bounding-box CSV about 30 MB (615,299 boxes), its lines under 80 bytes:
 # bounds above both, checked before the file or a line is read whole. The
-# boxes of a CSV of 64 MB take about 0.7 GB as Python lists.
+# boxes are kept only for the images asked for, in an array of doubles each.
 TEXT_MAX_BYTES = 64 << 20
 LINE_MAX_BYTES = 64 << 10
 ANNOTATIONS = ("imagenet_metadata_file and imagenet_bbox_file take TF's imagenet_metadata.txt "
@@ -99,15 +102,46 @@ def class_texts(path, wnids):
     return {wnid: names[wnid] for wnid in wnids}
 
 
-def bounding_boxes(path):
-    """{image file name: [[xmin, ymin, xmax, ymax], ...]} of the CSV of TF's
-    process_bounding_boxes.py."""
+class BoundingBoxes(collections.abc.Mapping):
+    """{image file name: [[xmin, ymin, xmax, ymax], ...]}, held as one
+    array of doubles per image: 32 bytes a box where a list of lists of
+    floats takes about 180, the same values."""
+
+    def __init__(self):
+        self._flat = {}
+
+    def add(self, name, box):
+        self._flat.setdefault(name, array.array('d')).extend(box)
+
+    def __getitem__(self, name):
+        flat = self._flat[name]
+        return [list(flat[i:i + 4]) for i in range(0, len(flat), 4)]
+
+    def __iter__(self):
+        return iter(self._flat)
+
+    def __len__(self):
+        return len(self._flat)
+
+
+def bounding_boxes(path, names=None):
+    """The BoundingBoxes of the CSV of TF's process_bounding_boxes.py, read a
+    row at a time, of the images `names` (a set of file names; None: all).
+    Every row is checked, kept or not: a box is fractions of its image with
+    min <= max, as that script writes them (it clips to the image and orders
+    each pair); a NaN, a value outside 0..1 or a reversed pair is a DataError
+    that names the file and the line."""
     form = '<file name>,<xmin>,<ymin>,<xmax>,<ymax>'
-    boxes = {}
+    boxes = BoundingBoxes()
     for number, (name, *values) in _fields(path, ',', 5, form):
         try:
-            boxes.setdefault(name, []).append([float(v) for v in values])
+            xmin, ymin, xmax, ymax = box = [float(v) for v in values]
         except ValueError:
             raise DataError(f'{path}, line {number}: expected {form}, got {",".join(values)!r} '
                             f'after {name}') from None
+        if not (0 <= xmin <= xmax <= 1 and 0 <= ymin <= ymax <= 1):  # False for a NaN too
+            raise DataError(f'{path}, line {number}: the box of {name} is {",".join(values)}; expected '
+                            f'fractions of the image, 0 <= xmin <= xmax <= 1 and 0 <= ymin <= ymax <= 1')
+        if names is None or name in names:
+            boxes.add(name, box)
     return boxes

@@ -9,6 +9,7 @@ image shape, the data's pixel levels (digits: 0..16), the training split's
 mean and std, how an image of another size becomes one of the data's, the
 class names.
 """
+import math
 import os
 import re
 import sys
@@ -154,16 +155,26 @@ class ImageReader:
     data's size as its images were: ImageNet's evaluation view (the central
     87.5 %, bilinear), else TensorFlow's bicubic resize rounded to whole
     levels, as ImageResizer made the 128 px CIFAR-10 (anti-aliased when it
-    shrinks, where a plain bicubic would alias)."""
+    shrinks, where a plain bicubic would alias).
+
+    An image at least twice the size those need (`needed`) is decoded no
+    larger than that: a JPEG at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT
+    scaling, which Pillow's draft() uses, here in TensorFlow's decoder that
+    reads the records), then any image box-averaged by the largest whole
+    factor that keeps it at least that size, before it becomes float32. An
+    8192 x 8192 PNG costs its decoded uint8 pixels, not four float copies."""
 
     def __init__(self, description):
         height, width, channels = description['image_shape']
         self.size, self.resize = (height, width), description['resize']
+        self.needed = needed_size(self.size, self.resize)
         self.graph = tf.Graph()
         with self.graph.as_default():
             self.contents = v1.placeholder(tf.string, [], 'file_contents')
-            self.decoded = tf.io.decode_image(self.contents, channels=channels,
-                                              expand_animations=False)
+            decoders = {1: tf.io.decode_image(self.contents, channels=channels, expand_animations=False),
+                        **{scale: tf.io.decode_jpeg(self.contents, channels=channels, ratio=scale)
+                           for scale in image_files.JPEG_SCALES}}
+            self.decoded = {scale: reduced(image, self.needed) for scale, image in decoders.items()}
             self.image = v1.placeholder(tf.float32, [None, None, channels], 'decoded')
             if self.resize == 'central_view':
                 self.resized = {False: TFRecordsReader.central_view(self.image)}
@@ -177,8 +188,9 @@ class ImageReader:
         """The image of the file at `path`: float32 [height, width, channels]."""
         try:
             data = image_files.image_bytes(path)  # a regular file, its size bounded, before a byte is read
-            image_files.opened(path, data).close()  # its declared size checked before decoding
-            decoded = self.session.run(self.decoded, {self.contents: data})
+            with image_files.opened(path, data) as header:  # its declared size checked before decoding
+                scale = image_files.jpeg_scale(header, self.needed)
+            decoded = self.session.run(self.decoded[scale], {self.contents: data})
         except image_files.BadImage as error:
             # Pillow names the bytes it was given as '<_io.BytesIO object at 0x...>'
             said = re.sub(r' ?<[^<>]* object at 0x[0-9a-f]+>', '', str(error))
@@ -187,13 +199,32 @@ class ImageReader:
             raise UnreadableImage(f'{path}: TensorFlow cannot decode it ({tf_errors.error_reason(error)}); '
                                   f'give PNG or JPEG files') from None
         if self.resize != 'central_view' and decoded.shape[:2] == self.size:
-            return decoded.astype(np.float32)
+            return decoded
         shrink = self.resize != 'central_view' and (decoded.shape[0] > self.size[0]
                                                     or decoded.shape[1] > self.size[1])
         return self.session.run(self.resized[shrink], {self.image: decoded})
 
     def close(self):
         self.session.close()
+
+
+def needed_size(size, resize):
+    """(height, width) an image needs to be made the data's `size` without
+    enlarging: the size itself, or for ImageNet's central view the image
+    whose central 87.5 % is that size."""
+    if resize == 'central_view':
+        return tuple(math.ceil(side / TFRecordsReader.CENTRAL_FRACTION) for side in size)
+    return tuple(size)
+
+
+def reduced(image, needed):
+    """The decoded uint8 `image` [height, width, channels] as float32,
+    box-averaged (an area resize) by the largest whole factor that leaves
+    it at least `needed` (height, width); the float copy is of that size."""
+    shape = tf.shape(image)[:2]
+    factor = tf.maximum(1, tf.reduce_min(shape // tf.constant(needed, tf.int32)))
+    return tf.cond(factor > 1, lambda: v1.image.resize_area(image[tf.newaxis], shape // factor)[0],
+                   lambda: tf.cast(image, tf.float32))
 
 
 def top_classes(probabilities, classes, k):
