@@ -17,7 +17,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from foundation import tf_errors
+from foundation import regular_files, tf_errors
 from foundation.data import imagenet, loaders, subsets
 from foundation.data.input_pipeline import batches, pass_iterator, random_shift_flip
 from foundation.data.record_metadata import (
@@ -80,7 +80,7 @@ def shard_labels(data_dir, metadata):
 def split_files(data_dir, prefix, names=None):
     files = names and [os.path.join(data_dir, n) for n in names]
     files = files or sorted(glob.glob(os.path.join(data_dir, f'{prefix}-*-of-*')))
-    missing = [f for f in files if not os.path.isfile(f)]
+    missing = [f for f in files if not regular_files.present(f)]  # a FIFO there: one line saying so
     if missing or not files:
         raise DataError(f'no complete {prefix} shards in {data_dir} (missing: '
                         f'{", ".join(os.path.basename(m) for m in missing) or prefix + "-*-of-*"})')

@@ -59,7 +59,7 @@ def predict(cfg, paths):
         with serving.graph.as_default(), v1.Session() as session:
             trained_run.restore_trained(session, serving.saver, trained)
             for chunk in chunks(inference.listed_images(paths), cfg['eval_batch_size']):
-                failed += classify(session, serving, reader, chunk, cfg['top_k'])
+                failed += classify(session, serving, reader, chunk, cfg['top_k'], description)
     finally:
         reader.close()
     return 2 if failed else 0
@@ -77,15 +77,21 @@ def chunks(items, size):
         yield chunk
 
 
-def classify(session, serving, reader, files, k):
+def classify(session, serving, reader, files, k, description):
     """Prints a line per file of `files` ((path, None or its error)); the
-    files that cannot be read are lines on stderr. Returns how many failed."""
+    files that cannot be read are lines on stderr, and a warning there for a
+    file unlike the training images (inference.unlike_training). Returns
+    how many failed."""
     images, readable, failed = [], [], 0
     for path, error in files:
         try:
             if error:
                 raise error
-            images.append(reader.read(path))
+            image, source = reader.read_with_size(path)
+            unlike = inference.unlike_training(source, image, description)
+            if unlike:
+                print(f'warning: {inference.shown_name(path)}: {unlike}', file=sys.stderr, flush=True)
+            images.append(image)
             readable.append(path)
         except inference.UnreadableImage as unreadable:
             command.report(unreadable)

@@ -4,10 +4,10 @@ import os
 
 import numpy as np
 from matplotlib.figure import Figure  # not pyplot: no global figure state
-from matplotlib.ticker import MaxNLocator
 from skimage import io as skio
 
 from foundation import safe_io
+from foundation.epoch_axis import epoch_axis
 
 LR_NEARLY_CONSTANT = 1e-3  # a relative change over the run below this is said, not drawn
 
@@ -26,13 +26,16 @@ def progress_title(run_name, dataset_name):
 
 def training_progress_figure(epochs, title, best=None, test=None):
     """Per epoch: train and valid loss, train and valid accuracy, learning
-    rate; the best validation epoch (`best`, record['best']) marked, the
-    test result (`test`, record['test']) in the title."""
+    rate (a line of text under the panels where it barely changes); the best
+    validation epoch (`best`, record['best']) marked, the test result
+    (`test`, record['test']) in the title."""
     x = [e['epoch'] for e in epochs]
-    fig = Figure(figsize=(8, 10))
-    ax_loss, ax_acc, ax_lr = fig.subplots(3, 1, sharex=True)
-    for ax, metric, label in ((ax_loss, 'loss', 'cross-entropy loss'),
-                              (ax_acc, 'accuracy', 'accuracy')):
+    rates = [e['learning_rate'] for e in epochs]
+    constant_rate = learning_rate_note(rates)
+    fig = Figure(figsize=(8, 7.5 if constant_rate else 10))
+    axes = fig.subplots(2 if constant_rate else 3, 1, sharex=True)
+    for ax, metric, label in ((axes[0], 'loss', 'cross-entropy loss'),
+                              (axes[1], 'accuracy', 'accuracy')):
         for split in ('train', 'valid'):
             ax.plot(x, [e[f'{split}_{metric}'] for e in epochs], 'o-', label=split)
         if best:
@@ -41,27 +44,34 @@ def training_progress_figure(epochs, title, best=None, test=None):
         ax.set_ylabel(label)
         ax.legend()
         ax.grid(alpha=0.3)
-    plot_learning_rate(ax_lr, x, [e['learning_rate'] for e in epochs])
-    ax_lr.set_xlabel('epoch')
-    ax_lr.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if constant_rate:
+        fig.text(0.5, 0.015, constant_rate, ha='center', va='bottom')
+    else:
+        plot_learning_rate(axes[2], x, rates)
+    axes[-1].set_xlabel('epoch')
+    epoch_axis(axes[-1], x)
     fig.suptitle(title + test_line(best, test))
     return fig
 
 
+def learning_rate_note(rates):
+    """What a figure says instead of drawing a learning rate that barely
+    changes over the run (the default exponential decay over a short run,
+    whose curve would only show rounding); None where it changes."""
+    if max(rates) - min(rates) > LR_NEARLY_CONSTANT * max(rates):
+        return None
+    if rates[-1] == rates[0]:
+        return f'learning rate constant over the run: {rates[0]:.4g}'
+    change = rates[-1] / rates[0] - 1 if rates[0] else 0.0
+    return (f'learning rate nearly constant over the run: {rates[0]:.6g} to {rates[-1]:.6g} '
+            f'({100 * change:+.3f} %)')
+
+
 def plot_learning_rate(ax, x, rates):
-    """The rate at the end of each epoch, on an axis from 0; a note in its
-    place where it barely changes (the default exponential decay over a short run), whose
-    curve would only show rounding."""
+    """The rate at the end of each epoch, on an axis from 0."""
     ax.set_ylabel('learning rate (end of epoch)')
     ax.grid(alpha=0.3)
     change = rates[-1] / rates[0] - 1 if rates[0] else 0.0
-    if max(rates) - min(rates) <= LR_NEARLY_CONSTANT * max(rates):
-        said = (f'constant over the run: {rates[0]:.4g}' if rates[-1] == rates[0] else
-                f'nearly constant over the run: {rates[0]:.6g} to {rates[-1]:.6g} '
-                f'({100 * change:+.3f} %)')
-        ax.text(0.5, 0.5, said, transform=ax.transAxes, ha='center', va='center')
-        ax.set_yticks([])
-        return
     ax.plot(x, rates, 'o-', color='tab:green')
     ax.set_ylim(0, 1.1 * max(rates))
     ax.ticklabel_format(axis='y', style='sci', scilimits=(-2, 3), useOffset=False)
@@ -77,7 +87,7 @@ def test_line(best, test):
     line = (f"\ntest: accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f} "
             f"(final weights, epoch {test['epoch']})")
     if best and 'test_accuracy' in best and best['epoch'] != test['epoch']:
-        line += (f"; best validation epoch {best['epoch']}: accuracy "
+        line += (f"\ntest of the best validation epoch {best['epoch']}: accuracy "
                  f"{best['test_accuracy']:.4f}, loss {best['test_loss']:.4f}")
     return line
 

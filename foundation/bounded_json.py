@@ -1,7 +1,8 @@
-"""JSON files read within bounds: their size checked before anything is
-read, their nesting before the parser sees them (Python's parser recurses
-once per level, so a file nested a hundred thousand deep is a RecursionError,
-not a message). A file out of bounds, or not JSON, is one DataError naming it."""
+"""JSON read within bounds: a file's size checked before anything is read,
+the nesting of any JSON text (a file's, an environment variable's: loads)
+before the parser sees it (Python's parser recurses once per level, so text
+nested a hundred thousand deep is a RecursionError, not a message). A file
+out of bounds, or not JSON, is one DataError naming it."""
 import itertools
 import json
 import re
@@ -35,17 +36,24 @@ def bounded_text(path, max_bytes):
     return read_regular(path, max_bytes, 'such a file may hold').decode('utf-8')
 
 
+def loads(text, max_depth=MAX_DEPTH, holder='such a file'):
+    """The JSON value of `text`, which the caller read within its own bound
+    (a file's size, an environment variable's); ValueError saying why where
+    it nests deeper than max_depth (what `holder` may hold) or is not JSON.
+    Every JSON the product reads from outside comes through here."""
+    depth = nesting_depth(text)
+    if depth > max_depth:
+        raise ValueError(f'arrays and objects nested {depth} deep, more than the {max_depth} '
+                         f'{holder} may hold')
+    return json.loads(text)  # depth checked: its recursion stays far below Python's limit
+
+
 def load(path, remedy, max_bytes=MAX_BYTES, max_depth=MAX_DEPTH):
     """The JSON value of the file at `path`; DataError '<path> is not
     readable (why); <remedy>' where it cannot be read, holds more than
     max_bytes, nests deeper than max_depth, or is not JSON."""
     try:
-        text = bounded_text(path, max_bytes)
-        depth = nesting_depth(text)
-        if depth > max_depth:
-            raise ValueError(f'arrays and objects nested {depth} deep, more than the {max_depth} '
-                             f'such a file may hold')
-        return json.loads(text)
+        return loads(bounded_text(path, max_bytes), max_depth)
     except (OSError, ValueError, UnfitFile) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         reason = error.reason if isinstance(error, UnfitFile) else (
             error.strerror if isinstance(error, OSError) and error.strerror else error)

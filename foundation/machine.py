@@ -73,8 +73,8 @@ CPU_BFLOAT16_AUTO = {
     'avx512_bf16': {
         ('custom_model', False): False,  # slower than float32
         ('custom_model', True): False,  # no faster measured
-        ('resnet50', False): True,  # 1.56x float32 at 128 px; accuracy within the seed range
-        ('resnet50', True): False,  # see docs/devices.md
+        ('resnet50', False): True,  # 1.56x float32 at 128 px; accuracy within float32's range over seeds
+        ('resnet50', True): True,  # 1.32x float32 at 128 px; MNIST accuracy within float32's range over 6 seeds
     },
 }
 

@@ -38,10 +38,11 @@ def kind_of(mode):
 
 def checked_stat(info, path, max_bytes, what):
     """`info` (an os.stat_result of `path`) if it is a regular file of at most
-    `max_bytes`, else an UnfitFile that says which bound `what` sets."""
+    `max_bytes` (None: of any size), else an UnfitFile that says which bound
+    `what` sets."""
     if not stat.S_ISREG(info.st_mode):
         raise NotRegularFile(path, f'is not a regular file ({kind_of(info.st_mode)})')
-    if info.st_size > max_bytes:
+    if max_bytes is not None and info.st_size > max_bytes:
         raise UnfitFile(path, f'holds {info.st_size} bytes, more than {what} ({max_bytes} at most)')
     return info
 
@@ -55,6 +56,18 @@ def regular_file(path, max_bytes, what):
     except OSError as error:
         raise NotRegularFile(path, f'cannot be read ({error.strerror or error})') from None
     return checked_stat(info, path, max_bytes, what)
+
+
+def present(path):
+    """os.path.isfile for a path where a file is expected: whether a regular
+    file is there (a link to one followed), False where nothing is, and
+    NotRegularFile where something else is (a FIFO, a device, a folder, a
+    dangling link), which isfile called missing: 'no such file' for
+    /dev/zero sent the user looking for what was there."""
+    if not os.path.lexists(path):
+        return False
+    regular_file(path, None, None)
+    return True
 
 
 def open_regular(path, max_bytes, what):

@@ -4,9 +4,14 @@ Everything the application writes (downloads, history, plots, filters) goes
 through `atomic_path`, so a crash or Ctrl-C mid-write never leaves a
 half-written file under the final name. Inside `all_or_none`, the files of
 a whole block (an evaluation's, an export's) appear together or not at all;
-`atomic_folder` does the same for a folder another library writes.
+`atomic_folder` does the same for a folder another library writes, and puts
+it in the place of the earlier one in one step.
 """
 import contextlib
+import ctypes
+import errno
+import fcntl
+import functools
 import os
 import shutil
 import tempfile
@@ -128,37 +133,119 @@ def all_or_none():
         raise
 
 
+# --- folders replaced in one step ------------------------------------------------------
+
+PARTIAL, EARLIER, REMOVING = '.partial', '.earlier', '.removing'  # beside a folder: its new, its old, going
+
+
 @contextlib.contextmanager
 def atomic_folder(directory):
     """Yields a temporary folder beside `directory` to write into; it takes
-    the place of `directory` once the block completes, the earlier one
-    removed only then. Where the block fails, the temporary folder and the
-    folders made for it are removed and `directory` stays as it was."""
-    partial, earlier = f'{directory}.partial', f'{directory}.earlier'
-    shutil.rmtree(partial, ignore_errors=True)  # left by a write that was killed
-    created = made_folders(os.path.dirname(os.path.abspath(directory)))
+    the place of `directory` once the block completes (replace_folder).
+    Where the block fails, the temporary folder and the folders made for it
+    are removed and `directory` stays as it was. One process at a time
+    replaces the folders of a parent, and first settles what a killed one
+    left there (settle_folders), for every folder of the parent."""
+    partial, parent = directory + PARTIAL, os.path.dirname(os.path.abspath(directory))
+    created = made_folders(parent)
     try:
-        yield partial
-        replace_folder(partial, directory, earlier)
+        with locked_folder(parent):
+            settle_folders(parent)
+            yield partial
+            replace_folder(partial, directory)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         remove_empty(created)
         raise
-    shutil.rmtree(earlier, ignore_errors=True)
 
 
-def replace_folder(partial, directory, earlier):
-    """Renames `partial` to `directory`, the folder there set aside as
-    `earlier` meanwhile and put back where the rename fails."""
-    shutil.rmtree(earlier, ignore_errors=True)
-    if os.path.exists(directory):
+def replace_folder(partial, directory):
+    """Renames `partial` to `directory` in one step where the system can
+    exchange two folders' names (Linux, most local file systems), the
+    earlier folder then removed. Elsewhere in two renames, the earlier
+    folder set aside as <directory>.earlier meanwhile: put back where the
+    second fails, and by settle_folders where the process died between."""
+    if os.path.lexists(directory) and exchange(partial, directory):
+        remove_folder(partial)  # now the earlier folder
+        return
+    earlier = directory + EARLIER
+    if os.path.lexists(directory):
         os.replace(directory, earlier)
     try:
         os.replace(partial, directory)
     except BaseException:
-        if os.path.exists(earlier):
+        if os.path.lexists(earlier):
             os.replace(earlier, directory)
         raise
+    remove_folder(earlier)
+
+
+def settle_folders(parent):
+    """Finishes what a killed replace_folder left in `parent`: a folder set
+    aside (<name>.earlier) whose replacement never came is put back; a
+    temporary folder, one set aside beside its replacement and one being
+    removed go."""
+    for name in sorted(os.listdir(parent)):
+        path = os.path.join(parent, name)
+        if not os.path.isdir(path):  # a file's temporary name (atomic_path) may end alike: not ours
+            continue
+        if name.endswith(EARLIER) and not os.path.lexists(path[:-len(EARLIER)]):
+            os.replace(path, path[:-len(EARLIER)])
+        elif name.endswith((PARTIAL, EARLIER, REMOVING)):
+            remove_folder(path)
+
+
+def remove_folder(path):
+    """Removes the folder `path` (nothing where there is none), renamed to
+    <path>.removing first: a removal killed midway leaves a name that says
+    it is going, never half a folder under a name that says it is whole."""
+    going = path if path.endswith(REMOVING) else path + REMOVING
+    if going != path and os.path.lexists(path):
+        shutil.rmtree(going, ignore_errors=True)
+        os.replace(path, going)
+    shutil.rmtree(going, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def locked_folder(directory):
+    """Holds an flock on the folder itself for the block (no lock file
+    among its entries), so that one process at a time replaces folders in
+    it. Where the file system takes no such lock (NFS emulates flock with
+    write locks, which a folder cannot take), the block runs unlocked."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # linux/fcntl.h, linux/fs.h
+_NO_EXCHANGE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)  # no such call, or not on this file system
+
+
+@functools.cache
+def _renameat2():
+    """libc's renameat2 (glibc 2.28 on), None where the C library has none."""
+    call = getattr(ctypes.CDLL(None, use_errno=True), 'renameat2', None)
+    if call is not None:
+        call.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return call
+
+
+def exchange(first, second):
+    """Swaps the names of two existing paths in one step; True once done,
+    False where the system or the file system cannot (nothing changed)."""
+    call = _renameat2()
+    if call is None:
+        return False
+    if call(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in _NO_EXCHANGE:
+        return False
+    raise OSError(error, os.strerror(error), first, None, second)
 
 
 def check_writable(directory):

@@ -38,6 +38,7 @@ from trainer import console
 from trainer.after_training import inference, trained_run
 from trainer.config import settings
 from trainer.runs import checkpoints
+from trainer.training import training_graph
 
 v1 = tf.compat.v1
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,7 +65,8 @@ def checkpoint_probabilities(cfg, prefix, levels, mean, std):
         model = Model.from_config(cfg, levels.shape[1:])
         probabilities = tf.nn.softmax(model.logits)
         with v1.Session() as session:
-            v1.train.Saver().restore(session, prefix)
+            # the best epoch's checkpoint holds the network, not the optimiser's slots
+            v1.train.Saver(training_graph.inference_variables(model)).restore(session, prefix)
             return session.run(probabilities, {model.X: ((levels - mean) / std).astype(np.float32)})
 
 
@@ -261,8 +263,8 @@ def test_a_checkpoint_of_another_network_names_the_differing_keys(trained, capsy
     path = trained['run'] / 'model.ckpt-2'
     assert export.main(trained['args'] + [f'checkpoint={path}', 'use_se=True']) == 2
     assert capsys.readouterr().err == (f'error: {path} is a checkpoint of another network (use_se: '
-                                       f'False in the checkpoint, True now); set the same values to '
-                                       f'use it\n')
+                                       "False in the checkpoint, True now); leave those keys out: the "
+                                       "run's record gives them\n")
     assert predict.main(trained['args']) == 2
     assert 'give the image files or folders to classify' in capsys.readouterr().err
 

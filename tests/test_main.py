@@ -87,7 +87,7 @@ def test_writes_plot_filters_history_checkpoint_and_events(first_run):
     pdf = save / 'plot_training' / 'custom_model_relu.pdf'
     assert pdf.read_bytes().startswith(b'%PDF')
     filters = sorted(os.listdir(save / 'filters' / 'custom_model_relu'))
-    assert filters == ['filter_%02d.png' % i for i in range(16)] + ['filters.png']
+    assert filters == ['change_from_start'] + ['filter_%02d.png' % i for i in range(16)] + ['filters.png']
     run = save / 'runs' / 'custom_model_relu'
     record = json.loads((run / 'history.json').read_text())
     assert [e['epoch'] for e in record['epochs']] == [1, 2]
@@ -138,7 +138,7 @@ def test_tensorboard_loads_the_per_epoch_scalars_and_the_test_result(first_run):
 
 def test_the_end_of_a_run_says_where_its_files_are(first_run, monkeypatch):
     root, result = first_run
-    tail = result.stdout.splitlines()[-8:]
+    tail = result.stdout.splitlines()[-9:]
     assert re.match(r'^Run custom_model_relu done: 2 epoch\(s\), \d+:\d\d:\d\d of training and '
                     r'evaluation in all; this process took \d+:\d\d:\d\d$', tail[0])
     shown = dict(re.match(r'^  (\w[\w ]*?): +(.*)$', line).groups() for line in tail[1:])
@@ -150,6 +150,12 @@ def test_the_end_of_a_run_says_where_its_files_are(first_run, monkeypatch):
     folder, held = shown['evaluation'].split(': ')
     assert held == 'test-best' and os.path.isfile(os.path.join(folder, held, 'confusion.csv'))
     assert shown['TensorBoard'] == 'tensorboard --logdir datasets/digits/save_dir/runs'
+    size = re.match(r'^([\d.]+) (kB|MB) in its folder, of which [\d.]+ (kB|MB) in 2 checkpoint\(s\) '
+                    r'\(keep_checkpoints=2\) and [\d.]+ (kB|MB) for the best epoch$', shown['disk'])
+    assert size, shown['disk']
+    run_dir = root / 'datasets' / 'digits' / 'save_dir' / 'runs' / 'custom_model_relu'
+    on_disk = sum(p.stat().st_size for p in run_dir.rglob('*') if p.is_file())
+    assert abs(float(size[1]) * {'kB': 1e3, 'MB': 1e6}[size[2]] - on_disk) < 0.06 * on_disk
 
 
 def test_resume_continues_from_the_last_epoch(first_run):

@@ -162,6 +162,7 @@ def test_a_fresh_start_keeps_the_earlier_run_with_its_plot_and_filters(tmp_path,
     said = []
     for i in range(4):
         os.makedirs(run.directory)
+        touch_checkpoint(tmp_path.joinpath(*RUN), 'model.ckpt-1')  # a trained run: one without is not kept
         (tmp_path.joinpath(*RUN) / 'history.json').write_text(str(i))
         plot.parent.mkdir(parents=True, exist_ok=True)
         plot.write_text(f'plot {i}')

@@ -29,6 +29,7 @@ from foundation.errors import DataError
 from Model import Model
 from tests import fixtures
 from trainer.config import settings
+from trainer.training import training_graph
 from trainer.training.input_source import make_input
 
 v1 = tf.compat.v1
@@ -865,7 +866,9 @@ def test_main_trains_on_a_written_imagenet_subset(imagenet, capsys):
     cfg = settings.load_config(args)
     with tf.Graph().as_default(), v1.Session() as session:
         model = Model.from_config(cfg, (224, 224, 3))
-        v1.train.Saver().restore(session, str(run / record['best']['checkpoint']))
+        # the best epoch's checkpoint holds the network, not the optimiser's slots
+        best = str(run / record['best']['checkpoint'])
+        v1.train.Saver(training_graph.inference_variables(model)).restore(session, best)
         images, _, _ = read_pass(session, make_input(TFRecordsReader.open_imagenet(imagenet['dir']), cfg),
                                  'valid', training=False)
         probabilities = session.run(tf.nn.softmax(model.logits), {model.X: images[:1]})[0]

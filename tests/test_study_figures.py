@@ -21,7 +21,8 @@ def test_the_run_pdf_has_epoch_ticks_the_best_epoch_and_the_test_result_in_its_t
     ax_loss, ax_acc, ax_lr = fig.axes
     assert all(float(t).is_integer() for t in ax_lr.get_xticks())
     assert 'test: accuracy 0.5000, loss 1.1000 (final weights, epoch 3)' in fig.get_suptitle()
-    assert 'best validation epoch 2: accuracy 0.6100' in fig.get_suptitle()
+    assert 'test of the best validation epoch 2: accuracy 0.6100' in fig.get_suptitle()
+    assert list(ax_lr.get_xticks()) == [1, 2, 3]
     for ax in (ax_loss, ax_acc):  # a vertical line at the best epoch, named in the legend
         assert any(list(line.get_xdata()) == [2, 2] for line in ax.get_lines())
         assert 'best validation epoch (2)' in [t.get_text() for t in ax.get_legend().get_texts()]
@@ -32,10 +33,41 @@ def test_the_run_pdf_has_epoch_ticks_the_best_epoch_and_the_test_result_in_its_t
 
 @pytest.mark.parametrize('rates, said', [([1e-3] * 3, 'constant over the run: 0.001'),
                                          ([1e-3, 0.99999e-3, 0.99998e-3], 'nearly constant')])
-def test_a_learning_rate_that_does_not_change_is_said_not_drawn(rates, said):
-    ax_lr = util.training_progress_figure(rows(rates), 'run').axes[2]
-    assert not ax_lr.get_lines()
-    assert said in ax_lr.texts[0].get_text()
+def test_a_learning_rate_that_does_not_change_is_a_line_of_text_not_a_panel(rates, said):
+    fig = util.training_progress_figure(rows(rates), 'run')
+    assert len(fig.axes) == 2  # loss and accuracy only
+    assert said in ' '.join(t.get_text() for t in fig.texts)
+
+
+def test_one_epoch_is_drawn_on_a_whole_epoch_axis():
+    fig = util.training_progress_figure(rows([1e-3]), 'run')
+    assert list(fig.axes[-1].get_xticks()) == [1]
+    assert fig.axes[-1].get_xlim() == (0.5, 1.5)  # not matplotlib's 0.945 to 1.05
+    many = util.training_progress_figure(rows([1e-3] * 40), 'run').axes[-1]
+    ticks = [t for t in many.get_xticks() if 1 <= t <= 40]
+    assert 3 <= len(ticks) <= 12 and all(float(t).is_integer() for t in ticks)
+
+
+def test_the_sweep_validation_figure_has_whole_epoch_ticks():
+    runs = [made_up_run('custom_model_relu', 'custom_model', 'relu', False, 8)]
+    runs = [runs[0]._replace(epochs=runs[0].epochs[:1])]
+    ax = run_curves.validation_figure(runs, 'one epoch').axes[-1]
+    assert list(ax.get_xticks()) == [1] and ax.get_xlim() == (0.5, 1.5)
+
+
+@pytest.mark.parametrize('recorded, drawn, said', [(11, 11, False), (21, 11, True)])
+def test_the_depth_profile_draws_a_default_run_whole_and_says_when_it_leaves_epochs_out(recorded, drawn, said):
+    layers = 4
+    statistics = {'layers': [[f'l{i}', 'relu'] for i in range(layers)], 'images': 64,
+                  'epochs': [{'epoch': e, 'inference': {'mean': [0.1 * e] * layers, 'variance': [1.0] * layers}}
+                             for e in range(recorded)]}
+    fig = figures.depth_profile_figure(statistics, ['inference'], 'run')
+    legend = fig.legends[0]
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert len(labels) == drawn and labels[0] == 'epoch 0' and labels[-1] == f'epoch {recorded - 1}'
+    if recorded == 11:
+        assert 'epoch 5' in labels
+    assert (f'{drawn} of the {recorded} epochs' in legend.get_title().get_text()) is said
 
 
 def made_up_excitations(blocks, seed):

@@ -126,6 +126,7 @@ def test_a_folder_takes_the_place_of_the_earlier_one_only_once_complete(tmp_path
         return real_replace(source, destination)
     real_replace = os.replace
     monkeypatch.setattr(os, 'replace', replace)
+    monkeypatch.setattr(safe_io, 'exchange', failing_call(safe_io.exchange, read_only()))  # nor by exchange
     with pytest.raises(OSError), safe_io.atomic_folder(str(target)) as partial:
         os.makedirs(partial)
         open(os.path.join(partial, 'model'), 'w').write('second')
@@ -266,6 +267,7 @@ def test_export_whose_folder_cannot_take_the_earlier_ones_place_keeps_the_earlie
         return real_replace(source, destination)
     real_replace = os.replace
     monkeypatch.setattr(os, 'replace', replace)
+    monkeypatch.setattr(safe_io, 'exchange', failing_call(safe_io.exchange, read_only()))  # nor by exchange
     assert export.main(trained['args']) == 2
     assert one_line(capsys) == (f"error: cannot write into {shown(trained['run'] / 'saved_model' / 'best')} "
                                 f"(read-only file system): {ADVICE}")

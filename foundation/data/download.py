@@ -11,7 +11,7 @@ import shutil
 import urllib.error
 import urllib.request
 
-from foundation import safe_io
+from foundation import regular_files, safe_io
 from foundation.errors import DataError
 
 CHUNK = 1 << 20
@@ -72,7 +72,7 @@ def ensure_files(remotes, directory, download, alternative=''):
     files to put where, and `alternative` what else would do.
     """
     paths = [os.path.join(directory, r.name) for r in remotes]
-    missing = [r for r, p in zip(remotes, paths) if not os.path.isfile(p)]
+    missing = [r for r, p in zip(remotes, paths) if not regular_files.present(p)]  # a FIFO: one line
     if not missing:
         return paths
     reason = 'download=False'

@@ -19,6 +19,7 @@ import zlib
 
 import numpy as np
 
+from foundation import regular_files
 from foundation.data import subsets
 from foundation.data.bounded_read import (
     NUMBER_KINDS,
@@ -227,8 +228,8 @@ def read_mnist_npz(npz):
 def load_mnist(data_dir, seed, download):
     """The four official idx .gz files, or Keras' mnist.npz: 55000 / 5000 / 10000."""
     npz = os.path.join(data_dir, 'mnist.npz')
-    have_idx = any(os.path.isfile(os.path.join(data_dir, r.name)) for r in MNIST_REMOTES.values())
-    if os.path.isfile(npz) and not have_idx:
+    have_idx = any(regular_files.present(os.path.join(data_dir, r.name)) for r in MNIST_REMOTES.values())
+    if regular_files.present(npz) and not have_idx:
         train_x, train_y, test_x, test_y = read_mnist_npz(npz)
         train_source = test_source = npz
     else:
@@ -365,7 +366,7 @@ def cifar_batch_bytes(data_dir, download):
     if os.path.isdir(folder):
         for name in names:
             path = os.path.join(folder, name)
-            if not os.path.isfile(path):
+            if not regular_files.present(path):
                 raise DataError(f'{path} is missing: {folder} must hold {", ".join(names)}')
             check_cifar_file_size(path, os.path.getsize(path))
             with open(path, 'rb') as f:
@@ -422,12 +423,12 @@ def cifar_meta_bytes(data_dir):
     """(where, bytes) of batches.meta in the extracted folder or the archive
     of data_dir; None where neither holds it."""
     path = os.path.join(data_dir, CIFAR_FOLDER, CIFAR_META)
-    if os.path.isfile(path):
+    if regular_files.present(path):
         check_cifar_file_size(path, os.path.getsize(path))
         with open(path, 'rb') as f:
             return path, f.read()
     archive = os.path.join(data_dir, CIFAR_ARCHIVE.name)
-    if not os.path.isfile(archive):
+    if not regular_files.present(archive):
         return None
     try:
         with tarfile.open(archive, 'r:gz') as tar:

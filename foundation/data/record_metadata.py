@@ -36,7 +36,7 @@ def labels_of_text(text):
 def read_metadata(data_dir):
     """The checked dataset.json of data_dir, or None if there is none."""
     path = os.path.join(data_dir, METADATA)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):  # a FIFO or a device there is no missing file: load says what it is
         return None
     metadata = bounded_json.load(path, 'run python TFRecordsWriter.py again')
     check_schema(metadata, path)

@@ -295,6 +295,17 @@ def fit_input(values, mean, std):
             STEM_MEAN: (values[STEM_MEAN] - shift).astype(np.float32)}
 
 
+def check_fitted(values, path):
+    """`values`, unless fitting them to the input (fit_input) took the first
+    kernel or its mean beyond float32: finite in the file, they would be
+    infinite in the network, and training would stop 'diverged'."""
+    for name, entry in ((STEM_KERNEL, 'conv1_conv/kernel'), (STEM_MEAN, 'conv1_bn/moving_mean')):
+        if not np.isfinite(values[name]).all():
+            raise refused(path, entry, "overflows float32 once fitted to this data's input "
+                                       "(scaled by its pixels' std)")
+    return values
+
+
 def start_from(run):
     """A fresh run's ResNet50 trunk from cfg['init_weights'] (nothing when it
     is None), put in after the variables are initialised; folder.start_or_resume
@@ -303,7 +314,7 @@ def start_from(run):
     if not path:
         return
     model, data = run.built.model, run.built.source.data
-    values = fit_input(read_trunk(path), data.mean, data.std)
+    values = check_fitted(fit_input(read_trunk(path), data.mean, data.std), path)
     variables = network_variables(model)
     assign(run.session, [(variables[name], value) for name, value in values.items()])
     print(loaded_line(path, model, values, len(data.mean)), flush=True)

@@ -186,10 +186,15 @@ class ImageReader:
 
     def read(self, path):
         """The image of the file at `path`: float32 [height, width, channels]."""
+        return self.read_with_size(path)[0]
+
+    def read_with_size(self, path):
+        """(the image of the file at `path`, the (height, width) its file holds)."""
         try:
             data = image_files.image_bytes(path)  # a regular file, its size bounded, before a byte is read
             with image_files.opened(path, data) as header:  # its declared size checked before decoding
                 scale = image_files.jpeg_scale(header, self.needed)
+                source = header.size[::-1]  # Pillow's (width, height)
             decoded = self.session.run(self.decoded[scale], {self.contents: data})
         except image_files.BadImage as error:
             # Pillow names the bytes it was given as '<_io.BytesIO object at 0x...>'
@@ -199,13 +204,40 @@ class ImageReader:
             raise UnreadableImage(f'{path}: TensorFlow cannot decode it ({tf_errors.error_reason(error)}); '
                                   f'give PNG or JPEG files') from None
         if self.resize != 'central_view' and decoded.shape[:2] == self.size:
-            return decoded
+            return decoded, source
         shrink = self.resize != 'central_view' and (decoded.shape[0] > self.size[0]
                                                     or decoded.shape[1] > self.size[1])
-        return self.session.run(self.resized[shrink], {self.image: decoded})
+        return self.session.run(self.resized[shrink], {self.image: decoded}), source
 
     def close(self):
         self.session.close()
+
+
+SIZE_FAR = 2.0        # a side this many times the data's, or this many times smaller, is far from them
+BRIGHTNESS_FAR = 1.0  # an image whose mean is this many pixel standard deviations off the data's mean
+
+
+def unlike_training(source, image, description):
+    """What sets an image given to predict apart from the training images,
+    in one text ('' where nothing does): a size far from theirs (what was
+    done to it said), a mean brightness far from theirs (a light background
+    where they had a dark one, or the reverse). `source` is the (height,
+    width) of the file, `image` the network's input in 0..255."""
+    height, width, _ = description['image_shape']
+    said = []
+    ratio = max(source[0] / height, source[1] / width, height / source[0], width / source[1])
+    if ratio >= SIZE_FAR:
+        done = 'shrunk' if source[0] * source[1] > height * width else 'enlarged'
+        said.append(f'{source[1]}x{source[0]} pixels, {done} to the {width}x{height} of the training images')
+    levels = description.get('pixel_max', 255)
+    mean = float(np.mean(image)) * levels / 255
+    trained_mean, trained_std = float(np.mean(description['mean'])), float(np.mean(description['std']))
+    if abs(mean - trained_mean) > BRIGHTNESS_FAR * trained_std:
+        which, guess = (('brighter', 'a light background where theirs is dark') if mean > trained_mean else
+                        ('darker', 'a dark background where theirs is light'))
+        said.append(f'{which} than the training images (mean {mean:.3g} of {levels}, theirs {trained_mean:.3g} '
+                    f'with a pixel spread of {trained_std:.3g}): {guess}?')
+    return '; '.join(said)
 
 
 def needed_size(size, resize):

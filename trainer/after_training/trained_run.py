@@ -4,16 +4,17 @@ picks ('best': of the best validation epoch, 'newest', or a path), checked
 to be one of the configured network before anything is built."""
 import dataclasses
 import os
+import sys
 
 import tensorflow as tf
 
-from foundation import tf_errors
+from foundation import regular_files, tf_errors
 from foundation.errors import UserError
 from trainer import console
 from trainer.after_training import data_summary
 from trainer.config import command, settings
 from trainer.runs import checkpoints, folder, records, weights
-from trainer.training import input_source
+from trainer.training import input_source, interruption
 
 v1 = tf.compat.v1
 NAMED_RUNS_SHOWN = 12  # a folder of many runs: the first this many are named
@@ -44,7 +45,37 @@ class TrainedRun:
 
 def find(cfg):
     """The TrainedRun that cfg names; NoSuchRun or CheckpointError, in one
-    line, where there is none to use."""
+    line, where there is none to use or it is of another network."""
+    found = located(cfg)
+    changes = records.graph_changes(found.record, cfg)
+    if changes:
+        raise CheckpointError(f'{found.prefix} is a checkpoint of another network ({changes}); '
+                              "leave those keys out: the run's record gives them")
+    return found
+
+
+def with_network_of_run(cfg, given):
+    """cfg with the keys that shape the network (settings.GRAPH) taken from
+    the record of the run it names, but for the keys `given` on the command
+    line, which find then checks against it: a run is found by its name
+    alone. cfg as it is where no run is found (find says so)."""
+    try:
+        record = located(cfg).record
+    except UserError:
+        return cfg
+    saved = record.get('config', {})
+    taken = {k: saved[k] for k in settings.keys_tagged(settings.GRAPH)
+             if k in saved and k not in given and saved[k] != cfg.get(k)}
+    merged = {**cfg, **taken}
+    if taken and not records.graph_changes(record, merged):  # else find's one line says what contradicts it
+        # stderr, as predict's other lines but its answers: its stdout stays the classes alone
+        print('The network as the run was trained: ' + ', '.join(f'{k}={v!r}' for k, v in taken.items()),
+              file=sys.stderr, flush=True)
+    return merged
+
+
+def located(cfg):
+    """The TrainedRun of cfg's run and checkpoint, its network unchecked."""
     choice = cfg['checkpoint']
     run = folder.locate(cfg)
     if choice in ('best', 'newest'):
@@ -59,10 +90,6 @@ def find(cfg):
             found = best_of(run, record)
     else:
         found = named_checkpoint(run, choice)
-    changes = records.graph_changes(found.record, cfg)
-    if changes:
-        raise CheckpointError(f'{found.prefix} is a checkpoint of another network ({changes}); '
-                              f'set the same values to use it')
     return found
 
 
@@ -117,7 +144,7 @@ def checkpoint_prefix(path):
         found = checkpoints.found(path)
         return found[-1].prefix if found else None
     prefix = path.rsplit('.index', 1)[0] if path.endswith('.index') else path.split('.data-')[0]
-    return prefix if os.path.isfile(prefix + '.index') else None
+    return prefix if regular_files.present(prefix + '.index') else None  # a FIFO: one line
 
 
 def epochs_of(prefix, record):
@@ -158,6 +185,9 @@ def script_status(task, args, *extra):
     """The exit status of a script after training (evaluate.py, predict.py,
     export.py, instruments.py): task(the config of the key=value `args`,
     *extra), in TensorFlow's graph mode as the run was trained, a mistake
-    answered in one line (command.run)."""
+    answered in one line (command.run), as is Ctrl-C or SIGTERM, which
+    stop it where it is (interruption.stop_at_once), its files all or none."""
     v1.disable_eager_execution()
-    return command.run(lambda: task(settings.load_config(args), *extra))
+    given = {arg.partition('=')[0] for arg in args}
+    return command.run(lambda: interruption.stop_at_once(
+        lambda: task(with_network_of_run(settings.load_config(args), given), *extra)))

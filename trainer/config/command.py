@@ -2,11 +2,13 @@
 `--help`, a config from constant.py and `key=value` arguments, and one line
 with exit status 2 for whatever a user can fix."""
 import os
+import signal
 import sys
 
 from foundation import tf_quiet
 from foundation.errors import UserError
 from trainer.config import key_docs, settings
+from trainer.training import interruption
 
 RECORDS_DEFAULTS = ('dataset_name=cifar_128',)  # ImageResizer and TFRecordsWriter: 128 px CIFAR unless told
 
@@ -42,8 +44,21 @@ def report(error):
 
 
 def run(task, *args):
-    """task(*args)'s exit status, or 2 with one line for a UserError."""
+    """task(*args)'s exit status, or 2 with one line for a UserError, or
+    128 + the signal with one line where Ctrl-C (KeyboardInterrupt) or
+    interruption.stop_at_once's signal stopped it, as main.py answers one."""
     try:
         return task(*args)
     except UserError as error:
         return report(error)
+    except KeyboardInterrupt:  # a command that installs no handler of its own
+        return interrupted(signal.SIGINT)
+    except interruption.StoppedAtOnce as stopped:
+        return interrupted(stopped.signum)
+
+
+def interrupted(signum):
+    """Says that a signal stopped the command; returns the exit status 128 + signum."""
+    print(f'Interrupted (stopped by {signal.Signals(signum).name}): {program()} stopped before it '
+          f'finished', file=sys.stderr, flush=True)
+    return 128 + signum

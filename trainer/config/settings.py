@@ -20,7 +20,7 @@ import reprlib
 import warnings
 
 import constant
-from foundation import machine
+from foundation import machine, regular_files
 from foundation.data import loaders
 from foundation.errors import ConfigError
 from foundation.networks import architecture, pretrained
@@ -202,9 +202,25 @@ def _grids(key, value, cfg):
     return value
 
 
+def _as_typed(text):
+    """`text` with each byte of it that is no UTF-8 shown as \\xff, as the user typed it."""
+    try:
+        return os.fsencode(text).decode('utf-8', 'backslashreplace')
+    except UnicodeEncodeError:  # a surrogate that stands for no byte (given from Python)
+        return text.encode('utf-8', 'backslashreplace').decode('utf-8')
+
+
 def _text(key, value, cfg):
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{key} must be a non-empty text, got {_shown(value)}")
+    try:
+        value.encode('utf-8')
+    except UnicodeEncodeError:
+        # Bytes of the command line that are no UTF-8 arrive as lone surrogates
+        # (\xff as \udcff), which neither the run's files and console lines
+        # (UTF-8) nor TensorFlow's file names can hold: a traceback later.
+        raise ConfigError(f"{key}={_as_typed(value)} holds bytes that are not UTF-8, which the run's "
+                          f"files and TensorFlow cannot take; rename it in UTF-8 or give another path") from None
     return value
 
 
@@ -247,7 +263,11 @@ def _shard_counts(key, value, cfg):
 def _existing_file(hint=''):
     def check(key, value, cfg):
         _text(key, value, cfg)
-        if not os.path.isfile(value):
+        try:
+            found = regular_files.present(value)
+        except regular_files.UnfitFile as error:  # /dev/zero, a FIFO: there, but no file
+            raise ConfigError(f"{key}={value!r} {error.reason}{hint}") from None
+        if not found:
             raise ConfigError(f"{key}={value!r}: no such file{hint}")
         return value
     return check

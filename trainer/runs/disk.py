@@ -1,6 +1,7 @@
 """A full disk, told apart from other write errors and named with its free
 space."""
 import errno
+import os
 import shutil
 
 import tensorflow as tf
@@ -32,3 +33,23 @@ def out_of_space(error, directory, advice=RESUME_ADVICE):
         return None
     free = shutil.disk_usage(safe_io.nearest_folder(directory)).free / 2 ** 20
     return OutOfSpace(f'the disk of {directory} is full ({free:.1f} MB free): {advice}')
+
+
+def folder_bytes(path):
+    """The bytes of the files under `path` (links not followed); 0 where it is gone."""
+    total = 0
+    for parent, _, names in os.walk(path):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(parent, name)).st_size
+            except OSError:  # removed meanwhile
+                pass
+    return total
+
+
+def size_text(size):
+    """'807 MB', '1.2 GB', '35 kB': a size as people read it (powers of 1000)."""
+    for unit, scale in (('GB', 1e9), ('MB', 1e6), ('kB', 1e3)):
+        if size >= scale:
+            return f'{size / scale:.{1 if size < 10 * scale else 0}f} {unit}'
+    return f'{size} bytes'

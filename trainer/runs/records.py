@@ -44,6 +44,18 @@ def epochs_of(record):
 ABSENT_MEANS_OFF = {'plateau_patience': None, 'ema_decay': None}
 
 
+def precision_of(record):
+    """The precision a run computed in, as its record says: 'float32',
+    'bfloat16' (mixed precision on a CPU), 'float16' (on a GPU); None where
+    it does not say."""
+    mixed = record.get('config', {}).get('mixed_precision')
+    if mixed is None or mixed == 'auto':
+        return None
+    if not mixed:
+        return 'float32'
+    return 'float16' if str(record.get('device', '')).startswith('GPU') else 'bfloat16'
+
+
 def graph_changes(record, cfg):
     """'key: value in the checkpoint, value now' for every key that shapes
     the network (settings.graph_signature) and differs between the config a

@@ -1,5 +1,6 @@
 """What a run leaves when it stops early: interrupted (a checkpoint of the
 step it reached) or diverged (the divergence kept in its history)."""
+import os
 import sys
 
 import tensorflow as tf
@@ -21,8 +22,9 @@ def save_interrupted(run, epoch, stopped):
         run.built.progress.set(run.session, epoch - 1, images)
         saved = checkpoints.save(run.session, run.built.saver, run.directory, epoch - 1, images,
                                  run.record)
-        commit_files(run)
-        print(f'Interrupted ({stopped}) at epoch {epoch}, step {images}: saved {saved.prefix}; '
+        commit_files(run)  # a fresh start's folder now in the run's place: name the checkpoint there
+        print(f'Interrupted ({stopped}) at epoch {epoch}, step {images}: saved '
+              f'{os.path.join(run.directory, saved.name)}; '
               f'python main.py ... resume=True continues from there', file=sys.stderr, flush=True)
     else:
         print(f'Interrupted ({stopped}) after the last epoch; its checkpoint stands',
@@ -36,8 +38,10 @@ def record_divergence(run, divergence, plot):
     newest = checkpoints.found(run.directory)
     kept = (f'the last good checkpoint is {newest[-1].prefix}' if newest
             else 'no epoch completed, so no checkpoint')
-    print(f'error: {divergence}; training stopped, {kept}. Lower learning_rate '
-          f'(now {run.cfg["learning_rate"]}) and run again.', file=sys.stderr, flush=True)
+    decay = run.cfg['weight_decay']  # its part of each step (weight_decay x w) may be what grew
+    also = f' or weight_decay (now {decay:g})' if decay else ''
+    remedy = divergence.remedy or f'Lower learning_rate (now {run.cfg["learning_rate"]}){also} and run again.'
+    print(f'error: {divergence}; training stopped, {kept}. {remedy}', file=sys.stderr, flush=True)
     run.record['diverged'] = str(divergence)
     history.save(run.directory, run.record)
     if run.record['epochs']:

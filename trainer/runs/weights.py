@@ -13,22 +13,25 @@ from trainer.runs import checkpoints
 v1 = tf.compat.v1
 
 
-# The variables mixed precision's dynamic loss scaling adds to a graph
-# (tf.compat.v1.mixed_precision): the only ones a checkpoint of the other
-# precision lacks, the weights being float32 in both.
-LOSS_SCALE_VARIABLES = ('current_loss_scale', 'good_steps')
+# The variables of the optimiser's state (tf.compat.v1's Adam and momentum
+# slots and powers, mixed precision's dynamic loss scale), by the last part of
+# their names: the only ones a checkpoint may lack. One of the other
+# precision lacks the loss scale, the weights being float32 in both; the best
+# epoch's holds the network alone.
+OPTIMISER_STATE = ('current_loss_scale', 'good_steps', 'Adam', 'Adam_1', 'Momentum', 'beta1_power', 'beta2_power')
 
 
 def restore(session, saver, prefix):
-    """saver.restore of a checkpoint, also of one written in the other
-    precision: from a float32 checkpoint a mixed-precision graph's loss scale
-    starts afresh (it is dynamic: it finds its level within a few steps), and
-    in float32 the loss scale a checkpoint holds is left unread. Any other
-    variable missing fails as in saver.restore."""
+    """saver.restore of a checkpoint, also of one without the optimiser's
+    state: a checkpoint of the other precision (a mixed-precision graph's
+    loss scale starts afresh: it is dynamic and finds its level within a few
+    steps; in float32 the loss scale a checkpoint holds is left unread), or
+    the best epoch's, which evaluation reads. Any other variable missing
+    fails as in saver.restore."""
     saved = {name for name, _ in tf.train.list_variables(prefix)}
     variables = session.graph.get_collection(v1.GraphKeys.GLOBAL_VARIABLES)
     missing = [v for v in variables if v.op.name not in saved]
-    if not missing or not all(v.op.name.split('/')[-1] in LOSS_SCALE_VARIABLES for v in missing):
+    if not missing or not all(v.op.name.split('/')[-1] in OPTIMISER_STATE for v in missing):
         saver.restore(session, prefix)
         return
     session.run(v1.variables_initializer(missing))

@@ -13,13 +13,14 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from foundation import safe_io
+from foundation.epoch_axis import epoch_axis
 from trainer.after_training import evaluation_figures
 from trainer.study import excitation, self_normalisation
 from trainer.study.run_curves import legend_outside, run_styles, style_handles, validation_figure
 
 MAX_CLASSES_DRAWN = 10  # lines per panel a reader can tell apart
 MAX_LAYERS_NAMED = 12   # beyond, the colour bar alone says which layer a line is
-MAX_EPOCHS_DRAWN = 10   # lines of the depth profile: epochs spread evenly, first and last kept
+MAX_EPOCHS_DRAWN = 11   # lines of the depth profile (0 to 10: a default run whole); beyond, spread evenly
 LAYER_COLOURS = 'viridis'  # first layer dark blue ... last layer yellow
 EPOCH_COLOURS = 'plasma'
 MODE_TITLES = {'inference': 'batch norm in inference mode (moving averages)',
@@ -189,7 +190,7 @@ def self_normalisation_figure(statistics, path, title):
                 if stat == 'variance' and spans_decades([e[mode][stat] for e in epochs]):
                     ax.set_yscale('log')
                 ax.set_xlabel('epoch (0: at initialisation)')
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                epoch_axis(ax, [e['epoch'] for e in epochs])
                 ax.grid(alpha=0.3)
         layer_colourbar(fig, axes.ravel(), layers, norm, cmap)
         if len(layers) <= MAX_LAYERS_NAMED:
@@ -231,9 +232,9 @@ def spans_decades(values, decades=2):
 
 def depth_profile_figure(statistics, modes, title):
     """Mean and variance across the layers (x), a line per epoch."""
-    layers, epochs = statistics['layers'], statistics['epochs']
-    shown = np.unique(np.linspace(0, len(epochs) - 1, min(len(epochs), MAX_EPOCHS_DRAWN)).round())
-    epochs = [epochs[int(j)] for j in shown]
+    layers, recorded = statistics['layers'], statistics['epochs']
+    shown = np.unique(np.linspace(0, len(recorded) - 1, min(len(recorded), MAX_EPOCHS_DRAWN)).round())
+    epochs = [recorded[int(j)] for j in shown]
     fig = Figure(figsize=(7.5 * len(modes) + 1.5, 9), layout='constrained')
     axes = fig.subplots(2, len(modes), squeeze=False)
     norm = colors.Normalize(0, max(len(epochs) - 1, 1))
@@ -252,7 +253,10 @@ def depth_profile_figure(statistics, modes, title):
             ax.set_title(mode_title(mode, modes), fontsize='small')
             ax.grid(alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc='outside right upper', fontsize='small', frameon=False)
+    drawn = None if len(epochs) == len(recorded) else (
+        f'{len(epochs)} of the {len(recorded)} epochs\nrecorded, spread evenly')
+    fig.legend(handles, labels, loc='outside right upper', fontsize='small', frameon=False, title=drawn,
+               title_fontsize='small')
     fig.suptitle(f'{title}\nacross the layers (first → last), a line per epoch (0: at initialisation)')
     return fig
 

@@ -6,7 +6,8 @@ import collections
 import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+
+from foundation.epoch_axis import epoch_axis
 
 SweepRun = collections.namedtuple(
     'SweepRun', 'name network activation se epochs statistics excitations')
@@ -54,7 +55,7 @@ def validation_figure(runs, title, styles=None):
         ax.set_ylabel(f'validation {metric}')
         ax.grid(alpha=0.3)
     ax.set_xlabel('epoch')
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    epoch_axis(ax, [e['epoch'] for r in runs for e in r.epochs])
     legend_outside(fig, style_handles(runs, styles), [r.name for r in runs], title=STYLE_LEGEND)
     fig.suptitle(title)
     return fig

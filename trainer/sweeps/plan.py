@@ -28,11 +28,6 @@ def grid_points(grid):
     return points
 
 
-# The sweep's own keys: the same for every run, checked once for the sweep.
-SWEEP_KEYS = ('experiment_grids', 'experiment_grid', 'experiment_seeds', 'max_runs', 'workers', 'worker_index',
-              'num_workers')
-
-
 def checked_plan(argv):
     """plan's runs, their 'auto' options left undecided: in time linear in
     the runs, without TensorFlow."""
@@ -94,3 +89,26 @@ def run_dir(cfg):
 def results_dir(grid, runs):
     """Where a sweep's tables and report go: SAVE_DIR/experiments/<grid>."""
     return os.path.join(constant.derived_dirs(runs[0])['SAVE_DIR'], 'experiments', grid)
+
+
+def one_precision_per_network(planned, fitted):
+    """The fitted configs of a sweep's runs (`fitted`, from the `planned`
+    ones, 'auto' undecided), with every run of a model in one precision: the
+    arms of a comparison (SE or not, one activation or another) differ in
+    nothing else. Where 'auto' picked bfloat16 for some runs of a model and
+    float32 for others, all of that model's take float32, the precision every
+    network is measured in; a precision the user set is kept. Returns the
+    configs and a line saying what changed, or None."""
+    by_model = {}
+    for raw, cfg in zip(planned, fitted):
+        if raw['mixed_precision'] == 'auto':
+            by_model.setdefault(cfg['model'], set()).add(bool(cfg['mixed_precision']))
+    mixed = sorted(model for model, chosen in by_model.items() if len(chosen) > 1)
+    if not mixed:
+        return fitted, None
+    fitted = [{**cfg, 'mixed_precision': False}
+              if raw['mixed_precision'] == 'auto' and cfg['model'] in mixed else cfg
+              for raw, cfg in zip(planned, fitted)]
+    return fitted, (f"precision: float32 for every run of {', '.join(mixed)}: 'auto' would train some of "
+                    f"them in a low precision and others not, and the arms of a comparison must share one "
+                    f"(mixed_precision=True trains them all in it)")

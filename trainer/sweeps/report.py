@@ -18,6 +18,7 @@ from foundation import bounded_json, regular_files
 from foundation.errors import DataError
 from trainer.after_training import evaluation
 from trainer.config import settings
+from trainer.runs import records
 from trainer.study import cam, excitation, paired, self_normalisation
 from trainer.sweeps import results
 from trainer.sweeps.names import configuration_name, without_activation
@@ -232,9 +233,7 @@ def machine_lines(report):
     """What trained the runs, as their records say."""
     devices = collections.Counter(r.record.get('device', 'not recorded') for r in report.runs)
     versions = collections.Counter(r.record.get('tensorflow', 'not recorded') for r in report.runs)
-    precision = collections.Counter(
-        {True: 'mixed', False: 'float32'}.get(r.record.get('config', {}).get('mixed_precision'), 'not recorded')
-        for r in report.runs)
+    precision = collections.Counter(records.precision_of(r.record) or 'not recorded' for r in report.runs)
 
     def counted(counter):
         return ', '.join(f'{what} ({n} runs)' if len(counter) > 1 else what for what, n in counter.items())

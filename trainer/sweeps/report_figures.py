@@ -6,8 +6,8 @@ import textwrap
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
+from foundation.epoch_axis import epoch_axis
 from trainer.after_training import evaluation_figures
 from trainer.study import figures, paired, run_curves, self_normalisation
 from trainer.sweeps import report as sweep_report
@@ -120,7 +120,7 @@ def curves_page(report):
         ax.set_ylabel(f'validation {metric}')
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel('epoch')
-    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    epoch_axis(axes[-1], range(1, 1 + max(min(len(r.epochs) for r in c.runs) for c in report.configurations)))
     figures.legend_outside(fig, *axes[0].get_legend_handles_labels(), title='configuration')
     fig.suptitle(f'{report.title}: validation curves\nmean over the seeds, band: ± one sample standard deviation')
     return fig

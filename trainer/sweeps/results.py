@@ -18,7 +18,7 @@ from trainer.training.callbacks import better
 
 COLUMNS = ('run', 'best train loss', 'best valid loss', 'best train acc %', 'best valid acc %',
            'best epoch', 'test acc % (best epoch)', 'M params', 'M mult-adds', 'img/s', 's/epoch', 'time', 'device',
-           'epochs', 'note')
+           'precision', 'epochs', 'note')
 SEED_COLUMNS = ('best valid acc %', 'test acc % (best epoch)', 'best valid loss', 'img/s', 's/epoch', 'time')
 
 
@@ -69,7 +69,8 @@ def result_row(cfg, record):
     row = {'run': cfg['run_name'], 'best epoch': best.get('epoch'),
            'test acc % (best epoch)': 100 * best['test_accuracy'] if 'test_accuracy' in best else None,
            'time': sum(e['epoch_seconds'] for e in epochs), 'device': record.get('device'),
-           'epochs': len(epochs), 'note': '; '.join(notes), **cost_columns(record, epochs)}
+           'precision': records.precision_of(record), 'epochs': len(epochs), 'note': '; '.join(notes),
+           **cost_columns(record, epochs)}
     for split in ('train', 'valid'):
         losses = [e[f'{split}_loss'] for e in epochs]
         accuracies = [e[f'{split}_accuracy'] for e in epochs]

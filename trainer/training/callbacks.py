@@ -11,11 +11,13 @@ import os
 import sys
 import time
 
+import numpy as np
 import tensorflow as tf
 
 import util
+from foundation import safe_io
 from trainer import console
-from trainer.runs import checkpoints, folder, history, patience
+from trainer.runs import checkpoints, disk, folder, history, patience
 from trainer.training import passes
 
 v1 = tf.compat.v1
@@ -145,16 +147,15 @@ class BestCheckpoint(Callback):
 
 class TensorBoardScalars(Callback):
     """Every figure of the row as a TensorBoard scalar at step = epoch, in
-    the run's folder (with the graph, on a fresh start)."""
+    the run's folder (with the graph, on a fresh start). The events file is
+    opened at the first write, after the first epoch is committed: a fresh
+    start's folder has then taken the run's place (folder.commit_files)."""
 
     def before_train(self, run):
-        self.writer = v1.summary.FileWriter(run.directory, run.built.graph if run.done == 0 else None)
-        # TensorBoard drops what earlier processes logged after this step: the
-        # epochs a crash lost and that are trained again.
-        self.writer.add_session_log(v1.SessionLog(status=v1.SessionLog.START), run.done)
+        self.start = run.done
 
     def after_epoch(self, run, row):
-        self.write({tag: value for tag, value in row.items() if tag != 'epoch'}, row['epoch'])
+        self.write({tag: value for tag, value in row.items() if tag != 'epoch'}, row['epoch'], run)
 
     def with_best_weights(self, run, label):
         """The test results (TestEvaluation comes first), at the step of their epoch."""
@@ -162,9 +163,14 @@ class TensorBoardScalars(Callback):
         if test:
             scalars = {'test_loss': test['loss'], 'test_accuracy': test['accuracy']}
             scalars.update({f'best_epoch_{k}': best[k] for k in ('test_loss', 'test_accuracy') if k in best})
-            self.write(scalars, test['epoch'])
+            self.write(scalars, test['epoch'], run)
 
-    def write(self, scalars, step):
+    def write(self, scalars, step, run):
+        if not hasattr(self, 'writer'):
+            self.writer = v1.summary.FileWriter(run.directory, run.built.graph if self.start == 0 else None)
+            # TensorBoard drops what earlier processes logged after this step: the
+            # epochs a crash lost and that are trained again.
+            self.writer.add_session_log(v1.SessionLog(status=v1.SessionLog.START), self.start)
         values = [v1.Summary.Value(tag=tag, simple_value=float(value)) for tag, value in scalars.items()]
         self.writer.add_summary(v1.Summary(value=values), step)
         self.writer.flush()
@@ -249,19 +255,55 @@ class TestEvaluation(Callback):
             run.session, run.built.model, run.built.source, 'test', run.stop)
 
 
+START_KERNEL_FILE = 'first_conv_at_start.npy'  # in a run's folder: its first conv kernel before training
+
+
 class FilterImages(Callback):
     """The first conv layer's filters as images, as they are after the last
-    epoch, into FILTERS_SAVE_DIR/<run>."""
+    epoch, into FILTERS_SAVE_DIR/<run>, and their change from the start of
+    training into its change_from_start/: after a few epochs the filters
+    mostly show their initialisation, the same for every run of a seed."""
 
     def before_train(self, run):
         self.kernel = run.session.run(run.built.model.first_conv_kernel)
+        start = os.path.join(run.directory, START_KERNEL_FILE)
+        if run.done == 0 and run.skip == 0:
+            with safe_io.atomic_path(start) as tmp, open(tmp, 'wb') as f:
+                np.save(f, self.kernel)
 
     def after_epoch(self, run, row):
         self.kernel = run.session.run(run.built.model.first_conv_kernel)
 
     def after_train(self, run):
-        grid = util.draw_filters(self.kernel, os.path.join(run.dirs['FILTERS_SAVE_DIR'], run.name))
-        print(f'First-layer filters in: {console.shown_path(os.path.dirname(grid))}')
+        directory = os.path.join(run.dirs['FILTERS_SAVE_DIR'], run.name)
+        util.draw_filters(self.kernel, directory)
+        start = start_kernel(run.directory, self.kernel.shape)
+        if start is None:
+            print(f'First-layer filters in: {console.shown_path(directory)} (their start was not kept: '
+                  'no change from it drawn)')
+            return
+        util.draw_filters(self.kernel - start, os.path.join(directory, 'change_from_start'))
+        moved = np.linalg.norm(self.kernel - start) / max(np.linalg.norm(start), 1e-12)
+        print(f'First-layer filters in: {console.shown_path(directory)}, their change from the start of '
+              f'training in change_from_start/ (they moved {100 * moved:.0f} % of their initial norm)')
+
+
+def start_kernel(directory, shape):
+    """The first conv kernel a run started from, None where it was not kept
+    (a run from before it was) or does not read as an array of `shape`."""
+    try:
+        with open(os.path.join(directory, START_KERNEL_FILE), 'rb') as f:
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(np.lib.format.read_magic(f))
+            if read_header is None:
+                return None
+            header_shape, _, _ = read_header(f)
+            if header_shape != tuple(shape):  # checked before anything is allocated
+                return None
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
 
 
 class RunSummary(Callback):
@@ -283,7 +325,8 @@ class RunSummary(Callback):
                  ('TensorBoard', f'tensorboard --logdir {here(os.path.dirname(run.directory))}'),
                  ('plot', here(plot_path(run))),
                  ('filters', here(os.path.join(run.dirs['FILTERS_SAVE_DIR'], run.name))),
-                 ('evaluation', evaluations(run.directory))]
+                 ('evaluation', evaluations(run.directory)),
+                 ('disk', disk_line(run.directory, newest, run.cfg['keep_checkpoints']))]
         in_process = console.process_seconds()
         took = (f'this process took {console.clock(in_process)}' if in_process is not None else
                 f'the loop took {console.clock(time.perf_counter() - self.started)}')
@@ -293,6 +336,16 @@ class RunSummary(Callback):
         for what, where in files:
             print(f'  {what + ":":<13}{where}')
         sys.stdout.flush()
+
+
+def disk_line(run_directory, newest, keep):
+    """'807 MB in its folder, of which 593 MB in 2 checkpoints (keep_checkpoints=2) and 198 MB best'."""
+    checkpoint_bytes = sum(os.path.getsize(p) for c in newest for p in checkpoints.files_of(c.prefix)
+                           if os.path.isfile(p))
+    best = disk.folder_bytes(os.path.join(run_directory, folder.BEST_DIR))
+    return (f'{disk.size_text(disk.folder_bytes(run_directory))} in its folder, of which '
+            f'{disk.size_text(checkpoint_bytes)} in {len(newest)} checkpoint(s) (keep_checkpoints={keep}) '
+            f'and {disk.size_text(best)} for the best epoch')
 
 
 def evaluations(run_directory):

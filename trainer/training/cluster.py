@@ -10,7 +10,9 @@ Worker 0 is the chief: it alone evaluates and writes checkpoints, history,
 plots and filters. Every worker trains on its own slice of every global batch.
 Each waits for the others' servers before its first step, in Python, where
 Ctrl-C and SIGTERM are heard (TensorFlow's own wait inside a step heard
-neither and never ended), for at most peer_wait_seconds. A worker that loses
+neither and never ended), for at most peer_wait_seconds; a server is one
+that answers as gRPC does, not merely a port that accepts connections
+(TensorFlow waited on a silent one for ever). A worker that loses
 a peer mid-step starts itself afresh (same command) and, like a worker
 started again by hand, continues from the chief's newest checkpoint once all
 workers are back.
@@ -18,18 +20,23 @@ workers are back.
 import collections
 import json
 import os
+import re
 import socket
 import sys
 import time
 
 import tensorflow as tf
 
+from foundation import bounded_json
 from foundation.errors import ClusterError
 
 v1 = tf.compat.v1
 
 RESTART_DELAY_SECONDS = 2
 PEER_POLL_SECONDS = 0.2  # how often a waiting worker looks for its peers, and hears a signal
+# A port as TensorFlow parses it: ASCII digits only (int() takes '٢٢٢٢' too, and
+# refuses 5000 digits with a ValueError of its own), 1 to 65535.
+PORT = re.compile(r'[0-9]{1,5}')
 EXAMPLE = ('{"cluster": {"worker": ["host0:2222", "host1:2222"]}, '
            '"task": {"type": "worker", "index": 0}}')
 # What a lost peer looks like to the collective ops.
@@ -61,9 +68,14 @@ def role_from_environment(environ=os.environ):
     if not text:
         return None
     try:
-        config = json.loads(text)
+        config = bounded_json.loads(text, holder='TF_CONFIG')  # nested 100000 deep: a RecursionError
     except ValueError as error:
         raise ClusterError(f'TF_CONFIG is not JSON ({error}); expected {EXAMPLE}') from None
+    try:  # bytes that are no UTF-8 reach os.environ as lone surrogates, which TensorFlow cannot encode
+        json.dumps(config, ensure_ascii=False).encode('utf-8')
+    except UnicodeEncodeError:
+        raise ClusterError(f'TF_CONFIG holds bytes that are not UTF-8 (or a \\u escape of no character); '
+                           f'expected {EXAMPLE}') from None
     if not (isinstance(config, dict) and isinstance(config.get('cluster'), dict)
             and isinstance(config.get('task'), dict)):
         raise ClusterError(f'TF_CONFIG must give "cluster" and "task" as JSON objects; expected {EXAMPLE}')
@@ -87,9 +99,9 @@ def checked_workers(workers):
                            f'{json.dumps(workers)[:80]}; expected {EXAMPLE}')
     for address in workers:
         host, _, port = address.rpartition(':') if isinstance(address, str) else ('', '', '')
-        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        if not host or not PORT.fullmatch(port) or not 1 <= int(port) <= 65535:
             raise ClusterError(f'TF_CONFIG: worker address {json.dumps(address)[:80]} is not '
-                               f'"host:port" with a port from 1 to 65535')
+                               f'"host:port" with a port from 1 to 65535 in ASCII digits')
     if len(set(workers)) != len(workers):
         raise ClusterError(f'TF_CONFIG: the workers {workers} repeat an address; each needs its own')
     return workers
@@ -132,14 +144,40 @@ def join(cfg, train_files, session_proto, stop):
     return Job(role, strategy, server.target, proto)
 
 
-def listening(address, timeout=1.0):
-    """Whether a server accepts connections at "host:port"."""
+# An HTTP/2 client's opening (the preface and an empty SETTINGS frame): a gRPC
+# server, as TensorFlow's is, answers with a SETTINGS frame of its own.
+HTTP2_OPENING = b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n' + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+HTTP2_SETTINGS = 4  # the frame type, byte 3 of a frame's 9-byte header
+LISTENING, SILENT = 'listening', 'silent'  # what a probe of a worker's address found, beside None
+
+
+def probe(address, timeout=1.0):
+    """What is at "host:port": None where nothing accepts connections,
+    SILENT where something does but does not answer as a gRPC server
+    (another program holds the port: TensorFlow would wait on it in C++,
+    deaf to signals, for ever), LISTENING for a gRPC server."""
     host, _, port = address.rpartition(':')
     try:
-        with socket.create_connection((host.strip('[]'), int(port)), timeout=timeout):
-            return True
+        with socket.create_connection((host.strip('[]'), int(port)), timeout=timeout) as connection:
+            try:
+                connection.sendall(HTTP2_OPENING)
+                return LISTENING if answers_http2(connection, time.monotonic() + timeout) else SILENT
+            except OSError:  # accepted, then reset or timed out: not a server to train with
+                return SILENT
     except OSError:
-        return False
+        return None
+
+
+def answers_http2(connection, deadline):
+    """Whether the first frame `connection` receives before `deadline` is SETTINGS."""
+    header = b''
+    while len(header) < 4:
+        connection.settimeout(max(deadline - time.monotonic(), 0.01))
+        received = connection.recv(9 - len(header))
+        if not received:  # closed without a word
+            return False
+        header += received
+    return header[3] == HTTP2_SETTINGS
 
 
 def workers_named(role, indices):
@@ -148,25 +186,41 @@ def workers_named(role, indices):
 
 
 def wait_for_peers(role, seconds, stop):
-    """Returns once every other worker's server listens; ClusterError naming
-    those that do not after `seconds`, Interrupted at a signal."""
+    """Returns once every other worker's server answers as a gRPC server;
+    ClusterError naming those that do not after `seconds`, Interrupted at
+    a signal."""
     deadline = time.monotonic() + seconds
-    missing = [i for i in range(len(role.workers)) if i != role.index]
+    found = {i: None for i in range(len(role.workers)) if i != role.index}
     told = False
     while True:
-        missing = [i for i in missing if not listening(role.workers[i])]
+        found = {i: probe(role.workers[i]) for i, was in found.items() if was != LISTENING}
+        missing = [i for i, what in found.items() if what != LISTENING]
         if not missing:
             return
         if time.monotonic() >= deadline:
-            raise ClusterError(f'worker {workers_named(role, missing)} of the job did not start within '
-                               f'{seconds:g} s; start it with the same command and its TF_CONFIG '
-                               f'task index, or raise peer_wait_seconds')
+            raise ClusterError(not_started_message(role, found, seconds))
         if not told:
             print(f'Waiting up to {seconds:g} s for worker {workers_named(role, missing)} of the job',
                   flush=True)
             told = True
         stop.check()
         time.sleep(PEER_POLL_SECONDS)
+
+
+def not_started_message(role, found, seconds):
+    """The one line for the workers of `found` (index: what probe found)
+    that are not servers of the job after `seconds`."""
+    silent = [i for i, what in found.items() if what == SILENT]
+    absent = [i for i, what in found.items() if what is None]
+    parts = []
+    if absent:
+        parts.append(f'worker {workers_named(role, absent)} of the job did not start within {seconds:g} s; '
+                     f'start it with the same command and its TF_CONFIG task index, or raise peer_wait_seconds')
+    if silent:
+        parts.append(f'worker {workers_named(role, silent)}: a program that is not TensorFlow holds that port '
+                     f'(it accepts connections but does not answer as a TensorFlow server); stop it, or '
+                     f'give the worker a free port in TF_CONFIG')
+    return '; '.join(parts)
 
 
 def start(role, session_proto):

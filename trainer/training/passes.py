@@ -11,13 +11,42 @@ from trainer import console
 
 
 class Divergence(RuntimeError):
-    """The loss or the weights stopped being finite numbers."""
+    """The loss or the weights stopped being finite numbers; `remedy`: what
+    to change, where the learning rate is known not to be the cause."""
+
+    def __init__(self, message, remedy=None):
+        super().__init__(message)
+        self.remedy = remedy
 
 
 def train_step(session, model):
     """One optimiser step on the next training batch; returns (loss, images)."""
-    _, loss, batch = session.run([model.train_op, model.train_loss, model.train_batch_size])
-    return loss, batch
+    return objective_step(session, model)[:2]
+
+
+def objective_step(session, model):
+    """train_step, and what the step minimised (the loss plus the weight
+    penalty): (loss, images, objective)."""
+    _, loss, batch, objective = session.run([model.train_op, model.train_loss, model.train_batch_size,
+                                             model.objective])
+    return loss, batch, objective
+
+
+def divergence(loss, objective, cfg, where, first):
+    """The Divergence of a step whose loss or objective is not finite; `first`:
+    the run's first step, whose loss comes from its starting weights alone
+    (computed before the update), so no learning rate made it overflow."""
+    start = f"init_weights={cfg['init_weights']}" if cfg['init_weights'] else 'the initial weights'
+    if math.isfinite(loss):  # the penalty alone: weight_decay x sum(w²) / 2 beyond float32
+        weights = f' (or smaller weights than {start})' if first and cfg['init_weights'] else ''
+        return Divergence(f'the loss with its weight penalty became {objective} {where} (the loss '
+                          f'alone: {loss:.4g})', f"Lower weight_decay (now {cfg['weight_decay']:g}){weights}: "
+                          f"its penalty on the weights overflows float32.")
+    if first:
+        return Divergence(f'loss was {loss} {where}, before any update',
+                          f'The weights it starts from ({start}) or its input make the loss overflow, '
+                          f'whatever the learning rate; give weights that fit this data.')
+    return Divergence(f'loss became {loss} {where}')
 
 
 # What a training pass did: the mean training loss of its images, its images and its optimiser steps.
@@ -45,14 +74,15 @@ def train_epoch(session, model, source, cfg, epoch, stop, skip=0, steps=None, tr
         if trace:
             trace.before_step()
         try:
-            loss, batch = train_step(session, model)
+            loss, batch, objective = objective_step(session, model)
         except tf.errors.OutOfRangeError:
             break
         if trace:
             trace.after_step()
         seen, taken = seen + batch, taken + 1
-        if not math.isfinite(loss):
-            raise Divergence(f'loss became {loss} at epoch {epoch}, step {seen}')
+        if not (math.isfinite(loss) and math.isfinite(objective)):
+            raise divergence(loss, objective, cfg, f'at epoch {epoch}, step {seen}',
+                             first=epoch == 1 and skip == 0 and taken == 1)
         loss_sum += loss * batch
         progress.step(seen, loss, batch)
     if seen < last:

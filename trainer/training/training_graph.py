@@ -11,7 +11,7 @@ from tensorflow.core.protobuf import rewriter_config_pb2
 
 from foundation import machine, replicas
 from foundation.networks import architecture, optimisation
-from Model import Model, count_parameters
+from Model import Model, count_parameters, network
 from trainer.training import cluster, input_source
 
 v1 = tf.compat.v1
@@ -74,8 +74,18 @@ def build_graph(cfg, data, strategy=None, role=None, devices=None):
                      if strategy else None)
         # trainer/runs/checkpoints.py keeps the checkpoints a run needs: the savers keep none
         saver = v1.train.Saver(max_to_keep=None, save_relative_paths=True)
-        best_saver = v1.train.Saver(max_to_keep=None, save_relative_paths=True)
+        # The best epoch is for evaluation, never resumed from: its checkpoint
+        # holds the network (and its averages), not the optimiser's slots, a
+        # third of the size with Adam.
+        best_saver = v1.train.Saver(inference_variables(model), max_to_keep=None, save_relative_paths=True)
     return TrainingGraph(graph, source, model, progress, saver, best_saver, agreement, devices)
+
+
+def inference_variables(model):
+    """The graph's variables but those of the model's optimiser (Adam's or
+    momentum's slots and powers, the loss scale)."""
+    optimiser = {v.name for v in model.optimizer.variables()}
+    return [v for v in v1.global_variables() if v.name not in optimiser]
 
 
 @contextlib.contextmanager
@@ -151,6 +161,27 @@ def network_cost(built):
     return {'parameters': count_parameters(model.trainable_variables()),
             'multiply_adds': model.forward_multiply_adds(),
             'train_images': int(built.source.num_examples('train'))}
+
+
+# Values a checkpoint keeps per trainable weight: the weight, and the optimiser's slots
+SLOTS_PER_WEIGHT = {'adam': 2, 'adamw': 2, 'momentum': 1, 'nesterov': 1}
+
+
+def disk_estimate(cfg, image_shape):
+    """About the bytes a run of cfg keeps on disk: keep_checkpoints
+    checkpoints of the network, its optimiser's slots and averages, and as
+    many of the best epoch's network alone, in float32. From the variables of
+    one forward pass built in a throwaway graph (no session, seconds)."""
+    with tf.Graph().as_default():
+        images = v1.placeholder(tf.float32, [None, *image_shape])
+        with v1.variable_scope(cfg['model']):
+            network(images, False, architecture.from_config(cfg))
+        trainable = sum(v.shape.num_elements() for v in v1.trainable_variables())
+        other = sum(v.shape.num_elements() for v in v1.global_variables()) - trainable
+    averaged = trainable if cfg['ema_decay'] is not None else 0
+    network_values = trainable + other + averaged
+    newest = network_values + SLOTS_PER_WEIGHT[cfg['optimizer']] * trainable
+    return 4 * cfg['keep_checkpoints'] * (newest + network_values)
 
 
 def cost_line(cost):
