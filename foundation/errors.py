@@ -1,4 +1,6 @@
-"""What a user can fix: every command reports these in one line, exit status 2."""
+"""What a user can fix: every command reports these in one line, exit status 2;
+and a signal that stopped a command at once."""
+import signal
 
 
 class UserError(Exception):
@@ -23,3 +25,12 @@ class NotWritableError(UserError, OSError):
 
 class ClusterError(UserError, ValueError):
     """TF_CONFIG that cannot work."""
+
+
+class StoppedAtOnce(BaseException):
+    """Raised where the main thread is at SIGINT/SIGTERM under stop_at_once.
+    A BaseException, as KeyboardInterrupt is: no `except Exception` holds it."""
+
+    def __init__(self, signum):
+        super().__init__(f'stopped by {signal.Signals(signum).name}')
+        self.signum = signum

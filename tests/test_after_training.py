@@ -203,7 +203,11 @@ def test_predict_classifies_files_as_the_checkpoint_does(trained, tmp_path, caps
     out, err = capsys.readouterr()
     lines = dict(line.split(': ', 1) for line in out.splitlines())
     assert list(lines) == [str(folder / f'{i}.png') for i in range(3)] + paths[2:]
-    assert err.splitlines()[-1].startswith(f'error: {tmp_path / "broken.png"} is not a readable image')
+    errors = [line for line in err.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1 and errors[0].startswith(f'error: {tmp_path / "broken.png"} is not a readable image')
+    # the 32x32 images were shrunk to the 8x8 the network takes, and predict says so
+    warned = [line for line in err.splitlines() if line.startswith('warning: ')]
+    assert [w.split(': ')[1] for w in warned] == paths[2:] and all('shrunk to the 8x8' in w for w in warned)
     reference = checkpoint_probabilities(trained['cfg'], str(trained['run'] / trained['record']['best']['checkpoint']),
                                          images * (DIGIT_LEVELS / 255), trained['mean'], trained['std'])
     for i, probabilities in enumerate(reference):

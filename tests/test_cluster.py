@@ -3,7 +3,6 @@ chief-only writes, and a worker killed mid-epoch and started again."""
 import json
 import os
 import signal
-import socket
 import time
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 
 from foundation.data.input_pipeline import worker_part
 from tests import fixtures
+from tests.fake_peers import SETTINGS_FRAME, fake_peer
 from tests.fixtures import Job
 from trainer.training import cluster
 
@@ -64,10 +64,7 @@ def test_a_tf_config_that_cannot_work_is_one_line(text):
 
 def test_waiting_for_peers_ends_when_they_listen_or_names_those_missing(capsys):
     from trainer.training import interruption
-    with socket.socket() as up:
-        up.bind(('127.0.0.1', 0))
-        up.listen()
-        listening = f'127.0.0.1:{up.getsockname()[1]}'
+    with fake_peer(SETTINGS_FRAME) as listening:  # answers as a gRPC server does
         closed = fixtures.loopback_addresses(1)[0]
         stop = interruption.StopRequests()
         cluster.wait_for_peers(cluster.Role([closed, listening], 0), 0, stop)  # worker 1 is up

@@ -6,9 +6,8 @@ import signal
 import sys
 
 from foundation import tf_quiet
-from foundation.errors import UserError
+from foundation.errors import StoppedAtOnce, UserError
 from trainer.config import key_docs, settings
-from trainer.training import interruption
 
 RECORDS_DEFAULTS = ('dataset_name=cifar_128',)  # ImageResizer and TFRecordsWriter: 128 px CIFAR unless told
 
@@ -53,7 +52,7 @@ def run(task, *args):
         return report(error)
     except KeyboardInterrupt:  # a command that installs no handler of its own
         return interrupted(signal.SIGINT)
-    except interruption.StoppedAtOnce as stopped:
+    except StoppedAtOnce as stopped:
         return interrupted(stopped.signum)
 
 

@@ -13,6 +13,8 @@ import socket
 import threading
 import time
 
+from foundation.errors import StoppedAtOnce  # raised here at once, answered by command.run
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 HEARD_WITHIN_SECONDS = 2.0  # a signal the main thread's handler has not run for by then: it is inside a C call
 WATCH_POLL_SECONDS = 0.05
@@ -25,15 +27,6 @@ class Interrupted(Exception):
     def __init__(self, signum, images=None):
         super().__init__(f'stopped by {signal.Signals(signum).name}')
         self.signum, self.images = signum, images
-
-
-class StoppedAtOnce(BaseException):
-    """Raised where the main thread is at SIGINT/SIGTERM under stop_at_once.
-    A BaseException, as KeyboardInterrupt is: no `except Exception` holds it."""
-
-    def __init__(self, signum):
-        super().__init__(f'stopped by {signal.Signals(signum).name}')
-        self.signum = signum
 
 
 class StopRequests:
