@@ -123,14 +123,20 @@ def watch_signals(reader, requests):
             if heard_within(requests, received, HEARD_WITHIN_SECONDS):
                 continue
             name = signal.Signals(signum).name
-            if received >= 2:  # os.write: the main thread may hold sys.stderr's lock
-                os.write(2, f'Stopped at once by a second {name}, inside a TensorFlow call that had not '
-                            f'returned\n'.encode())
+            if received >= 2:
+                say(f'Stopped at once by a second {name}, inside a TensorFlow call that had not returned')
                 os._exit(128 + signum)
             if not told:
-                os.write(2, f'{name} heard; TensorFlow has not returned yet: it stops when it does, or at '
-                            f'once at a second Ctrl-C or SIGTERM\n'.encode())
+                say(f'{name} heard; TensorFlow has not returned yet: it stops when it does, or at once at a '
+                    f'second Ctrl-C or SIGTERM')
                 told = True
+
+
+def say(line):
+    """`line` on stderr by os.write (the main thread may hold sys.stderr's
+    lock); a closed stderr must not keep the watcher from stopping the process."""
+    with contextlib.suppress(OSError):
+        os.write(2, (line + '\n').encode())
 
 
 def heard_within(requests, count, seconds):
