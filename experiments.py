@@ -43,7 +43,7 @@ def plan(argv):
     any runs."""
     grid, runs = checked_plan(argv)
     fitted, changed = one_precision_per_network(runs, [machine.fit_to_machine(cfg) for cfg in runs])
-    if changed:
+    if changed and not os.environ.get(folder.WORKER_ENV):  # said by the sweep, not again by each of its workers
         print(changed, flush=True)
     return grid, fitted
 
@@ -220,7 +220,10 @@ def run_experiments(argv):
     share = workers.fixed_share(first)
     print(sweep_line(grid, runs), flush=True)
     if not os.environ.get(folder.WORKER_ENV):
-        print(disk_line(runs), flush=True)
+        _, states = states_of(runs)
+        left = [cfg for cfg, state in zip(runs, states) if state != 'done']
+        if left:
+            print(disk_line(left, len(runs)), flush=True)
     line = workers.share_line(share, workers.share_of(runs, share), runs)
     if line:
         print(line, flush=True)
@@ -233,8 +236,9 @@ def run_experiments(argv):
             write_results_unless_running(grid, runs)
 
 
-def disk_line(runs):
-    """'Disk: about 0.8 GB a run of resnet50, ...: 3.2 GB for the 8 runs; 41 GB free there' (said once)."""
+def disk_line(runs, planned):
+    """'Disk: about 0.8 GB a run of resnet50, ...: 3.2 GB for the 4 runs left of 8; 41 GB free there'
+    for the `runs` still to train of the `planned` number (said once)."""
     sizes, per_network = [], {}
     for cfg in runs:
         key = (cfg['model'], cfg['use_se'], cfg['dataset_name'], cfg['optimizer'], cfg['keep_checkpoints'],
@@ -247,7 +251,8 @@ def disk_line(runs):
                      for (model, se, *_), size in per_network.items())
     free = shutil.disk_usage(safe_io.nearest_folder(runs[0]['datasets_root'])).free
     return (f"Disk: about {each} (keep_checkpoints={runs[0]['keep_checkpoints']}); {disk.size_text(sum(sizes))} "
-            f"for the {len(runs)} runs; {disk.size_text(free)} free there")
+            f"for the {len(runs)} runs{f' left of {planned}' if len(runs) < planned else ''}; "
+            f"{disk.size_text(free)} free there")
 
 
 def run_workers(argv, grid, runs):

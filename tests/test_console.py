@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import constant
+from foundation.errors import UserError
 from trainer import console
 from trainer.config import key_docs, settings
 from trainer.runs import history
@@ -160,3 +161,29 @@ def test_process_seconds_read_the_start_after_the_command_name(tmp_path):
     uptime.write_text('20.00 31.00\n')
     assert console.process_seconds(str(stat), str(uptime)) == pytest.approx(15.0)
     assert console.process_seconds(str(tmp_path / 'none'), str(uptime)) is None
+
+
+DOWNLOADED_BY_READER = 'init_weights='  # a file the reader fetches first: checked to exist
+SCRIPT_COMMAND = re.compile(r'python ((?:main|experiments|evaluate|predict|export|instruments)\.py)((?: +[^\s`#|]+)*)')
+
+
+def commands_in(text):
+    """(script, [key=value, ...]) of every command line the text shows a user."""
+    for script, rest in SCRIPT_COMMAND.findall(text):
+        yield script, [arg for arg in rest.split() if '=' in arg and not arg.startswith('-')
+                       and arg != 'key=value' and not arg.startswith(DOWNLOADED_BY_READER)]
+
+
+@pytest.mark.parametrize('document', DOCUMENTS)
+def test_every_command_the_docs_show_takes_its_keys(document):
+    """What a reader copies from the README and docs is accepted as it stands:
+    every key known, every value valid (the tutorial's commands among them)."""
+    with open(os.path.join(constant.PROJECT_DIR, document), encoding='utf-8') as f:
+        found = list(commands_in(f.read()))
+    refused = []
+    for script, args in found:
+        try:
+            settings.load_config(args)
+        except UserError as error:
+            refused.append(f'{script} {" ".join(args)}: {error}')
+    assert refused == []

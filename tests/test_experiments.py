@@ -294,6 +294,7 @@ def test_a_sweep_writes_its_table_and_plot_skips_what_is_done_and_resumes(tmp_pa
     again = run_experiments(tmp_path, 'max_epochs=1')
     assert again.returncode == 0, again.stderr
     assert again.stdout.count('complete, skipped') == 5 and 'EPOCH STATISTICS' not in again.stdout
+    assert 'Disk: about' in first.stdout and 'Disk: about' not in again.stdout  # nothing left to write
 
     more = run_experiments(tmp_path, 'max_epochs=2')
     assert more.returncode == 0, more.stderr
@@ -327,6 +328,7 @@ def test_an_interrupted_sweep_writes_what_it_has_and_the_same_command_resumes_it
                            env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert again.stdout.splitlines()[1].startswith('Disk: about ')
+    assert 'for the 5 runs;' in again.stdout.splitlines()[1]  # the interrupted one is left to train too
     assert again.stdout.splitlines()[2] == '=== run 1 / 5: custom_model_relu: resuming'
     first_run = again.stdout.split('=== run 2')[0]
     assert f'Train error: epoch {done + 1} ' in first_run and 'Train error: epoch 1 ' not in first_run

@@ -90,6 +90,23 @@ def test_arms_that_auto_would_split_between_precisions_all_take_float32(capsys):
     assert one_precision_per_network(raw, same) == (same, None)  # per model, one precision already
 
 
+@pytest.mark.parametrize('worker', [None, '1 of 2'])
+def test_the_sweep_says_the_one_precision_once_and_its_workers_do_not(worker, capsys, monkeypatch):
+    import experiments
+    from foundation import machine
+    from trainer.runs import folder
+    fit = machine.fit_to_machine
+    monkeypatch.setattr(machine, 'fit_to_machine', lambda cfg: {**fit(cfg), 'mixed_precision': not cfg['use_se']})
+    if worker:
+        monkeypatch.setenv(folder.WORKER_ENV, worker)
+    else:
+        monkeypatch.delenv(folder.WORKER_ENV, raising=False)
+    _, runs = experiments.plan(['model=resnet50', 'experiment_grid=se'])
+    assert [cfg['mixed_precision'] for cfg in runs] == [False, False]
+    said = capsys.readouterr().out.count('precision: float32 for every run of resnet50:')
+    assert said == (0 if worker else 1)
+
+
 def test_a_precision_the_user_set_is_kept():
     from trainer.sweeps.plan import one_precision_per_network
     raw = [planned('resnet50', False, True), planned('resnet50', True, 'auto')]

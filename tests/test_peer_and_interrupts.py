@@ -2,9 +2,6 @@
 line, never waited on inside TensorFlow), a second signal heard while
 TensorFlow's call does not return, and Ctrl-C or SIGTERM in the commands
 after training: one line, exit status 128 + the signal, nothing written."""
-import contextlib
-import hashlib
-import io
 import os
 import signal
 import subprocess
@@ -17,12 +14,11 @@ import tensorflow as tf
 import evaluate
 import export
 import instruments
-import main
 from tests import fixtures
 from tests.fake_peers import SETTINGS_FRAME, fake_peer
 from tests.fixtures import Job
+from tests.trained_runs import file_tree, train_digits
 from trainer.after_training import evaluation, inference
-from trainer.config import settings
 from trainer.study import cam, instrument_files
 from trainer.training import cluster, interruption
 
@@ -149,20 +145,7 @@ def read_line_with(stream, text):
 def trained(tmp_path_factory):
     """A one-epoch SE run of digits."""
     root = tmp_path_factory.mktemp('interrupts')
-    args = [f'datasets_root={root}', 'max_epochs=1', 'log_every=100000', 'use_se=True']
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main.train(settings.load_config(args)) == 0
-    return {'root': root, 'args': args}
-
-
-def tree(root):
-    """{path: digest} of every file under `root`, hidden ones (temporaries) included."""
-    found = {}
-    for here, _, names in os.walk(root):
-        for name in names:
-            with open(os.path.join(here, name), 'rb') as f:
-                found[os.path.relpath(os.path.join(here, name), root)] = hashlib.sha1(f.read()).hexdigest()
-    return found
+    return {'root': root, 'args': train_digits(root, 'use_se=True')}
 
 
 def signalled_on_entry(real, signum):
@@ -189,10 +172,10 @@ def test_a_signal_in_a_command_after_training_is_one_line_and_writes_nothing(tra
     holder, name = points[point]
     monkeypatch.setattr(holder, name, signalled_on_entry(getattr(holder, name), signum))
     previous = signal.getsignal(signum)
-    before = tree(trained['root'])
+    before = file_tree(trained['root'])
     assert task(trained['args']) == 128 + signum
     err = capsys.readouterr().err
     assert err == (f'Interrupted (stopped by {signal.Signals(signum).name}): python {os.path.basename(sys.argv[0])} '
                    f'stopped before it finished\n')
-    assert tree(trained['root']) == before
+    assert file_tree(trained['root']) == before
     assert signal.getsignal(signum) is previous  # the handlers are this command's alone

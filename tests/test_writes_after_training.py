@@ -9,7 +9,6 @@ and the commands on a real read-only mount and a real full disk where this
 process may mount them."""
 import contextlib
 import errno
-import hashlib
 import io
 import os
 import shutil
@@ -21,12 +20,11 @@ import tensorflow as tf
 import evaluate
 import export
 import instruments
-import main
 from foundation import safe_io
 from foundation.errors import NotWritableError
+from tests.trained_runs import file_tree, train_digits
 from trainer import console
 from trainer.after_training import writes
-from trainer.config import settings
 from trainer.runs import disk, folder
 
 v1 = tf.compat.v1
@@ -50,22 +48,20 @@ def read_only(path=''):
     return OSError(errno.EROFS, os.strerror(errno.EROFS), path)
 
 
+def new_folder_cannot_take_its_place(monkeypatch):
+    """A written .partial folder cannot be renamed or exchanged into place (a read-only target)."""
+    real_replace = os.replace
+
+    def replace(source, destination):
+        if source.endswith('.partial'):
+            raise read_only(destination)
+        return real_replace(source, destination)
+    monkeypatch.setattr(os, 'replace', replace)
+    monkeypatch.setattr(safe_io, 'exchange', failing_call(safe_io.exchange, read_only()))
+
+
 def disk_full(path=''):
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
-
-
-def tree(root):
-    """{path: (digest, mtime)} of every file and folder under `root`."""
-    found = {}
-    for here, folders, names in os.walk(root):
-        for name in folders:
-            found[os.path.relpath(os.path.join(here, name), root)] = 'folder'
-        for name in names:
-            path = os.path.join(here, name)
-            with open(path, 'rb') as f:
-                found[os.path.relpath(path, root)] = (hashlib.sha1(f.read()).hexdigest(),
-                                                      os.stat(path).st_mtime_ns)
-    return found
 
 
 # --- safe_io: a write that fails leaves nothing -------------------------------------------
@@ -97,13 +93,13 @@ def test_the_files_of_a_block_appear_together_or_not_at_all(tmp_path, monkeypatc
     assert (tmp_path / 'one.txt').read_text() == (tmp_path / 'two.txt').read_text() == 'new'
 
     (tmp_path / 'one.txt').write_text('earlier')
-    before = tree(tmp_path)
+    before = file_tree(tmp_path)
     monkeypatch.setattr(safe_io.tempfile, 'mkstemp', failing_call(safe_io.tempfile.mkstemp, disk_full(), at=3))
     with pytest.raises(OSError), safe_io.all_or_none():
         safe_io.write_text(str(tmp_path / 'one.txt'), 'newer')
         safe_io.write_text(str(tmp_path / 'sub' / 'three.txt'), 'newer')
         safe_io.write_text(str(tmp_path / 'four.txt'), 'newer')
-    assert tree(tmp_path) == before  # no file replaced, none added, no folder made
+    assert file_tree(tmp_path) == before  # no file replaced, none added, no folder made
 
 
 def test_a_folder_takes_the_place_of_the_earlier_one_only_once_complete(tmp_path, monkeypatch):
@@ -112,25 +108,19 @@ def test_a_folder_takes_the_place_of_the_earlier_one_only_once_complete(tmp_path
         os.makedirs(partial)
         open(os.path.join(partial, 'model'), 'w').write('first')
     assert (target / 'model').read_text() == 'first' and os.listdir(tmp_path / 'models') == ['best']
-    before = tree(tmp_path)
+    before = file_tree(tmp_path)
 
     with pytest.raises(OSError), safe_io.atomic_folder(str(target)) as partial:
         os.makedirs(partial)
         open(os.path.join(partial, 'model'), 'w').write('half')
         raise disk_full(partial)
-    assert tree(tmp_path) == before
+    assert file_tree(tmp_path) == before
 
-    def replace(source, destination):  # the new folder cannot take its place
-        if source.endswith('.partial'):
-            raise read_only(destination)
-        return real_replace(source, destination)
-    real_replace = os.replace
-    monkeypatch.setattr(os, 'replace', replace)
-    monkeypatch.setattr(safe_io, 'exchange', failing_call(safe_io.exchange, read_only()))  # nor by exchange
+    new_folder_cannot_take_its_place(monkeypatch)
     with pytest.raises(OSError), safe_io.atomic_folder(str(target)) as partial:
         os.makedirs(partial)
         open(os.path.join(partial, 'model'), 'w').write('second')
-    assert tree(tmp_path) == before  # the earlier folder is put back
+    assert file_tree(tmp_path) == before  # the earlier folder is put back
 
     with pytest.raises(OSError), safe_io.atomic_folder(str(tmp_path / 'new' / 'best')) as partial:
         raise read_only(partial)
@@ -190,9 +180,8 @@ def test_a_full_disk_is_told_by_the_function_that_tells_it_for_training(tmp_path
 def trained(tmp_path_factory):
     """A one-epoch SE run of digits, evaluated at its end, and exported."""
     root = tmp_path_factory.mktemp('writes')
-    args = [f'datasets_root={root}', 'max_epochs=1', 'log_every=100000', 'use_se=True']
+    args = train_digits(root, 'use_se=True')
     with contextlib.redirect_stdout(io.StringIO()):
-        assert main.train(settings.load_config(args)) == 0
         assert export.main(args) == 0
     return {'root': root, 'args': args, 'run': root / 'digits' / 'save_dir' / 'runs' / RUN}
 
@@ -210,24 +199,24 @@ def shown(path):
 @pytest.mark.parametrize('split', ['test', 'valid'])  # into the evaluation of training, and a new one
 def test_evaluate_into_a_read_only_run_says_so_in_one_line_and_changes_nothing(trained, capsys,
                                                                               monkeypatch, split):
-    before = tree(trained['root'])
+    before = file_tree(trained['root'])
     monkeypatch.setattr(safe_io.tempfile, 'mkstemp', failing_call(safe_io.tempfile.mkstemp, read_only()))
     assert evaluate.main(trained['args'] + [f'eval_split={split}']) == 2
     folder_written = trained['run'] / 'evaluation' / f'{split}-best'
     assert one_line(capsys) == (f'error: cannot write into {shown(folder_written)} '
                                 f'(read-only file system): {ADVICE}')
-    assert tree(trained['root']) == before
+    assert file_tree(trained['root']) == before
 
 
 def test_evaluate_on_a_disk_that_fills_up_leaves_the_earlier_evaluation_whole(trained, capsys, monkeypatch):
-    before = tree(trained['root'])
+    before = file_tree(trained['root'])
     monkeypatch.setattr(safe_io.tempfile, 'mkstemp',
                         failing_call(safe_io.tempfile.mkstemp, disk_full(), at=4))
     assert evaluate.main(trained['args']) == 2
     err = one_line(capsys)
     assert err.startswith(f"error: the disk of {shown(trained['run'] / 'evaluation' / 'test-best')} is full (")
     assert err.endswith(f'MB free): free space there, or {ADVICE}')
-    assert tree(trained['root']) == before
+    assert file_tree(trained['root']) == before
 
     monkeypatch.undo()  # a disk with room again: the evaluation as before
     with contextlib.redirect_stdout(io.StringIO()):
@@ -245,7 +234,7 @@ def test_evaluate_on_a_disk_that_fills_up_leaves_the_earlier_evaluation_whole(tr
 ])
 def test_export_that_fails_while_tensorflow_writes_leaves_no_partial_export(trained, capsys, monkeypatch,
                                                                             error, said):
-    before = tree(trained['root'])
+    before = file_tree(trained['root'])
     real_save = v1.saved_model.Builder.save
 
     def save_then_fail(builder, *args, **kwargs):  # half of it written, as when the disk fills up
@@ -254,35 +243,29 @@ def test_export_that_fails_while_tensorflow_writes_leaves_no_partial_export(trai
     monkeypatch.setattr(v1.saved_model.Builder, 'save', save_then_fail)
     assert export.main(trained['args']) == 2
     assert one_line(capsys).startswith('error: ' + said.format(folder=shown(trained['run'] / 'saved_model' / 'best')))
-    assert tree(trained['root']) == before
+    assert file_tree(trained['root']) == before
 
 
 def test_export_whose_folder_cannot_take_the_earlier_ones_place_keeps_the_earlier(trained, capsys,
                                                                                   monkeypatch):
-    before = tree(trained['root'])
+    before = file_tree(trained['root'])
 
-    def replace(source, destination):
-        if source.endswith('.partial'):
-            raise read_only(destination)
-        return real_replace(source, destination)
-    real_replace = os.replace
-    monkeypatch.setattr(os, 'replace', replace)
-    monkeypatch.setattr(safe_io, 'exchange', failing_call(safe_io.exchange, read_only()))  # nor by exchange
+    new_folder_cannot_take_its_place(monkeypatch)
     assert export.main(trained['args']) == 2
     assert one_line(capsys) == (f"error: cannot write into {shown(trained['run'] / 'saved_model' / 'best')} "
                                 f"(read-only file system): {ADVICE}")
-    assert tree(trained['root']) == before
+    assert file_tree(trained['root']) == before
 
 
 @pytest.mark.parametrize('at', [1, 4])  # the excitations' numbers; the self-normalisation's CSV
 def test_instruments_that_cannot_write_change_none_of_the_runs_files(trained, capsys, monkeypatch, at):
-    before = tree(trained['root'])
+    before = file_tree(trained['root'])
     monkeypatch.setattr(safe_io.tempfile, 'mkstemp', failing_call(safe_io.tempfile.mkstemp, read_only(), at))
     assert instruments.main(trained['args']) == 2
     out, err = capsys.readouterr()
     assert err == f"error: cannot write into {shown(trained['run'])} (read-only file system): {ADVICE}\n"
     assert 'figures in' not in out  # nothing said to be written
-    assert tree(trained['root']) == before
+    assert file_tree(trained['root']) == before
 
 
 def test_the_advice_names_the_copy_by_datasets_root_or_by_the_checkpoints_path(trained, tmp_path):
@@ -348,20 +331,20 @@ COMMANDS = {'evaluate': (evaluate.main, 'evaluation/test-best'), 'export': (expo
 @pytest.mark.parametrize('command', COMMANDS)
 def test_a_read_only_mount_is_told_in_one_line(trained, read_only_root, capsys, command):
     task, written = COMMANDS[command]
-    before = tree(trained['root'])
+    before = file_tree(trained['root'])
     args = [f'datasets_root={read_only_root}', *trained['args'][1:]]
     assert task(args) == 2
     into = read_only_root / 'digits' / 'save_dir' / 'runs' / RUN / written
     assert one_line(capsys) == f'error: cannot write into {shown(into)} (read-only file system): {ADVICE}'
-    assert tree(trained['root']) == before
+    assert file_tree(trained['root']) == before
 
 
 @pytest.mark.parametrize('command', COMMANDS)
 def test_a_full_disk_is_told_in_one_line_and_leaves_nothing_half_written(full_root, capsys, command):
     task, _ = COMMANDS[command]
-    before = tree(full_root)
+    before = file_tree(full_root)
     assert task([f'datasets_root={full_root}', 'max_epochs=1', 'use_se=True']) == 2
     err = one_line(capsys)
     assert err.startswith(f'error: the disk of {shown(full_root)}/digits/save_dir/runs/{RUN}')
     assert err.endswith(f'MB free): free space there, or {ADVICE}')
-    assert tree(full_root) == before
+    assert file_tree(full_root) == before
