@@ -99,7 +99,9 @@ def run(argv):
               'seconds': time.perf_counter() - started}
     contiguous = result['epochs_in_history'] == list(range(1, epochs + 1))
     differing = result['differing_figures']
-    print(f"\n| run | epochs in history | test loss | figures of the epochs' rows differing |\n"
+    print(f"\n{dataset}, {epochs} epochs: killed with SIGKILL {kills} times at random lines of its output, "
+          f"resumed after each, against the same run uninterrupted (`python -m bench.kill_soak`)")
+    print(f"| run | epochs in history | test loss | figures of the epochs' rows differing |\n"
           f"| --- | --- | --- | --- |\n"
           f"| killed {kills} times, resumed | 1..{epochs} {'exactly' if contiguous else 'NOT: '}"
           f"{'' if contiguous else result['epochs_in_history']} | {result['test_loss_killed']:.6f} | "
