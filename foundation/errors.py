@@ -23,6 +23,10 @@ class NotWritableError(UserError, OSError):
     """An output folder that cannot be written."""
 
 
+class OutOfSpace(UserError):
+    """A disk filled up while a command wrote to it."""
+
+
 class ClusterError(UserError, ValueError):
     """TF_CONFIG that cannot work."""
 

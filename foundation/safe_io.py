@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 
-from foundation.errors import NotWritableError
+from foundation.errors import NotWritableError, OutOfSpace
 
 _open_groups = []  # the files of the all_or_none block open now, waiting to be renamed
 
@@ -95,7 +95,9 @@ def atomic_path(path):
     """Yields a temporary path beside `path`; renames it to `path` on success
     (inside all_or_none: when the block completes).
 
-    On any exception the temporary file is removed and `path` is untouched.
+    On any exception the temporary file is removed and `path` is untouched;
+    an OSError that names no file (a write or flush of an open file) is
+    raised naming `path`, so that what tells it can say where.
     """
     pending = PendingFile(path)
     try:
@@ -104,6 +106,11 @@ def atomic_path(path):
             _open_groups[-1].append(pending)
         else:
             pending.commit()
+    except OSError as error:
+        pending.discard()
+        if error.filename is None and error.errno is not None:
+            raise OSError(error.errno, error.strerror, path) from error
+        raise
     except BaseException:
         pending.discard()
         raise
@@ -249,12 +256,13 @@ def exchange(first, second):
 
 
 def check_writable(directory):
-    """Creates `directory` and writes and removes a probe file in it."""
-    probe = os.path.join(directory, '.write-probe')
+    """Creates `directory` and writes and removes a probe file in it, its
+    own: processes that probe one folder at once (sweep workers) never remove
+    each other's."""
     try:
         os.makedirs(directory, exist_ok=True)
-        with open(probe, 'w', encoding='utf-8'):
-            pass
+        handle, probe = tempfile.mkstemp(prefix='.write-probe-', dir=directory)
+        os.close(handle)
         os.remove(probe)
     except OSError as error:
         raise NotWritableError(f'cannot write to {directory} ({error.strerror or error}); make it '
@@ -267,3 +275,18 @@ def write_text(path, text):
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def out_of_space(error, directory, advice):
+    """An OutOfSpace naming the disk of `directory` and its free space and
+    saying `advice` if `error` (an OSError or a TensorFlow error, by its
+    message) says that the disk is full, else None."""
+    text = str(getattr(error, 'message', error))
+    if getattr(error, 'errno', None) not in NO_SPACE and not any(
+            message in text for message in ('No space left on device', 'Disk quota exceeded')):
+        return None
+    free = shutil.disk_usage(nearest_folder(directory)).free / 2 ** 20
+    return OutOfSpace(f'the disk of {directory} is full ({free:.1f} MB free): {advice}')

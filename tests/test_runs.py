@@ -1,6 +1,7 @@
 """Runs are never lost: checkpoints found wherever the run lies, no gap after a
 crash, one process per run, earlier runs kept (trainer/runs/,
 trainer/runs/checkpoints.py)."""
+import contextlib
 import json
 import os
 import re
@@ -384,6 +385,23 @@ def test_a_full_disk_is_one_line_and_the_run_resumes_without_a_gap(small_disk):
     done = epochs_in(run) if (run / 'history.json').exists() else []
     assert done == list(range(1, len(done) + 1))  # complete epochs only
     assert not [p for p in run.rglob('*') if '_temp' in p.name or '.partial' in p.name]
+    with contextlib.suppress(OSError), open(small_disk / 'filler', 'wb') as f:  # not a byte left
+        while True:
+            f.write(bytes(1 << 16))
+            f.flush()
+    again = run_main(small_disk, 'max_epochs=4', 'log_every=100000', 'resume=True')  # a resume on the full disk
+    assert again.returncode == 2, again.stderr
+    lines = again.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'is full' in lines[0] and 'Traceback' not in again.stderr, lines
+    assert (epochs_in(run) if (run / 'history.json').exists() else []) == done  # nothing of the run lost
+    assert not [p for p in run.rglob('*') if '_temp' in p.name or '.partial' in p.name]
+    sweep = subprocess.run([sys.executable, os.path.join(PROJECT_DIR, 'experiments.py'),
+                            f'datasets_root={small_disk / "datasets"}', 'experiment_grid=se', 'max_epochs=4'],
+                           cwd=small_disk, capture_output=True, text=True, timeout=300)
+    lines = sweep.stderr.strip().splitlines()
+    assert sweep.returncode == 2 and len(lines) == 1, sweep.stderr  # its tables cannot be written either
+    assert lines[0].startswith(f'error: the disk of {small_disk}/datasets/digits/save_dir/') and 'is full' in lines[0]
+    (small_disk / 'filler').unlink()
     subprocess.run(['mount', '-o', 'remount,size=64m', str(small_disk)], check=True)
     result = run_main(small_disk, 'max_epochs=4', 'log_every=100000', 'resume=True')
     assert result.returncode == 0, result.stderr

@@ -7,11 +7,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
 import experiments
+from foundation import safe_io
 from tests.test_experiments import PROJECT_DIR
 from trainer.config import settings
 from trainer.runs import folder
@@ -211,3 +213,23 @@ def test_a_lock_named_by_a_dead_process_of_this_host_is_free(tmp_path):
         f.write('process 1 on another-host since 2026-01-01T00:00:00 (x)')
     assert workers.held_elsewhere(run.cfg)
     assert experiments.worker_of(run.cfg) == 'process 1 on another-host'
+
+
+def test_workers_probing_one_folder_at_once_never_fail_each_other(tmp_path):
+    """Each worker checks that save_dir is writable as it starts: with one
+    probe file for all, one removed the other's, which was then told
+    "cannot write to ... (No such file or directory)"."""
+    failures = []
+
+    def probe_often():
+        for _ in range(300):
+            try:
+                safe_io.check_writable(str(tmp_path / 'save_dir'))
+            except Exception as error:  # noqa: BLE001 - what a worker would have been told
+                failures.append(error)
+    threads = [threading.Thread(target=probe_often) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == [] and os.listdir(tmp_path / 'save_dir') == []

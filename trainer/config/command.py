@@ -5,7 +5,7 @@ import os
 import signal
 import sys
 
-from foundation import tf_quiet
+from foundation import safe_io, tf_quiet
 from foundation.errors import StoppedAtOnce, UserError
 from trainer.config import key_docs, settings
 
@@ -43,13 +43,20 @@ def report(error):
 
 
 def run(task, *args):
-    """task(*args)'s exit status, or 2 with one line for a UserError, or
-    128 + the signal with one line where Ctrl-C (KeyboardInterrupt) or
-    interruption.stop_at_once's signal stopped it, as main.py answers one."""
+    """task(*args)'s exit status, or 2 with one line for a UserError or a
+    full disk wherever it shows, or 128 + the signal with one line where
+    Ctrl-C (KeyboardInterrupt) or interruption.stop_at_once's signal stopped
+    it, as main.py answers one."""
     try:
         return task(*args)
     except UserError as error:
         return report(error)
+    except OSError as error:  # a full disk the task did not tell in its own words
+        full = safe_io.out_of_space(error, os.path.dirname(error.filename or '') or os.getcwd(),
+                                    'free space there, then run the same command again')
+        if full is None:
+            raise
+        return report(full)
     except KeyboardInterrupt:  # a command that installs no handler of its own
         return interrupted(signal.SIGINT)
     except StoppedAtOnce as stopped:

@@ -1,22 +1,13 @@
 """A full disk, told apart from other write errors and named with its free
 space."""
-import errno
 import os
-import shutil
 
 import tensorflow as tf
 
 from foundation import safe_io
-from foundation.errors import UserError
+from foundation.errors import OutOfSpace  # noqa: F401 - what a full disk is told as, here with the run's advice
 
 v1 = tf.compat.v1
-
-
-class OutOfSpace(UserError):
-    """A disk filled up while the run wrote to it."""
-
-
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 # What a training run that filled its disk tells the user to do.
@@ -25,14 +16,8 @@ RESUME_ADVICE = ('the last complete epoch is kept; free space there (or set data
 
 
 def out_of_space(error, directory, advice=RESUME_ADVICE):
-    """An OutOfSpace naming the disk and saying `advice` if `error` (an
-    OSError or a TensorFlow error) says that the disk is full, else None."""
-    text = str(getattr(error, 'message', error))
-    if getattr(error, 'errno', None) not in NO_SPACE and not any(
-            message in text for message in ('No space left on device', 'Disk quota exceeded')):
-        return None
-    free = shutil.disk_usage(safe_io.nearest_folder(directory)).free / 2 ** 20
-    return OutOfSpace(f'the disk of {directory} is full ({free:.1f} MB free): {advice}')
+    """safe_io.out_of_space, with a training run's advice unless told another."""
+    return safe_io.out_of_space(error, directory, advice)
 
 
 def folder_bytes(path):

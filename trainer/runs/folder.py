@@ -128,11 +128,15 @@ class Lock:
             file.close()
             raise RunInUse(f'run {self.name} is in use by {holder}; wait for it to end, or '
                            f'set run_name=... to train another run') from None
-        file.truncate(0)
         started = datetime.datetime.now().isoformat(timespec='seconds')
-        file.write(f"{holder_label()} since {started} "
-                   f"({' '.join([os.path.basename(sys.argv[0])] + sys.argv[1:])})")
-        file.flush()
+        said = (f"{holder_label()} since {started} "
+                f"({' '.join([os.path.basename(sys.argv[0])] + sys.argv[1:])})")
+        try:  # unbuffered: a full disk fails here, and leaves nothing for close() to write later
+            os.ftruncate(file.fileno(), 0)
+            os.write(file.fileno(), said.encode())
+        except OSError as error:
+            file.close()
+            raise OSError(error.errno, error.strerror, self.path) from None  # os.write names no file
         Lock._held[self.path] = [file, 1]
         try:
             settle(self.run)
