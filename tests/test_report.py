@@ -3,6 +3,7 @@ answer in words, per-class differences from the runs' confusion matrices
 against a hand computation, files that do not fit left out with one
 warning, and the same bytes for the same runs."""
 import json
+import textwrap
 
 import numpy as np
 import pytest
@@ -145,3 +146,19 @@ def test_class_activation_maps_are_grouped_by_the_images_they_show(tmp_path):
         ['custom_model_relu_seed-1', 'custom_model_se_relu_seed-1'], ['custom_model_relu_seed-2']]
     lines = report.cam_lines(found, 7)
     assert '2 page(s)' in lines[0] and 'custom_model_se_relu_seed-2' in lines[1]
+
+
+def test_the_summary_page_takes_the_largest_font_its_text_fits_in():
+    from trainer.sweeps.report_figures import LINE_SPACING, MONOSPACE_WIDTH, SUMMARY_POINTS, fitted_text
+    short = ['The answer', '* SE: +0.33 pt [-1.65, +2.32], p = 0.67, n = 5']
+    assert fitted_text(short, 700, 500) == (SUMMARY_POINTS[0], short)
+    long = [f'* contrast {i}: ' + 'word ' * 40 for i in range(20)]
+    points, wrapped = fitted_text(long, 700, 500)
+    assert SUMMARY_POINTS[1] <= points < SUMMARY_POINTS[0]
+    assert len(wrapped) * LINE_SPACING * points <= 500  # it fits ...
+    assert max(map(len, wrapped)) * MONOSPACE_WIDTH * points <= 700
+    bigger = points + 0.5  # ... and half a point more would not
+    rewrapped = [p for line in long for p in textwrap.wrap(line, int(700 / (MONOSPACE_WIDTH * bigger)),
+                                                           subsequent_indent='   ')]
+    assert len(rewrapped) * LINE_SPACING * bigger > 500
+    assert ' '.join(w.strip() for w in wrapped).split() == ' '.join(long).split()  # every word kept

@@ -14,30 +14,46 @@ from trainer.sweeps import report as sweep_report
 from trainer.sweeps.names import without_activation
 
 PAGES = {'summary': 1, 'paired': 2, 'cost': 3, 'curves': 4, 'per_class': 5, 'instruments': 6, 'maps': 7}
-WRAP = 110  # characters per line of the summary page
+PAGE_INCHES = (11, 8.5)
+SUMMARY_POINTS = (13, 7)  # the summary page's font: the largest of these sizes at which its text fits
+MONOSPACE_WIDTH = 0.6  # a monospace character's width per point of font size
+LINE_SPACING = 1.25  # a text line's height per point of font size
 MAX_CAM_COLUMNS = 8  # images per row of a class-activation-map page
 MAX_CAM_ROWS = 12    # runs per page
 
 
 def empty_page(title, said):
-    fig = Figure(figsize=(11, 8.5))
+    fig = Figure(figsize=PAGE_INCHES)
     fig.text(0.5, 0.5, textwrap.fill(said, 80), ha='center', va='center')
     fig.suptitle(title)
     return fig
 
 
 def summary_page(report):
-    """The answer and what was run, in words."""
-    fig = Figure(figsize=(11, 8.5))
-    lines = [report.title, '', 'The answer', *sweep_report.answer_lines(report), '', 'What was run',
+    """The answer and what was run, in words, as large as the page allows."""
+    fig = Figure(figsize=PAGE_INCHES)
+    lines = ['The answer', *sweep_report.answer_lines(report), '', 'What was run',
              *sweep_report.grid_lines(report), *sweep_report.machine_lines(report)]
-    wrapped = []
-    for line in lines:
-        wrapped += textwrap.wrap(line.replace('**', '').replace('`', ''), WRAP,
-                                 subsequent_indent='   ') or ['']
-    fig.text(0.05, 0.95, '\n'.join(wrapped[1:]), va='top', family='monospace', fontsize=8.5)
-    fig.suptitle(wrapped[0], fontsize='large')
+    points, wrapped = fitted_text([line.replace('**', '').replace('`', '') for line in lines],
+                                  0.9 * PAGE_INCHES[0] * 72, 0.85 * PAGE_INCHES[1] * 72)
+    fig.text(0.05, 0.9, '\n'.join(wrapped), va='top', family='monospace', fontsize=points)
+    fig.suptitle(report.title, fontsize='x-large')
     return fig
+
+
+def fitted_text(lines, width, height):
+    """(font size, wrapped lines): the largest size of SUMMARY_POINTS's range
+    at which `lines`, wrapped to `width` points of monospace, fill at most
+    `height` points; the smallest where none fits."""
+    largest, smallest = SUMMARY_POINTS
+    points = largest
+    while True:
+        wrapped = [part for line in lines
+                   for part in textwrap.wrap(line, int(width / (MONOSPACE_WIDTH * points)),
+                                             subsequent_indent='   ') or ['']]
+        if len(wrapped) * LINE_SPACING * points <= height or points <= smallest:
+            return points, wrapped
+        points -= 0.5
 
 
 def paired_page(report):
