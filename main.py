@@ -133,7 +133,8 @@ def train_as_chief(run, hooks, complete=False):
     except interruption.Interrupted as stopped:
         return stops.save_interrupted(run, epoch, stopped)
     except (OSError, tf.errors.OpError) as error:
-        explained = disk.out_of_space(error, run.directory) or run.built.source.explain(error)
+        explained = (safe_io.out_of_space(error, run.directory, disk.RESUME_ADVICE)
+                     or run.built.source.explain(error))
         if explained is None:
             raise
         raise explained from None

@@ -7,8 +7,9 @@ CPU_BFLOAT16_AUTO), to be answered for a network before 'auto' turns it on.
 
 Trains main.py runs of max_epochs=1 on MNIST (dataset_name=... for another)
 on the CPU: every network and activation once per seed in float32 and once
-per seed in bfloat16 (mixed_precision=True: oneDNN's bfloat16, dynamic loss
-scaling); equal seeds give equal initial weights and batches. From each run's
+per seed in bfloat16 (mixed_precision=True: oneDNN's bfloat16, reductions,
+gates and softmax in float32, no loss scale on a CPU); equal seeds give
+equal initial weights and batches. From each run's
 history: validation accuracy and loss, and the final training loss (the
 running mean of the epoch). The seed-to-seed spread of a figure is its range
 (max - min) over the float32 seeds. bfloat16 falls short where its mean is

@@ -21,7 +21,7 @@ import evaluate
 import export
 import instruments
 from foundation import safe_io
-from foundation.errors import NotWritableError
+from foundation.errors import NotWritableError, OutOfSpace
 from tests.trained_runs import file_tree, train_digits
 from trainer import console
 from trainer.after_training import writes
@@ -137,7 +137,7 @@ def test_the_systems_own_write_errors_are_told_as_what_they_are(tmp_path):
             f.write('x')
             f.flush()
     told = writes.write_failure(full.value, str(tmp_path / 'evaluation'), 'do this')
-    assert isinstance(told, disk.OutOfSpace)
+    assert isinstance(told, OutOfSpace)
     assert str(told).startswith(f'the disk of {console.shown_path(str(tmp_path))} is full (')
     assert str(told).endswith('MB free): free space there, or do this')
 
@@ -170,8 +170,8 @@ def test_only_what_stops_writing_a_folder_is_told_as_such(error, reason):
 def test_a_full_disk_is_told_by_the_function_that_tells_it_for_training(tmp_path):
     error = tf.errors.ResourceExhaustedError(None, None, '/x/variables_temp/part-0; No space left on device')
     told = writes.write_failure(error, str(tmp_path), 'do this')
-    assert isinstance(told, disk.OutOfSpace) and str(told).endswith('MB free): free space there, or do this')
-    assert str(disk.out_of_space(error, str(tmp_path))).endswith('run again with resume=True')
+    assert isinstance(told, OutOfSpace) and str(told).endswith('MB free): free space there, or do this')
+    assert str(safe_io.out_of_space(error, str(tmp_path), disk.RESUME_ADVICE)).endswith('run again with resume=True')
 
 
 # --- the commands ---------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import tensorflow as tf
 from foundation import safe_io, tf_errors
 from foundation.errors import NotWritableError
 from trainer import console
-from trainer.runs import disk
 
 # A read-only mount, a folder of another user, one the system does not let be written.
 NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
@@ -22,7 +21,7 @@ NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 def into_run(directory, run):
     """The block writes into `directory`, in or beside the folder of `run`
     (folder.Run): all or none of its files; a NotWritableError or
-    disk.OutOfSpace in one line where the folder cannot be written."""
+    OutOfSpace in one line where the folder cannot be written."""
     try:
         with safe_io.all_or_none():
             yield
@@ -36,7 +35,7 @@ def into_run(directory, run):
 def write_failure(error, directory, advice):
     """The one-line error of a write into `directory` that failed with
     `error`, saying `advice`; None for an error of another kind."""
-    full = disk.out_of_space(error, console.shown_path(safe_io.nearest_folder(directory)),
+    full = safe_io.out_of_space(error, console.shown_path(safe_io.nearest_folder(directory)),
                              f'free space there, or {advice}')
     if full:
         return full

@@ -1,23 +1,11 @@
-"""A full disk, told apart from other write errors and named with its free
-space."""
+"""A run's disk use (a folder's size, in words) and what a run that filled
+its disk is told to do; foundation.safe_io.out_of_space tells a full disk
+apart from other write errors, for every command."""
 import os
 
-import tensorflow as tf
-
-from foundation import safe_io
-from foundation.errors import OutOfSpace  # noqa: F401 - what a full disk is told as, here with the run's advice
-
-v1 = tf.compat.v1
-
-
-# What a training run that filled its disk tells the user to do.
+# What a training run that filled its disk tells the user to do (safe_io.out_of_space).
 RESUME_ADVICE = ('the last complete epoch is kept; free space there (or set datasets_root to another '
                  'disk) and run again with resume=True')
-
-
-def out_of_space(error, directory, advice=RESUME_ADVICE):
-    """safe_io.out_of_space, with a training run's advice unless told another."""
-    return safe_io.out_of_space(error, directory, advice)
 
 
 def folder_bytes(path):
