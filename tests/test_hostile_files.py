@@ -27,14 +27,13 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-import main
 import TFRecordsWriter
 from foundation import regular_files
 from foundation.data import image_files, imagenet
 from foundation.errors import DataError
 from tests.test_streaming import data_dir, read_examples
+from tests.trained_runs import train_digits
 from trainer.after_training import inference
-from trainer.config import settings
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_RSS_MB = 2500  # the house bound on a command's peak memory
@@ -231,9 +230,8 @@ def test_a_name_that_is_not_utf8_is_shown_as_its_bytes():
 def trained(tmp_path_factory):
     """A digits run of one epoch, trained here as main.py trains."""
     root = tmp_path_factory.mktemp('trained')
-    with contextlib.redirect_stdout(io.StringIO()), tf.Graph().as_default():
-        assert main.train(settings.load_config([f'datasets_root={root}', 'max_epochs=1',
-                                                'log_every=100000'])) == 0
+    with tf.Graph().as_default():
+        train_digits(root)
     return root
 
 

@@ -5,8 +5,6 @@ edited by hand is one line naming the file and the field, exit status 2, in
 every command; where history.json fails and a checkpoint's own record is
 sound, that one stands. The hostile records are a trained digits run's,
 edited here."""
-import contextlib
-import io
 import json
 import os
 import random
@@ -26,8 +24,8 @@ import predict
 from foundation import bounded_json
 from foundation.data import record_metadata
 from foundation.errors import DataError
+from tests.trained_runs import train_digits
 from trainer.after_training import data_summary
-from trainer.config import settings
 from trainer.runs import checkpoints, history, record_schema, records
 from trainer.study import self_normalisation
 
@@ -39,9 +37,7 @@ MEMORY_GROWTH_KB = 500_000  # what refusing a record may add to the process's pe
 def trained_root(tmp_path_factory):
     """The datasets_root of a digits run of two epochs, trained in this process."""
     root = tmp_path_factory.mktemp('trained')
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main.train(settings.load_config([f'datasets_root={root}', 'max_epochs=2',
-                                                'log_every=100000'])) == 0
+    train_digits(root, 'max_epochs=2')
     return root
 
 
