@@ -100,14 +100,13 @@ def read_regular(path, max_bytes, what):
     return data
 
 
-def folder_unless_absent(path, key):
-    """Refuses `path`, the folder the config key `key` names, where it exists
-    as something else (a file, a device, a FIFO): reading files "in" it
-    would say they are missing, as if the folder were empty."""
+def not_a_folder(path):
+    """What `path` is where it exists as something else than a folder ('a
+    regular file', 'a FIFO', ...), else None (a folder, or nothing there yet)."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
-        return  # absent: created, downloaded into, or said missing, by what reads it
-    if not stat.S_ISDIR(mode):
-        kind = 'a regular file' if stat.S_ISREG(mode) else kind_of(mode)
-        raise DataError(f'{key}={path} is {kind}, not a folder: give the folder that holds the files')
+        return None  # absent: created, downloaded into, or said missing, by what reads it
+    if stat.S_ISDIR(mode):
+        return None
+    return 'a regular file' if stat.S_ISREG(mode) else kind_of(mode)

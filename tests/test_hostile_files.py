@@ -375,18 +375,20 @@ def test_the_writer_refuses_a_huge_metadata_file_in_one_line(tmp_path):
         f'error: {texts} holds {2 << 30} bytes, more than an annotation file')
 
 
+@pytest.mark.parametrize('key', ['data_dir', 'datasets_root', 'imagenet_dir'])
 @pytest.mark.parametrize('kind', ['a regular file', 'a character device', 'a FIFO'])
-def test_a_data_dir_that_is_no_folder_is_said_to_be_what_it_is(tmp_path, kind):
-    """data_dir=/dev/null was told "missing data files ... Put these files into /dev/null"."""
+def test_a_folder_key_that_names_no_folder_is_said_to_be_what_it_is(tmp_path, kind, key):
+    """data_dir=/dev/null was told "missing data files ... Put these files into /dev/null",
+    datasets_root=/dev/null "cannot write to /dev/null/digits/save_dir (Not a directory)"."""
+    from foundation.errors import ConfigError
     from trainer.config import settings
-    from trainer.training import input_source
     path = {'a regular file': tmp_path / 'notes.txt', 'a character device': '/dev/null',
             'a FIFO': tmp_path / 'fifo'}[kind]
     if kind == 'a regular file':
         path.write_text('x')
     elif kind == 'a FIFO':
         os.mkfifo(path)
-    cfg = settings.load_config(['dataset_name=mnist', f'data_dir={path}', 'download=False'])
-    with pytest.raises(DataError) as told:
-        input_source.open_dataset(cfg, str(path))
-    assert str(told.value) == f'data_dir={path} is {kind}, not a folder: give the folder that holds the files'
+    with pytest.raises(ConfigError) as told:
+        settings.load_config(['dataset_name=mnist', f'{key}={path}'])
+    assert str(told.value) == f'{key}={path} is {kind}, not a folder: give a folder'
+    assert settings.load_config(['dataset_name=mnist', f'{key}={tmp_path / "not-yet"}'])[key]  # made when needed

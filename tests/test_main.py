@@ -248,10 +248,13 @@ def test_corrupt_checkpoint_falls_back_to_the_one_before(tmp_path):
 def test_unwritable_output_is_refused_before_training(tmp_path):
     blocker = tmp_path / 'not_a_folder'
     blocker.write_text('a file where the outputs should go')
-    result = run_main(tmp_path, f'datasets_root={blocker}')  # the later value wins
+    result = run_main(tmp_path, f'datasets_root={blocker}/under')  # the later value wins
     assert result.returncode == 2
-    assert result.stderr.startswith(f'error: cannot write to {blocker}/digits/save_dir (Not a directory)')
+    assert result.stderr.startswith(f'error: cannot write to {blocker}/under/digits/save_dir (Not a directory)')
     assert 'EPOCH' not in result.stdout and 'epoch 1' not in result.stdout
+    result = run_main(tmp_path, f'datasets_root={blocker}')  # the file itself: said by the config check
+    assert result.returncode == 2
+    assert result.stderr == f'error: datasets_root={blocker} is a regular file, not a folder: give a folder\n'
 
 
 def test_non_finite_weights_are_detected(graph):

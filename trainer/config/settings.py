@@ -224,6 +224,17 @@ def _text(key, value, cfg):
     return value
 
 
+def _folder(key, value, cfg):
+    """A folder's path: one that names a file, a device or a FIFO is refused
+    here, where reading files "in" it would say they are missing, or that it
+    cannot be written."""
+    _text(key, value, cfg)
+    kind = regular_files.not_a_folder(value)
+    if kind:
+        raise ConfigError(f'{key}={value} is {kind}, not a folder: give a folder')
+    return value
+
+
 def _optional(check):
     def optional(key, value, cfg):
         return None if value is None else check(key, value, cfg)
@@ -345,8 +356,8 @@ KEYS = {
     'keep_earlier_runs': Key(_integer(0), {HOW}),
     'resume': Key(_boolean, {HOW}),
     'run_name': Key(_optional(_file_name), {HOW}),
-    'datasets_root': Key(_text, {HOW}),
-    'data_dir': Key(_optional(_text), {HOW}),
+    'datasets_root': Key(_folder, {HOW}),
+    'data_dir': Key(_optional(_folder), {HOW}),
     'download': Key(_boolean, {HOW}),
     'excitation_split': Key(_one_of('train', 'valid', 'test'), {HOW}),
     'cam_images': Key(_integer(1), {HOW}),
@@ -357,7 +368,7 @@ KEYS = {
     'tfrecord_shards': Key(_optional(_shard_counts), {HOW}),
     'malloc_mmap_threshold': Key(_optional(_integer(4096, MMAP_THRESHOLD_MAX)), {HOW}),
     'one_pass': Key(_boolean, {HOW}),
-    'imagenet_dir': Key(_optional(_text), {HOW}),
+    'imagenet_dir': Key(_optional(_folder), {HOW}),
     'imagenet_metadata_file': Key(_optional(_existing_file()), {HOW}),
     'imagenet_bbox_file': Key(_optional(_existing_file()), {HOW}),
     'imagenet_classes': Key(_one_of('official', 'present'), {GRAPH, IMAGENET}),  # what each output means

@@ -2,7 +2,6 @@
 (loaders.py, fed by input_pipeline.ArrayInput) or streamed TFRecords
 (TFRecordsReader.py, its TFRecordInput)."""
 import TFRecordsReader
-from foundation import regular_files
 from foundation.data import input_pipeline, loaders
 from foundation.errors import ConfigError, DataError
 
@@ -12,7 +11,6 @@ def open_dataset(cfg, data_dir):
     TFRecordsReader.RecordDataset, checked against the config, its training
     split cut down as a quick run asks (training_part)."""
     name = cfg['dataset_name']
-    regular_files.folder_unless_absent(data_dir, 'data_dir')
     opener = TFRecordsReader.OPENERS.get(name)
     data = opener(data_dir, cfg) if opener else loaders.DATASETS[name].load(data_dir, cfg['seed'],
                                                                        cfg['download'])
