@@ -62,20 +62,23 @@ def learning_rate_note(rates):
         return None
     if rates[-1] == rates[0]:
         return f'learning rate constant over the run: {rates[0]:.4g}'
-    change = rates[-1] / rates[0] - 1 if rates[0] else 0.0
     return (f'learning rate nearly constant over the run: {rates[0]:.6g} to {rates[-1]:.6g} '
-            f'({100 * change:+.3f} %)')
+            f'({100 * relative_change(rates):+.3f} %)')
+
+
+def relative_change(rates):
+    """The learning rate's change over the run, as a fraction of its start (0 from a zero start)."""
+    return rates[-1] / rates[0] - 1 if rates[0] else 0.0
 
 
 def plot_learning_rate(ax, x, rates):
     """The rate at the end of each epoch, on an axis from 0."""
     ax.set_ylabel('learning rate (end of epoch)')
     ax.grid(alpha=0.3)
-    change = rates[-1] / rates[0] - 1 if rates[0] else 0.0
     ax.plot(x, rates, 'o-', color='tab:green')
     ax.set_ylim(0, 1.1 * max(rates))
     ax.ticklabel_format(axis='y', style='sci', scilimits=(-2, 3), useOffset=False)
-    ax.text(0.02, 0.08, f'{rates[0]:.4g} to {rates[-1]:.4g} ({100 * change:+.2f} %)',
+    ax.text(0.02, 0.08, f'{rates[0]:.4g} to {rates[-1]:.4g} ({100 * relative_change(rates):+.2f} %)',
             transform=ax.transAxes)
 
 
